@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# mlheads launcher: makes its own environment, then runs an experiment or a tool.
+#
+#   ./launch.sh EXPERIMENT [--config.key=value ...] [--workdir=DIR]
+#   ./launch.sh test [pytest args]      the whole test suite
+#   ./launch.sh list                    experiments and what they do
+#   ./launch.sh bench                   speed benchmarks (JSON lines)
+#   ./launch.sh evaluate --labels=L.npy --scores=S.npy [--mask=M.npy]
+#   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+cd "$root"
+venv=${MLHEADS_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+ensure_venv() {
+  local stamp="$venv/.requirements.sha256" want
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    return
+  fi
+  echo "launch.sh: setting up $venv from requirements.txt (first run only, a few minutes)..." >&2
+  [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+  echo "$want" >"$stamp"
+  echo "launch.sh: environment ready." >&2
+}
+
+list_experiments() {
+  "$venv/bin/python" -m mlheads.experiments_index
+}
+
+cmd=${1:-}
+if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+shift
+ensure_venv
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+# Quiet TF-less tfds and absl start-up chatter; JAX picks the accelerator it finds.
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+case $cmd in
+  test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  list) list_experiments; exit 0 ;;
+  bench) exec "$venv/bin/python" -m mlheads.bench "$@" ;;
+  evaluate) exec "$venv/bin/python" -m mlheads.evaluate "$@" ;;
+  predict) exec "$venv/bin/python" -m mlheads.predict "$@" ;;
+esac
+
+# An experiment: a plain name of a file in experiments/, nothing else.
+if [[ ! $cmd =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$cmd.py ]]; then
+  echo "launch.sh: unknown experiment '$cmd'. Known experiments:" >&2
+  list_experiments >&2
+  exit 2
+fi
+exec "$venv/bin/python" -m mlheads.main --config="experiments/$cmd.py" --experiment="$cmd" "$@"
