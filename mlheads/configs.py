@@ -70,5 +70,13 @@ def validate(config, num_devices: int = 1) -> None:
        f'--config.eval_batch_size={config.eval_batch_size} is not divisible by the '
        f'{num_devices} devices')
   need(len(config.heads) > 0, 'the config names no heads (config.heads is empty)')
+  # Names are checked here, before any data is prepared, not when first used.
+  from mlheads import heads, trunks, train  # pylint: disable=g-import-not-at-top
+  need(config.trunk.kind in trunks.TRUNKS,
+       f'unknown trunk {config.trunk.kind!r}; known: {sorted(trunks.TRUNKS)}')
+  need(config.optimizer in train.OPTIMIZERS,
+       f'unknown optimizer {config.optimizer!r}; known: {sorted(train.OPTIMIZERS)}')
   for name, h in config.heads.items():
     need(h.weight >= 0, f'--config.heads.{name}.weight must be >= 0, got {h.weight}')
+    need(h.kind in heads.HEADS,
+         f'head {name!r}: unknown kind {h.kind!r}; known: {sorted(heads.HEADS)}')

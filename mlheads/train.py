@@ -95,7 +95,7 @@ def train_step(state: TrainState, batch, *, heads):
 
   (total, per_head), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads)
-  scalars = {'loss': total, 'grad_norm': optax.global_norm(grads),
+  scalars = {'loss': total, 'grad_norm': optax.tree.norm(grads),
              **{f'loss_{n}': l for n, l in per_head.items()}}
   return state, scalars
 

@@ -42,18 +42,18 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
     if mask is not None and not np.isin(mask, (0.0, 1.0)).all():
       r, c = _first_bad(~np.isin(mask.reshape(n, -1), (0.0, 1.0)))
       raise errors.UsageError(f'{where}, row {r}: {key}_mask column {col(c)} is '
-                              f'{mask.reshape(n, -1)[r, c]!r}, not 0 or 1')
+                              f'{float(mask.reshape(n, -1)[r, c])}, not 0 or 1')
     bad = ~np.isfinite(flat) & known
     if bad.any():
       r, c = _first_bad(bad)
       raise errors.UsageError(f'{where}, row {r}: key {key!r} column {col(c)} is '
-                              f'{flat[r, c]!r}; values must be finite')
+                              f'{float(flat[r, c])}; values must be finite')
     if f.kind == 'binary':
       bad = ~np.isin(flat, (0.0, 1.0)) & known
       if bad.any():
         r, c = _first_bad(bad)
         raise errors.UsageError(f'{where}, row {r}: label {key!r} column {col(c)} is '
-                                f'{flat[r, c]!r}, not 0 or 1')
+                                f'{float(flat[r, c])}, not 0 or 1')
 
 
 def check_batch_size(ds: base.Dataset, split: str, n: int, batch_size: int) -> None:

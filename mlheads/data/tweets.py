@@ -47,7 +47,7 @@ def aux_features(df: pd.DataFrame) -> np.ndarray:
   first = t.min()
   return np.stack([
       t.dt.hour.to_numpy(np.float64),
-      t.dt.weekday.to_numpy(np.float64),
+      t.dt.day_of_week.to_numpy(np.float64),
       ((t - first).dt.total_seconds() / 86_400.0).to_numpy(np.float64),
       (df['source'] == 'Twitter for Android').to_numpy(np.float64),
       (df['source'] == 'Twitter for iPhone').to_numpy(np.float64),

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny configs and a small prepared slice of the tweets."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+import tensorflow_datasets as tfds
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+tfds.disable_progress_bar()
+
+
+def tiny_headline_config(data_dir: str) -> ml_collections.ConfigDict:
+  """The headline experiment shrunk to test size: 240 tweets, tiny widths."""
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  c = headline.get_config()
+  c.data.dir = data_dir
+  c.data.max_rows = 240
+  c.data.vocab_size = 60
+  c.data.max_len = 12
+  c.trunk.embed_dim = 8
+  c.trunk.lstm_units = 4
+  c.trunk.hidden = (8,)
+  c.batch_size = 8
+  c.eval_batch_size = 16
+  c.epochs = 1
+  c.log_every_steps = 5
+  c.progress = False
+  return c
+
+
+@pytest.fixture(scope='session')
+def tweets_dir(tmp_path_factory) -> str:
+  """A tfds data dir shared by the session's tests (the slice is prepared once)."""
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture
+def tiny_config(tweets_dir):
+  return tiny_headline_config(tweets_dir)
+
+
+def run_cli(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+  """Runs `python -m mlheads.<module> args` the way launch.sh does."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=timeout, check=False)

@@ -1,0 +1,70 @@
+"""launch.sh and the entry point: overrides, typos and bad names exit 2 with one line."""
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+LAUNCH = str(ROOT / 'launch.sh')
+
+
+def _launch(*args):
+  return subprocess.run([LAUNCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        check=False)
+
+
+def test_list_shows_experiments_with_their_description():
+  r = _launch('list')
+  assert r.returncode == 0
+  assert 'headline' in r.stdout and 'retweeted' in r.stdout
+
+
+@pytest.mark.parametrize('name', ['nope', '../experiments/headline', '-rf', 'head line', 'Headline'])
+def test_unknown_or_unsafe_experiment_names_exit_2_with_the_list(name):
+  r = _launch(name)
+  assert r.returncode == 2
+  assert 'unknown experiment' in r.stderr and 'headline' in r.stderr
+
+
+def _main(tmp_path, *overrides):
+  workdir = tmp_path / 'run'
+  r = run_cli('-m', 'mlheads.main', '--config=experiments/headline.py',
+              f'--workdir={workdir}', *overrides)
+  return r, workdir
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.batch_sise=3', 'batch_sise'),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.batch_size=0', 'batch_size must be a positive integer'),
+    ('--config.learning_rate=-1', 'learning_rate must be > 0'),
+    ('--config.heads.aux.weight=-0.5', 'heads.aux.weight must be >= 0'),
+    ('--config.optimizer=adamm', "unknown optimizer 'adamm'"),
+    ('--config.heads.main.kind=nope', "unknown kind 'nope'"),
+    ('--config.trunk.kind=nope', "unknown trunk 'nope'"),
+])
+def test_bad_settings_exit_2_with_one_line_and_write_nothing(tmp_path, override, message):
+  r, workdir = _main(tmp_path, override, '--config.data.dir=/nonexistent-not-used')
+  assert r.returncode == 2, r.stderr
+  lines = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and message in lines[0], r.stderr
+  assert 'Traceback' not in r.stderr
+  assert not workdir.exists()
+
+
+def test_a_full_run_from_the_command_line(tmp_path, tweets_dir):
+  r, workdir = _main(
+      tmp_path, f'--config.data.dir={tweets_dir}', '--config.data.max_rows=240',
+      '--config.data.vocab_size=60', '--config.data.max_len=12', '--config.trunk.embed_dim=8',
+      '--config.trunk.lstm_units=4', '--config.trunk.hidden=(8,)', '--config.batch_size=8',
+      '--config.epochs=1', '--config.progress=False', '--config.heads.aux.weight=0.5')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'Total parameters:' in r.stderr
+  saved = json.loads((workdir / 'metrics.json').read_text())
+  assert set(saved['test']) == {'main', 'aux'}
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['heads']['aux']['weight'] == 0.5

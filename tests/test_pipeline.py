@@ -1,0 +1,52 @@
+import numpy as np
+
+from mlheads.data import base
+from mlheads.data import pipeline
+
+
+def _dataset(n=10, k=3):
+  arrays = {'x': np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+            'y': (np.arange(n * k).reshape(n, k) % 2).astype(np.float32)}
+  ds = base.Dataset(name='toy', splits={}, meta={},
+                    inputs={'x': base.Field((2,), 'float32', 'features')},
+                    targets={'y': base.Field((k,), 'float32', 'binary')})
+  return ds, arrays
+
+
+def _order(batches, steps):
+  return [next(batches)['inputs']['x'][:, 0].tolist() for _ in range(steps)]
+
+
+def test_order_is_a_pure_function_of_seed_and_step():
+  ds, arrays = _dataset()
+  full = _order(pipeline.train_batches(ds, arrays, 3, seed=7, num_epochs=3), 9)
+  again = _order(pipeline.train_batches(ds, arrays, 3, seed=7, num_epochs=3), 9)
+  resumed = _order(pipeline.train_batches(ds, arrays, 3, seed=7, num_epochs=3, start_step=4), 5)
+  other = _order(pipeline.train_batches(ds, arrays, 3, seed=8, num_epochs=3), 9)
+  assert full == again
+  assert full[4:] == resumed
+  assert full != other
+
+
+def test_each_epoch_is_a_new_permutation_of_every_example():
+  ds, arrays = _dataset(n=6)
+  order = np.array(_order(pipeline.train_batches(ds, arrays, 3, seed=0, num_epochs=2), 4))
+  first, second = order[:2].ravel(), order[2:].ravel()
+  assert sorted(first) == sorted(second) == sorted(arrays['x'][:, 0])
+  assert first.tolist() != second.tolist()
+
+
+def test_eval_covers_every_example_once_and_masks_padding():
+  ds, arrays = _dataset(n=10)
+  batches = list(pipeline.eval_batches(ds, arrays, 4))
+  assert len(batches) == 3
+  valid = np.concatenate([b['valid'] for b in batches])
+  xs = np.concatenate([b['inputs']['x'][:, 0] for b in batches])[valid > 0]
+  np.testing.assert_array_equal(xs, arrays['x'][:, 0])
+  assert valid.sum() == 10 and batches[-1]['inputs']['x'].shape == (4, 2)
+
+
+def test_targets_without_mask_key_get_an_all_ones_mask():
+  ds, arrays = _dataset()
+  b = next(pipeline.eval_batches(ds, arrays, 4))
+  np.testing.assert_array_equal(b['masks']['y'], np.ones((4, 3)))
