@@ -227,6 +227,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
         rate = seen / (time.perf_counter() - t0)
         mean['examples_per_s'] = rate
+        mean['epoch'] = (step + 1) / spe
         writer.write(step + 1, 'train', mean)
         bar.set_postfix(loss=f'{mean["loss"]:.4f}', ex_s=f'{rate:,.0f}')
         history, hist_start, t0, seen = [], step + 1, time.perf_counter(), 0
@@ -235,7 +236,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if epoch % config.eval_every_epochs == 0 or last:
           results['validation'] = trainer.evaluate(state.params, ds, arrays['validation'])
           for name, m in results['validation'].items():
-            writer.write(step + 1, f'validation/{name}', m)
+            writer.write(step + 1, f'validation/{name}', {'epoch': epoch, **m})
           bar.write(f'epoch {epoch}: ' + ', '.join(
               f'{n} loss {m["loss"]:.4f}' + (f' auc {m["roc_auc_macro"]:.4f}'
                                             if 'roc_auc_macro' in m else '')
