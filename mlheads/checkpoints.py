@@ -1,8 +1,8 @@
-"""Checkpoints that fail loudly: orbax storage, a sha256 manifest, a workdir lock, a SIGTERM flag.
+"""Checkpoints that fail loudly: orbax storage guarded by a sha256 manifest.
 
-Layout of a workdir:
+WorkdirLock and PreemptionFlag live in mlheads/workdir.py and are re-exported here. Layout:
 
-  WORKDIR/.lock                   WorkdirLock: JSON {host, pid, started, proc_start}
+  WORKDIR/.lock                   WorkdirLock (see workdir.py)
   WORKDIR/checkpoints/<step>/     one orbax checkpoint per step; orbax writes it into a
                                   `<step>.orbax-checkpoint-tmp-*` dir and renames it when done
     state/...                     args.StandardSave of the state pytree (OCDBT files, _METADATA)
@@ -27,8 +27,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 from typing import Any
 
 from absl import logging
@@ -37,12 +35,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlheads import errors
+from mlheads import workdir
+
+# Re-exported so the trainer gets checkpoints and the workdir guards from one module.
+WorkdirLock = workdir.WorkdirLock
+PreemptionFlag = workdir.PreemptionFlag
+PREEMPTED_EXIT_CODE = workdir.PREEMPTED_EXIT_CODE
 
 MANIFEST = 'manifest.json'
 _FORMAT = 1
 _MAX_DIFFS_SHOWN = 8
-# SIGTERM's conventional shell status (128 + 15): what a preempted run exits with after saving.
-PREEMPTED_EXIT_CODE = 143
 
 
 class CheckpointError(errors.UsageError):
@@ -210,20 +212,21 @@ def _read_manifest(step_dir: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _verify_files(step_dir: str, manifest: dict[str, Any]) -> str | None:
-  """First problem found comparing step_dir to its manifest (naming the file), or None."""
+  """What differs between step_dir and its manifest, naming every bad file; None if nothing."""
   expected = manifest['files']
   actual = set(_list_files(step_dir))
+  problems = []
   for rel in sorted(expected):
     path = os.path.join(step_dir, rel)
     if rel not in actual:
-      return f'{path} is missing'
-    size = os.path.getsize(path)
-    if size != expected[rel]['size']:
-      return f'{path} has {size} bytes, manifest says {expected[rel]["size"]} (truncated?)'
-    if _sha256(path) != expected[rel]['sha256']:
-      return f'{path} does not match its sha256 in the manifest (corrupted or swapped)'
-  extra = sorted(actual - set(expected))
-  return f'{os.path.join(step_dir, extra[0])} is not in the manifest' if extra else None
+      problems.append(f'{path} is missing')
+    elif (size := os.path.getsize(path)) != expected[rel]['size']:
+      problems.append(f'{path} has {size} bytes, manifest says {expected[rel]["size"]}')
+    elif _sha256(path) != expected[rel]['sha256']:
+      problems.append(f'{path} does not match its sha256 (corrupted or swapped)')
+  problems += [f'{os.path.join(step_dir, rel)} is not in the manifest'
+               for rel in sorted(actual - set(expected))]
+  return '; '.join(problems) or None
 
 
 # ----------------------------------------------------------------------------- Checkpointer
@@ -394,15 +397,22 @@ class Checkpointer:
         shutil.rmtree(path, ignore_errors=True)
 
   def _apply_retention(self) -> None:
-    """Keeps the newest `max_to_keep` committed steps and the best one; deletes the rest."""
+    """Keeps the newest `max_to_keep` committed steps and the best one; deletes the rest.
+
+    Step dirs whose manifest is damaged go too once they fall out of that window: restore
+    already skips them, and keeping them would only repeat the warning forever.
+    """
     steps = self.all_steps()
     keep = set(steps[-self.max_to_keep:])
     if (best := self.best_step()) is not None:
       keep.add(best)
-    for step in steps:
+    for step in self._all_steps():
       if step not in keep:
         # Drop the commit marker first so a half-deleted step never looks committed.
-        os.remove(os.path.join(self._step_dir(step), MANIFEST))
+        try:
+          os.remove(os.path.join(self._step_dir(step), MANIFEST))
+        except FileNotFoundError:
+          pass
         shutil.rmtree(self._step_dir(step), ignore_errors=True)
 
   # -- restore
@@ -487,174 +497,3 @@ def restore_from(path: str, target: Any, step: int | None = None) -> tuple[Any, 
       return ckpt.restore(target, step=int(base))
   with Checkpointer(path) as ckpt:
     return ckpt.restore(target, step=step)
-
-
-# ----------------------------------------------------------------------------- workdir lock
-
-
-def _proc_start(pid: int) -> str | None:
-  """Kernel start time of `pid` (Linux), to tell a live owner from a reused pid; else None."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      fields = f.read().rsplit(')', 1)[1].split()
-  except (OSError, IndexError):
-    return None
-  if fields[0] in ('Z', 'X'):  # a zombie has exited; only its exit status is left.
-    return 'dead'
-  return fields[19]  # field 22 of stat; fields[0] is field 3.
-
-
-def _pid_alive(pid: int, proc_start: str | None) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    pass  # exists, owned by another user.
-  now = _proc_start(pid)
-  if now == 'dead':
-    return False
-  return proc_start is None or now is None or now == proc_start
-
-
-class WorkdirLock:
-  """Context manager: one run per workdir (B23).
-
-  Acquiring creates WORKDIR/.lock with O_CREAT|O_EXCL holding JSON {host, pid, started,
-  proc_start}. A lock of a live process (or of another host, whose processes we cannot see)
-  raises errors.UsageError naming host and pid; a lock left on this host by a dead process
-  (kill -9) is taken over with a warning. In multi-process runs let only process 0 lock
-  (`enabled=jax.process_index() == 0`).
-  """
-
-  def __init__(self, workdir: str, *, enabled: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.path = os.path.join(self.workdir, '.lock')
-    self.enabled = enabled
-    self._info: dict[str, Any] | None = None
-
-  def _in_use(self, info: dict[str, Any]) -> errors.UsageError:
-    msg = (f"workdir {self.workdir} is in use by pid {info.get('pid')} on host "
-           f"{info.get('host')} (since {info.get('started')})")
-    if info.get('host') != socket.gethostname():
-      msg += f'; if that run is dead, remove {self.path}'
-    return errors.UsageError(msg)
-
-  def _read(self, path: str) -> dict[str, Any] | None:
-    try:
-      with open(path) as f:
-        info = json.load(f)
-      return info if isinstance(info, dict) else None
-    except (OSError, ValueError):
-      return None
-
-  def _is_stale(self, info: dict[str, Any] | None) -> bool:
-    if info is None:
-      # Unreadable: a writer between O_EXCL and write, or a crash right there; wait it out.
-      try:
-        return os.path.getmtime(self.path) < datetime.datetime.now().timestamp() - 30
-      except FileNotFoundError:
-        return True
-    if info.get('host') != socket.gethostname() or not isinstance(info.get('pid'), int):
-      return False
-    return not _pid_alive(info['pid'], info.get('proc_start'))
-
-  def acquire(self) -> None:
-    if not self.enabled:
-      return
-    if self._info is not None:
-      raise self._in_use(self._info)
-    os.makedirs(self.workdir, exist_ok=True)
-    info = {'host': socket.gethostname(), 'pid': os.getpid(),
-            'started': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-            'proc_start': _proc_start(os.getpid())}
-    for _ in range(3):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        held = self._read(self.path)
-        if not self._is_stale(held):
-          raise self._in_use(held or {}) from None
-        self._take_over(held)
-        continue
-      with os.fdopen(fd, 'w') as f:
-        json.dump(info, f)
-        f.flush()
-        os.fsync(f.fileno())
-      self._info = info
-      return
-    raise errors.UsageError(f'could not lock workdir {self.workdir}: {self.path} keeps changing')
-
-  def _take_over(self, stale: dict[str, Any] | None) -> None:
-    """Removes a stale lock without ever removing a fresh one another process just created."""
-    # Renaming is atomic, so of two processes taking over the same stale lock only one gets it;
-    # the content check catches having renamed a lock that someone created in between.
-    aside = f'{self.path}.stale.{os.getpid()}'
-    try:
-      os.rename(self.path, aside)
-    except FileNotFoundError:
-      return
-    if self._read(aside) != stale:
-      try:
-        os.link(aside, self.path)
-      except FileExistsError:
-        pass
-      os.remove(aside)
-      raise self._in_use(self._read(self.path) or {})
-    os.remove(aside)
-    logging.warning('taking over stale lock %s of dead pid %s on %s (since %s)', self.path,
-                    (stale or {}).get('pid'), (stale or {}).get('host'),
-                    (stale or {}).get('started'))
-
-  def release(self) -> None:
-    if self._info is None:
-      return
-    if self._read(self.path) == self._info:  # never remove a lock we no longer own.
-      os.remove(self.path)
-    self._info = None
-
-  def __enter__(self) -> 'WorkdirLock':
-    self.acquire()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.release()
-
-
-# ----------------------------------------------------------------------------- preemption
-
-
-class PreemptionFlag:
-  """Context manager turning SIGTERM into a flag the trainer polls at step boundaries (B18).
-
-  On `requested` the trainer saves a checkpoint and exits with PREEMPTED_EXIT_CODE (143 =
-  128 + SIGTERM, what a shell reports for a SIGTERM'd process, so schedulers see a preemption,
-  not a crash); rerunning the same command resumes. The previous handlers come back on exit.
-  Must be entered in the main thread (Python delivers signals only there). In multi-process runs
-  the processes must agree before saving (e.g. an allgather of the flag), since the signal may
-  reach them at different steps.
-  """
-
-  def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
-    self.signals = signals
-    self._requested = False
-    self._previous: dict[int, Any] = {}
-
-  @property
-  def requested(self) -> bool:
-    return self._requested
-
-  def _handle(self, signum, frame) -> None:
-    del frame
-    self._requested = True
-    logging.warning('received %s: will checkpoint at the next step boundary and exit %d',
-                    signal.Signals(signum).name, PREEMPTED_EXIT_CODE)
-
-  def __enter__(self) -> 'PreemptionFlag':
-    self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for s, handler in self._previous.items():
-      signal.signal(s, handler)
-    self._previous = {}

@@ -1,14 +1,11 @@
-"""Tests for mlheads.checkpoints: round trip, retention, corruption, mismatch, lock, faults."""
+"""Tests for mlheads.checkpoints: round trip, retention, corruption, mismatch, save faults."""
 
 import errno
+import functools
 import json
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 
 from flax import linen as nn
 from flax.training import train_state
@@ -31,6 +28,12 @@ class _Tiny(nn.Module):
 
 
 def _state(seed=0, width=4):
+  """A fresh dict (tests edit it) around the cached, immutable arrays."""
+  return dict(_cached_state(seed, width))
+
+
+@functools.cache
+def _cached_state(seed, width):
   """A TrainState after one adam step (so mu/nu are non-zero) plus bf16 / int32 leaves."""
   model = _Tiny()
   params = model.init(jax.random.key(seed), jnp.ones((2, width)))
@@ -166,7 +169,10 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog, damage):
     restored, extras, step = ckpt.restore(_state())
   assert step == 1 and extras == {'step': 1}
   _assert_bit_equal(restored, _state(1))
-  assert any(path in r.getMessage() and 'step 2' in r.getMessage() for r in caplog.records)
+  warned = [r.getMessage() for r in caplog.records if 'step 2' in r.getMessage()]
+  assert warned and path in warned[0]
+  if damage == 'swap':
+    assert os.path.join(d, second) in warned[0]
 
 
 def test_only_step_corrupt_raises(tmp_path):
@@ -202,7 +208,7 @@ def test_mismatched_target_is_refused_before_reading_arrays(tmp_path, no_array_r
   assert '\n' not in msg and ".opt_state[0].mu['params']['Dense_1']['kernel']" in msg
 
   extra = dict(_state(), new_head=jnp.zeros((2,)))
-  with pytest.raises(errors.UsageError, match=r"\['new_head'\]: expected \(2,\) float32 but not in"):
+  with pytest.raises(errors.UsageError, match=r"\['new_head'\]: expected \(2,\) float32 but "):
     ckpt.restore(extra)
   missing = {k: v for k, v in _state().items() if k != 'order'}
   with pytest.raises(errors.UsageError, match=r"\['order'\]: saved \(4,\) int32 but not expected"):
@@ -313,62 +319,3 @@ def test_resave_of_committed_step_is_a_no_op(tmp_path):
   before = open(os.path.join(ckpt._step_dir(1), checkpoints.MANIFEST)).read()
   _save(ckpt, 1, seed=5)
   assert open(os.path.join(ckpt._step_dir(1), checkpoints.MANIFEST)).read() == before
-
-
-# ----------------------------------------------------------------------------- lock
-
-
-def _write_lock(workdir, **info):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, '.lock'), 'w') as f:
-    json.dump(dict({'host': socket.gethostname(), 'started': 'earlier'}, **info), f)
-
-
-def test_lock_refuses_second_holder(tmp_path):
-  host = socket.gethostname()
-  with checkpoints.WorkdirLock(str(tmp_path)):
-    info = json.load(open(tmp_path / '.lock'))
-    assert info['pid'] == os.getpid() and info['host'] == host
-    with pytest.raises(errors.UsageError,
-                       match=f'in use by pid {os.getpid()} on host {host} \\(since '):
-      checkpoints.WorkdirLock(str(tmp_path)).acquire()
-  assert not (tmp_path / '.lock').exists()
-
-
-def test_lock_refuses_other_live_pid_and_other_host(tmp_path):
-  _write_lock(tmp_path, pid=os.getppid())
-  with pytest.raises(errors.UsageError, match=f'pid {os.getppid()} on host '):
-    checkpoints.WorkdirLock(str(tmp_path)).acquire()
-  _write_lock(tmp_path, pid=1, host='elsewhere')
-  with pytest.raises(errors.UsageError, match='pid 1 on host elsewhere.*remove'):
-    checkpoints.WorkdirLock(str(tmp_path)).acquire()
-  assert json.load(open(tmp_path / '.lock'))['host'] == 'elsewhere'  # untouched.
-
-
-def test_stale_lock_is_taken_over(tmp_path, caplog):
-  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
-  dead.wait()  # reaped: the pid is gone (or at worst reused, which proc_start catches).
-  _write_lock(tmp_path, pid=dead.pid)
-  with caplog.at_level(logging.WARNING):
-    with checkpoints.WorkdirLock(str(tmp_path)):
-      assert json.load(open(tmp_path / '.lock'))['pid'] == os.getpid()
-  assert any('stale lock' in r.getMessage() and str(dead.pid) in r.getMessage()
-             for r in caplog.records)
-  # A live pid whose start time differs is a reused pid: the lock is stale too.
-  _write_lock(tmp_path, pid=os.getppid(), proc_start='1')
-  with checkpoints.WorkdirLock(str(tmp_path)):
-    pass
-  assert not (tmp_path / '.lock').exists()
-
-
-# ----------------------------------------------------------------------------- preemption
-
-
-def test_sigterm_sets_flag_and_restores_handler():
-  before = signal.getsignal(signal.SIGTERM)
-  with checkpoints.PreemptionFlag() as flag:
-    assert not flag.requested
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert flag.requested
-  assert signal.getsignal(signal.SIGTERM) is before
-  assert checkpoints.PREEMPTED_EXIT_CODE == 143
