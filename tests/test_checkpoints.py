@@ -2,10 +2,8 @@
 
 import errno
 import functools
-import json
 import logging
 import os
-import shutil
 
 from flax import linen as nn
 from flax.training import train_state

@@ -15,10 +15,9 @@ from mlheads import errors
 from mlheads import workdir
 
 
-
-def _write_lock(workdir, **info):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, '.lock'), 'w') as f:
+def _write_lock(path, **info):
+  """Writes a lock file as another run would have left it."""
+  with open(os.path.join(path, '.lock'), 'w') as f:
     json.dump(dict({'host': socket.gethostname(), 'started': 'earlier'}, **info), f)
 
 
@@ -57,6 +56,24 @@ def test_stale_lock_is_taken_over(tmp_path, caplog):
   with workdir.WorkdirLock(str(tmp_path)):
     pass
   assert not (tmp_path / '.lock').exists()
+
+
+def test_lock_of_killed_run_is_refused_then_taken_over(tmp_path):
+  """The real B23 sequence: a live holder is refused; after kill -9 the lock is reclaimed."""
+  code = ('import sys, time; from mlheads import workdir; '
+          'workdir.WorkdirLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(60)')
+  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  holder = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE,
+                            env=env, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(errors.UsageError, match=f'in use by pid {holder.pid} on host '):
+      workdir.WorkdirLock(str(tmp_path)).acquire()
+  finally:
+    holder.kill()
+    holder.wait()
+  with workdir.WorkdirLock(str(tmp_path)):
+    assert json.load(open(tmp_path / '.lock'))['pid'] == os.getpid()
 
 
 # ----------------------------------------------------------------------------- preemption
