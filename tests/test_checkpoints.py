@@ -90,6 +90,8 @@ def test_restore_into_abstract_target_and_fresh_python_int_step(tmp_path):
     abstract = jax.eval_shape(lambda: _state(0))
     restored, _, _ = ckpt.restore(abstract)
     _assert_bit_equal(restored, state)
+    # Abstract leaves come back as device arrays (orbax alone would hand back numpy).
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(restored))
     # The fresh TrainState holds step=0 as a Python int; it must match a saved int32 step.
     fresh = train_state.TrainState.create(
         apply_fn=None, params=state['train'].params, tx=optax.adam(1e-2))
