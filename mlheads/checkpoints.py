@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from typing import Any
 
@@ -147,6 +148,17 @@ def _json_problem(obj: Any, path: str = 'extras') -> str | None:
   if obj is None or isinstance(obj, (str, int, float)):
     return None
   return f'{path}: {type(obj).__name__} is not JSON-serialisable (convert it to list/float first)'
+
+
+def _short_reason(e: Exception) -> str:
+  """'No space left on device' rather than a page of tensorstore spec; else the first line."""
+  code = getattr(e, 'errno', None)
+  if code is None and (m := re.search(r"os_error_code='(\d+)'", str(e))):
+    code = int(m.group(1))  # tensorstore reports OS errors as ValueError with this tag.
+  if code:
+    return f'{os.strerror(code)} ({type(e).__name__})'
+  first = (str(e).strip().splitlines() or [''])[0]
+  return f'{type(e).__name__}: {first[:300]}'
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -368,10 +380,8 @@ class Checkpointer:
       # remove its pieces so it cannot be mistaken for one, and say so in one line.
       if self._primary:
         self._remove_uncommitted()
-      detail = str(e).strip().splitlines()[0] if str(e).strip() else ''
-      raise CheckpointError(
-          f'cannot save checkpoint step {step} in {self.workdir}: {type(e).__name__}: '
-          f'{detail} (earlier checkpoints are untouched)') from e
+      raise CheckpointError(f'cannot save checkpoint step {step} in {self.workdir}: '
+                            f'{_short_reason(e)} (earlier checkpoints are untouched)') from e
     if self._primary:
       self._apply_retention()
     logging.info('checkpoint step %d committed in %s', step, self.directory)

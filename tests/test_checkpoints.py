@@ -4,6 +4,7 @@ import errno
 import functools
 import logging
 import os
+import subprocess
 
 from flax import linen as nn
 from flax.training import train_state
@@ -311,6 +312,38 @@ def test_read_only_workdir(tmp_path):
   finally:
     os.chmod(ckpt.directory, 0o755)
   assert ckpt.restore(_state())[2] == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A real 300 KiB tmpfs, for true ENOSPC / EROFS; skipped where mounting is not allowed."""
+  mnt = tmp_path / 'mnt'
+  mnt.mkdir()
+  if os.geteuid() != 0 or subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', 'size=300k', 'tmpfs', str(mnt)],
+      capture_output=True).returncode != 0:
+    pytest.skip('cannot mount a tmpfs here')
+  try:
+    yield mnt
+  finally:
+    subprocess.run(['umount', '-l', str(mnt)], check=True)
+
+
+def test_real_disk_full_then_read_only(tiny_disk):
+  ckpt = checkpoints.Checkpointer(str(tiny_disk / 'run'))
+  rng = np.random.default_rng(0)
+  big = lambda: {'w': jnp.asarray(rng.normal(size=40_000).astype(np.float32))}  # 160 KB.
+  first = big()
+  ckpt.save(1, first, extras={'a': 1})
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=f'step 2 in {tiny_disk}/run: No space left on device'):
+    ckpt.save(2, big(), extras={'a': 2})
+  subprocess.run(['mount', '-o', 'remount,ro', str(tiny_disk)], check=True)
+  with pytest.raises(checkpoints.CheckpointError, match='step 3 .*Read-only file system'):
+    ckpt.save(3, big(), extras={'a': 3})
+  restored, extras, step = ckpt.restore(first)
+  assert (step, extras) == (1, {'a': 1})
+  _assert_bit_equal(restored, first)
 
 
 def test_resave_of_committed_step_is_a_no_op(tmp_path):
