@@ -5,6 +5,8 @@ import functools
 import logging
 import os
 import subprocess
+import sys
+import time
 
 from flax import linen as nn
 from flax.training import train_state
@@ -344,6 +346,38 @@ def test_real_disk_full_then_read_only(tiny_disk):
   restored, extras, step = ckpt.restore(first)
   assert (step, extras) == (1, {'a': 1})
   _assert_bit_equal(restored, first)
+
+
+_SAVE_FOREVER = """
+import sys, jax.numpy as jnp
+from mlheads import checkpoints
+ckpt = checkpoints.Checkpointer(sys.argv[1], max_to_keep=2)
+for step in range(1, 10_000):
+  ckpt.save(step, {'w': jnp.full((20_000,), step, jnp.float32)}, extras={'step': step})
+  print(step, flush=True)
+"""
+
+
+def test_kill_9_during_saves_leaves_a_restorable_step(tmp_path):
+  """B17: whenever the saving process dies, the newest committed step restores intact."""
+  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  saver = subprocess.Popen([sys.executable, '-c', _SAVE_FOREVER, str(tmp_path)],
+                           stdout=subprocess.PIPE, env=env, text=True)
+  try:
+    for _ in range(3):  # let a few saves commit, then kill it in the middle of the next ones.
+      saver.stdout.readline()
+    time.sleep(0.03)
+  finally:
+    saver.kill()
+    saver.wait()
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=2)
+  target = {'w': jnp.zeros((20_000,), jnp.float32)}
+  restored, extras, step = ckpt.restore(target)
+  assert step >= 3 and extras == {'step': step}
+  np.testing.assert_array_equal(restored['w'], np.full((20_000,), step, np.float32))
+  ckpt.save(step + 1, target, extras={})  # the resumed run saves over any half-written step.
+  assert ckpt.latest_step() == step + 1
+  assert not [n for n in os.listdir(ckpt.directory) if not n.isdigit()]
 
 
 def test_resave_of_committed_step_is_a_no_op(tmp_path):
