@@ -64,7 +64,7 @@ def _leaf_record(x: Any) -> tuple[tuple[int, ...], str]:
   if isinstance(x, float):
     return (), 'py:float'
   if hasattr(x, 'shape') and hasattr(x, 'dtype'):
-    return tuple(int(d) for d in x.shape), str(np.dtype(x.dtype))
+    return tuple(int(d) for d in x.shape), str(x.dtype)
   raise TypeError(f'checkpoint leaves must be arrays or Python scalars, got {type(x).__name__}')
 
 
@@ -220,6 +220,8 @@ def _read_manifest(step_dir: str) -> tuple[dict[str, Any] | None, str | None]:
     return None, f'{path} is unreadable ({e})'
   if not isinstance(manifest, dict) or manifest.get('self_sha256') != _self_hash(manifest):
     return None, f'{path} fails its self-hash'
+  if manifest.get('format') != _FORMAT:
+    return None, f'{path} has format {manifest.get("format")!r}, this code reads {_FORMAT}'
   return manifest, None
 
 
@@ -361,7 +363,9 @@ class Checkpointer:
     try:
       if self._primary:
         os.makedirs(self.directory, exist_ok=True)
-        self._remove_uncommitted()  # a killed save of this very step would block orbax.
+        self._remove_uncommitted()
+        # An uncommitted dir of this very step (e.g. its manifest got damaged) would block orbax.
+        shutil.rmtree(step_dir, ignore_errors=True)
       self._sync('mlheads_ckpt_pre_save')
       self._ckptr.save(step_dir, ocp.args.Composite(
           state=ocp.args.StandardSave(state), extras=ocp.args.JsonSave(extras)))
@@ -391,7 +395,7 @@ class Checkpointer:
       ocp.multihost.sync_global_processes(name)
 
   def _remove_uncommitted(self) -> None:
-    """Deletes orbax tmp dirs and step dirs without a valid manifest: leftovers of killed saves.
+    """Deletes orbax tmp dirs and step dirs without a manifest: leftovers of killed saves.
 
     Safe because only the lock holder saves into this workdir (WorkdirLock).
     """
@@ -495,15 +499,15 @@ class Checkpointer:
 
 
 def restore_from(path: str, target: Any, step: int | None = None) -> tuple[Any, dict, int]:
-  """Restores from a workdir, or from one step dir (WORKDIR/checkpoints/<step>).
+  """Restores from a workdir, WORKDIR/checkpoints, or one step dir WORKDIR/checkpoints/<step>.
 
   Raises errors.UsageError if PATH holds no committed checkpoint (B24), never starting fresh.
   """
   path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  base = os.path.basename(path)
+  parent, base = os.path.split(path)
   if base.isdigit() and os.path.basename(parent) == 'checkpoints' and step is None:
-    with Checkpointer(os.path.dirname(parent)) as ckpt:
-      return ckpt.restore(target, step=int(base))
+    path, step = os.path.dirname(parent), int(base)
+  elif base == 'checkpoints' and not os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = parent
   with Checkpointer(path) as ckpt:
     return ckpt.restore(target, step=step)

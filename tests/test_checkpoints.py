@@ -4,6 +4,7 @@ import errno
 import functools
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -84,6 +85,18 @@ def test_round_trip_is_bit_exact(tmp_path):
   assert isinstance(restored['train'], train_state.TrainState)
   assert restored['emb'].dtype == jnp.bfloat16 and restored['order'].dtype == np.int32
   _assert_bit_equal(restored, state)
+
+
+def test_no_pickle_on_save_or_restore(tmp_path, monkeypatch):
+  """B25: nothing in the save/restore path may (un)pickle, which could run code."""
+  def refuse(*a, **k):
+    raise AssertionError('pickle used')
+  for name in ('load', 'loads', 'dump', 'dumps'):
+    monkeypatch.setattr(pickle, name, refuse)
+  monkeypatch.setattr(pickle, 'Unpickler', refuse)
+  with checkpoints.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(1, _state(1), extras={'a': [1]})
+    _assert_bit_equal(ckpt.restore(_state())[0], _state(1))
 
 
 def test_restore_into_abstract_target_and_fresh_python_int_step(tmp_path):
@@ -248,6 +261,7 @@ def test_restore_from_step_dir(tmp_path):
   _, extras, step = checkpoints.restore_from(ckpt._step_dir(1), _state())
   assert (step, extras) == (1, {'step': 1})
   assert checkpoints.restore_from(str(tmp_path), _state())[2] == 2
+  assert checkpoints.restore_from(ckpt.directory, _state())[2] == 2
 
 
 def test_non_finite_state_is_refused_and_nothing_written(tmp_path):
