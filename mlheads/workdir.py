@@ -86,6 +86,7 @@ class WorkdirLock:
     return not _pid_alive(info['pid'], info.get('proc_start'))
 
   def acquire(self) -> None:
+    """Takes the lock or raises errors.UsageError naming the holder; creates WORKDIR."""
     if not self.enabled:
       return
     if self._info is not None:
@@ -100,7 +101,11 @@ class WorkdirLock:
       except FileExistsError:
         held = self._read(self.path)
         if not self._is_stale(held):
-          raise self._in_use(held or {}) from None
+          if held is None:
+            raise errors.UsageError(
+                f'workdir {self.workdir} is locked by {self.path}, which is unreadable (being '
+                'written?); remove it if no run is using the workdir') from None
+          raise self._in_use(held) from None
         self._take_over(held)
         continue
       with os.fdopen(fd, 'w') as f:
@@ -133,6 +138,7 @@ class WorkdirLock:
                     (stale or {}).get('started'))
 
   def release(self) -> None:
+    """Removes the lock if it is still ours; a no-op otherwise."""
     if self._info is None:
       return
     if self._read(self.path) == self._info:  # never remove a lock we no longer own.

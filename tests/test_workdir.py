@@ -58,6 +58,15 @@ def test_stale_lock_is_taken_over(tmp_path, caplog):
   assert not (tmp_path / '.lock').exists()
 
 
+def test_unreadable_lock_is_refused_while_fresh_and_taken_over_when_old(tmp_path):
+  (tmp_path / '.lock').write_text('{"ho')  # a writer killed mid-write, or still writing.
+  with pytest.raises(errors.UsageError, match='unreadable'):
+    workdir.WorkdirLock(str(tmp_path)).acquire()
+  os.utime(tmp_path / '.lock', (1, 1))
+  with workdir.WorkdirLock(str(tmp_path)):
+    assert json.load(open(tmp_path / '.lock'))['pid'] == os.getpid()
+
+
 def test_lock_of_killed_run_is_refused_then_taken_over(tmp_path):
   """The real B23 sequence: a live holder is refused; after kill -9 the lock is reclaimed."""
   code = ('import sys, time; from mlheads import workdir; '
