@@ -21,6 +21,8 @@ import pytest
 from mlheads import checkpoints
 from mlheads import errors
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class _Tiny(nn.Module):
 
@@ -374,7 +376,7 @@ for step in range(1, 10_000):
 
 def test_kill_9_during_saves_leaves_a_restorable_step(tmp_path):
   """B17: whenever the saving process dies, the newest committed step restores intact."""
-  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   saver = subprocess.Popen([sys.executable, '-c', _SAVE_FOREVER, str(tmp_path)],
                            stdout=subprocess.PIPE, env=env, text=True)
   try:

@@ -14,6 +14,8 @@ from mlheads import checkpoints
 from mlheads import errors
 from mlheads import workdir
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def _write_lock(path, **info):
   """Writes a lock file as another run would have left it."""
@@ -71,7 +73,7 @@ def test_lock_of_killed_run_is_refused_then_taken_over(tmp_path):
   """The real B23 sequence: a live holder is refused; after kill -9 the lock is reclaimed."""
   code = ('import sys, time; from mlheads import workdir; '
           'workdir.WorkdirLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(60)')
-  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   holder = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE,
                             env=env, text=True)
   try:
