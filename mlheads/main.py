@@ -32,4 +32,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  errors.run_app(main)
+  errors.run_main(main)
