@@ -6,10 +6,10 @@ runs on one CPU, several GPUs or a TPU slice. The host reads losses back only
 every `log_every_steps` steps.
 """
 
+import dataclasses
 import functools
 import json
 import os
-import socket
 import time
 from collections.abc import Mapping
 
@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import tqdm
 
+from mlheads import checkpoints
 from mlheads import configs
 from mlheads import errors
 from mlheads import evaluation
@@ -36,7 +37,9 @@ import mlheads.data as data_lib
 
 
 class TrainState(train_state.TrainState):
-  rng: jax.Array  # base key; step s uses fold_in(rng, s), a pure function of (seed, step).
+  # Raw uint32 key data (checkpointable); step s uses fold_in(rng, s): a pure function of
+  # (seed, step), so a resumed run draws the same numbers.
+  rng: jax.Array
 
 
 # Keras' RMSprop: rho 0.9, epsilon 1e-7 added outside the square root, no momentum.
@@ -138,7 +141,7 @@ class Trainer:
         out_shardings=self.replicated)
 
   def init_state(self, seed: int) -> TrainState:
-    params_key, rng = jax.random.split(jax.random.key(seed))
+    params_key, rng = jax.random.split(jax.random.PRNGKey(seed))
 
     @functools.partial(jax.jit, out_shardings=self.replicated)
     def init(params_key, rng):
@@ -152,11 +155,10 @@ class Trainer:
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
 
-  def evaluate(self, params, ds, arrays) -> dict[str, dict]:
-    outs = evaluation.predict_split(
-        lambda p, b: self.eval_step(p, self.shard(b)), params, ds, arrays,
-        self.config.eval_batch_size, self.heads)
-    return {name: evaluation.head_metrics(self.heads[name], o) for name, o in outs.items()}
+  def predict(self, params, ds, arrays) -> dict[str, dict]:
+    """Scores, labels, masks and losses of every output over a whole split."""
+    return evaluation.predict_split(lambda p, b: self.eval_step(p, self.shard(b)), params, ds,
+                                    arrays, self.config.eval_batch_size, self.heads)
 
 
 def load_data(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
@@ -185,78 +187,139 @@ def _check_finite(history: list[dict], first_step: int) -> None:
             f'{first_step + len(history) - 1}); stopping without saving')
 
 
+def _extras(config, ds: base.Dataset, thresholds: dict, epoch: int) -> dict:
+  """What a checkpoint carries besides arrays: enough for predict to rebuild the run."""
+  return {
+      'config': json.loads(config.to_json_best_effort()),
+      'data': {'name': ds.name, 'meta': dict(ds.meta),
+               'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
+               'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
+      'thresholds': thresholds,
+      'epoch': epoch,
+  }
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains and evaluates; writes metrics.jsonl, TensorBoard and metrics.json in workdir."""
+  """Trains (resuming from WORKDIR's last good checkpoint) and evaluates.
+
+  Writes into `workdir`: config.json, metrics.jsonl, tensorboard/, checkpoints/
+  (latest and best, with thresholds tuned on validation), metrics.json and the
+  report. Everything that can be wrong with the data or the config is raised
+  before the workdir is created.
+  """
   configs.validate(config, jax.device_count())
   ds, arrays = load_data(config)
   trainer = Trainer(config, ds)
+  best_name, best_mode = evaluation.best_metric(config, trainer.heads)
   state = trainer.init_state(config.seed)
   table, n_params = models.parameter_overview(state.params)
   logging.info('Parameters:\n%s', table)
   logging.info('Total parameters: %s', f'{n_params:,}')
   logging.info('Devices: %s (%d processes)', jax.devices(), jax.process_count())
-
-  n_train = _num_rows(arrays['train'])
-  spe = pipeline.steps_per_epoch(n_train, config.batch_size)
+  spe = pipeline.steps_per_epoch(_num_rows(arrays['train']), config.batch_size)
   total_steps = spe * config.epochs
   logging.info('Train %d examples: %d steps/epoch x %d epochs = %d steps of batch %d.',
-               n_train, spe, config.epochs, total_steps, config.batch_size)
+               _num_rows(arrays['train']), spe, config.epochs, total_steps, config.batch_size)
 
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  writer = writers.MetricWriter(workdir)
+  primary = jax.process_index() == 0
+  with checkpoints.WorkdirLock(workdir, enabled=primary), \
+      checkpoints.PreemptionFlag() as preempted:
+    ckpt = checkpoints.Checkpointer(workdir, max_to_keep=2, best_metric=best_name,
+                                    best_mode=best_mode)
+    if ckpt.latest_step() is not None:
+      state, _, step = ckpt.restore(state)
+      logging.info('Resuming from step %d of %d (%s).', step, total_steps, ckpt.directory)
+    if primary:
+      with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(config.to_json_best_effort(indent=2))
+    writer = writers.MetricWriter(workdir)
+    try:
+      state = _train_loop(config, trainer, ds, arrays, state, ckpt, writer, preempted, spe,
+                          total_steps)
+      summary = _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params)
+    finally:
+      writer.close()
+  if primary:
+    path = os.path.join(workdir, 'metrics.json')
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      json.dump(writers.jsonable(summary), f, indent=2)
+    os.replace(path + '.tmp', path)
+    logging.info('Wrote %s', path)
+  return summary
+
+
+def _train_loop(config, trainer, ds, arrays, state, ckpt, writer, preempted, spe, total_steps):
+  """Steps from the state's step to `total_steps`; evaluates and saves every epoch."""
   start_step = int(state.step)
   batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
                                    config.epochs, start_step)
-  history, hist_start = [], start_step
+  history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
   bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not config.progress,
                   unit='step', dynamic_ncols=True)
-  t0, seen = time.perf_counter(), 0
-  results = {}
   try:
     for step in range(start_step, total_steps):
       state, scalars = trainer.train_step(state, trainer.shard(next(batches)))
       history.append(scalars)
       seen += config.batch_size
       bar.update(1)
-      last = step + 1 == total_steps
-      if len(history) >= config.log_every_steps or last or (step + 1) % spe == 0:
+      done = step + 1
+      end_of_epoch = done % spe == 0 or done == total_steps
+      if len(history) >= config.log_every_steps or end_of_epoch or preempted.requested:
         host = jax.device_get(history)
         _check_finite(host, hist_start)
         mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-        rate = seen / (time.perf_counter() - t0)
-        mean['examples_per_s'] = rate
-        mean['epoch'] = (step + 1) / spe
-        writer.write(step + 1, 'train', mean)
-        bar.set_postfix(loss=f'{mean["loss"]:.4f}', ex_s=f'{rate:,.0f}')
-        history, hist_start, t0, seen = [], step + 1, time.perf_counter(), 0
-      if (step + 1) % spe == 0 or last:
-        epoch = (step + 1) // spe
-        if epoch % config.eval_every_epochs == 0 or last:
-          results['validation'] = trainer.evaluate(state.params, ds, arrays['validation'])
-          for name, m in results['validation'].items():
-            writer.write(step + 1, f'validation/{name}', {'epoch': epoch, **m})
+        mean['examples_per_s'] = seen / (time.perf_counter() - t0)
+        mean['epoch'] = done / spe
+        writer.write(done, 'train', mean)
+        bar.set_postfix(loss=f'{mean["loss"]:.4f}', ex_s=f'{mean["examples_per_s"]:,.0f}')
+        history, hist_start, seen, t0 = [], done, 0, time.perf_counter()
+      if end_of_epoch:
+        epoch = -(-done // spe)
+        if epoch % config.eval_every_epochs == 0 or done == total_steps:
+          preds = trainer.predict(state.params, ds, arrays['validation'])
+          val = evaluation.all_metrics(trainer.heads, preds)
+          for name, m in val.items():
+            writer.write(done, f'validation/{name}', {'epoch': epoch, **m})
           bar.write(f'epoch {epoch}: ' + ', '.join(
-              f'{n} loss {m["loss"]:.4f}' + (f' auc {m["roc_auc_macro"]:.4f}'
-                                            if 'roc_auc_macro' in m else '')
-              for n, m in results['validation'].items()))
+              f'{n} loss {m["loss"]:.4f}' + ''.join(
+                  f' {short} {m[key]:.4f}' for key, short in (
+                      ('average_precision_macro', 'mAP'), ('roc_auc_macro', 'AUC'))
+                  if key in m and np.isfinite(m[key]))
+              for n, m in val.items()))
+          if epoch % config.checkpoint_every_epochs == 0 or done == total_steps:
+            extras = _extras(config, ds, evaluation.tune_thresholds(trainer.heads, preds), epoch)
+            ckpt.save(done, state, extras=extras, metrics=evaluation.flatten(val))
+      if preempted.requested:
+        ckpt.save(done, state, extras=_extras(config, ds, {}, done // spe))
+        bar.write(f'SIGTERM: saved step {done}; exiting with {checkpoints.PREEMPTED_EXIT_CODE}.')
+        raise SystemExit(checkpoints.PREEMPTED_EXIT_CODE)
   finally:
     bar.close()
-  results['validation'] = trainer.evaluate(state.params, ds, arrays['validation'])
-  results['test'] = trainer.evaluate(state.params, ds, arrays['test'])
+  return state
+
+
+def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params) -> dict:
+  """Validation and test metrics of the best checkpoint, at 0.5 and at its tuned thresholds."""
+  step = ckpt.best_step() or ckpt.latest_step()
+  thresholds = {}
+  if step is not None:
+    state, extras, step = ckpt.restore(state, step)
+    thresholds = extras['thresholds']
+  preds = {s: trainer.predict(state.params, ds, arrays[s]) for s in ('validation', 'test')}
+  if not thresholds:
+    thresholds = evaluation.tune_thresholds(trainer.heads, preds['validation'])
   summary = {
-      'experiment_data': ds.name,
-      'steps': int(state.step),
+      'experiment': ds.name,
+      'evaluated_step': int(state.step),
+      'best_metric': ckpt.best_metric,
       'parameters': n_params,
-      'host': socket.gethostname(),
-      **results,
+      'validation': evaluation.all_metrics(trainer.heads, preds['validation']),
+      'test': evaluation.all_metrics(trainer.heads, preds['test']),
+      'test_tuned': evaluation.all_metrics(trainer.heads, preds['test'], thresholds),
+      'thresholds': thresholds,
   }
-  with open(os.path.join(workdir, 'metrics.json'), 'w', encoding='utf-8') as f:
-    json.dump(writers.jsonable(summary), f, indent=2)
-  writer.close()
-  for split in ('validation', 'test'):
-    for name, m in results[split].items():
+  for split in ('validation', 'test', 'test_tuned'):
+    for name, m in summary[split].items():
       logging.info('%s %s: %s', split, name, ', '.join(f'{k} {v:.4f}' for k, v in m.items()))
-  logging.info('Wrote %s', os.path.join(workdir, 'metrics.json'))
   return summary

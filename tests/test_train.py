@@ -159,7 +159,7 @@ def test_unknown_target_head_kind_and_optimizer_list_the_known_names():
 
 def test_train_and_evaluate_writes_metrics(tiny_config, tmp_path):
   summary = train.train_and_evaluate(tiny_config, str(tmp_path))
-  assert summary['steps'] == 192 // 8
+  assert summary['evaluated_step'] == 192 // 8
   with open(tmp_path / 'metrics.json', encoding='utf-8') as f:
     saved = json.load(f)
   for split in ('validation', 'test'):
