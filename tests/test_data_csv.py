@@ -218,7 +218,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, text, kw, pattern):
   with pytest.raises(errors.UsageError, match=pattern) as e:
     data_lib.load(cfg, batch_size=4)
   assert '\n' not in str(e.value)
-  assert files_under(tmp_path / 'tfds') == []
+  assert not (tmp_path / 'tfds').exists()  # not even an empty folder
 
 
 def test_train_split_smaller_than_a_batch_is_rejected_before_writing(tmp_path):
@@ -227,7 +227,7 @@ def test_train_split_smaller_than_a_batch_is_rejected_before_writing(tmp_path):
   with pytest.raises(errors.UsageError, match=r'train split would hold 32 examples, fewer '
                      r'than one batch of 33'):
     data_lib.load(cfg, batch_size=33)
-  assert files_under(tmp_path / 'tfds') == []
+  assert not (tmp_path / 'tfds').exists()  # not even an empty folder
   data_lib.load(cfg, batch_size=32)  # exactly one batch is enough
   assert files_under(tmp_path / 'tfds')
 
@@ -252,7 +252,7 @@ def test_launch_exits_2_with_one_line(tmp_path, content, flags, pattern):
   assert 'Traceback' not in r.stderr
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and path in last and pattern in last, last
-  assert files_under(tmp_path / 'tfds') == []
+  assert not (tmp_path / 'tfds').exists()  # not even an empty folder
   assert not (tmp_path / 'run').exists()
 
 
@@ -272,3 +272,16 @@ def test_trains_on_a_title_table_with_unknown_labels(tmp_path):
   with open(tmp_path / 'run' / 'metrics.json', encoding='utf-8') as f:
     m = json.load(f)
   assert np.isfinite(m['test']['labels']['loss'])
+
+
+def test_a_failure_inside_tfds_prepare_leaves_no_files(tmp_path):
+  """The fallback when a builder was made without the up-front check: tfds deletes its
+  incomplete folder, so no file of a half-written data set remains."""
+  path = write(tmp_path / 'bad.csv', _with_line(3, 'w3,3,7'))
+  s = csv_data.settings_from_config(data_config(tmp_path, path=path, text='t', labels='a'))
+  b = csv_data.FromCsv(config=csv_data.CsvConfig(name=csv_data.cache_key(s), settings=s,
+                                                 classes=('a',)),
+                       data_dir=str(tmp_path / 'tfds'), file_format='array_record')
+  with pytest.raises(errors.UsageError, match="line 5, column 'a' is '7'"):
+    b.download_and_prepare()
+  assert files_under(tmp_path / 'tfds') == [] and not b.is_prepared()
