@@ -285,3 +285,12 @@ def test_a_failure_inside_tfds_prepare_leaves_no_files(tmp_path):
   with pytest.raises(errors.UsageError, match="line 5, column 'a' is '7'"):
     b.download_and_prepare()
   assert files_under(tmp_path / 'tfds') == [] and not b.is_prepared()
+
+
+def test_line_numbers_count_quoted_multiline_cells_and_blank_lines(tmp_path):
+  text = 't,x,a\n"two\nlines",1,0\n\nw,2,1\n' + ''.join(f'w{i},{i},0\n' for i in range(30))
+  text += 'bad,3,5\n'  # file line 4 + 1 + 30 + 1 = 36
+  path = write(tmp_path / 'bad.csv', text)
+  with pytest.raises(errors.UsageError, match=r"bad\.csv, line 36, column 'a' is '5'"):
+    csv_data.parse(csv_data.settings_from_config(data_config(tmp_path, path=path, text='t',
+                                                             labels='a')))
