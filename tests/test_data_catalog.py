@@ -63,3 +63,36 @@ def test_unavailable_catalog_set_is_one_line(tmp_path, monkeypatch):
                      r'here \(no route to host\); .*tfds build goemotions') as e:
     data_lib.load(_config(tmp_path))
   assert '\n' not in str(e.value)
+
+
+class FakeCatalogText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A catalog-like data set prepared on disk whose code tfds does not know."""
+  VERSION = tfds.core.Version('0.1.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'text': tfds.features.Text(), 'a': np.bool_, 'b': np.bool_}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {s: self._generate_examples(s) for s in ('train', 'validation', 'test')}
+
+  def _generate_examples(self, split):
+    for i in range(12):
+      yield i, {'text': f'{split} word{i % 3} common', 'a': i % 2 == 0, 'b': i % 3 == 0}
+
+
+def test_a_prepared_copy_is_read_from_its_files_without_code(tmp_path, monkeypatch):
+  FakeCatalogText(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  spec = catalog.CatalogSpec('fake_catalog_text', 'text', ('a', 'b'))
+  monkeypatch.setitem(catalog.CATALOG, 'fake', spec)
+  monkeypatch.setitem(data_lib.DATASETS, 'fake', catalog.loader)
+  ds = data_lib.load(_config(tmp_path, name='fake'))
+  assert {s: len(v) for s, v in ds.splits.items()} == {'train': 12, 'validation': 12, 'test': 12}
+  got = sorted(tuple(ds.split('test')[i]['labels']) for i in range(12))
+  want = sorted((float(i % 2 == 0), float(i % 3 == 0)) for i in range(12))
+  assert got == want
+  # 'test' is not a train word: out of vocabulary; 'common' is known.
+  words = ds.meta['tokenizer']['words']
+  assert 'test' not in words and 'common' in words
+  assert all((ds.split('test')[i]['tokens'] == 1).any() for i in range(12))

@@ -17,10 +17,12 @@ is one entry: its text feature, its label features and its split names.
 """
 
 import dataclasses
+import importlib
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
@@ -44,16 +46,20 @@ class CatalogSpec:
     text: the text feature.
     labels: boolean features, one per class.
     splits: mlheads split -> the catalog's split name.
+    module: the module defining the builder; tfds imports its catalog lazily,
+      so the builder is registered only once this is imported.
   """
   tfds_name: str
   text: str
   labels: tuple[str, ...]
+  module: str = ''
   splits: tuple[tuple[str, str], ...] = (('train', 'train'), ('validation', 'validation'),
                                          ('test', 'test'))
 
 
 CATALOG = {
-    'goemotions': CatalogSpec('goemotions', 'comment_text', GOEMOTIONS_LABELS),
+    'goemotions': CatalogSpec('goemotions', 'comment_text', GOEMOTIONS_LABELS,
+                              module='tensorflow_datasets.text.goemotions'),
 }
 
 
@@ -63,11 +69,22 @@ def _first_line(e: Exception) -> str:
 
 
 def source_builder(spec: CatalogSpec, data_dir: str) -> tfds.core.DatasetBuilder:
-  """The catalog builder, prepared; any failure becomes one UsageError line."""
+  """The catalog builder, prepared; any failure becomes one UsageError line.
+
+  A copy already prepared in `data_dir` is read from its files alone, with no
+  builder code (so no TensorFlow and no network); otherwise the catalog code
+  builds it.
+  """
   hint = (f'prepare it where the network (and TensorFlow, which some catalog builders import) '
           f'is available with `tfds build {spec.tfds_name} --file_format=array_record`, then '
           'copy the folder into --config.data.dir')
   try:
+    return read_only_builder.builder_from_files(spec.tfds_name, data_dir=data_dir or None)
+  except Exception:  # pylint: disable=broad-except  (not prepared there: build it below)
+    pass
+  try:
+    if spec.module:
+      importlib.import_module(spec.module)
     b = tfds.builder(spec.tfds_name, data_dir=data_dir or None, file_format='array_record')
   except Exception as e:  # pylint: disable=broad-except  (tfds raises many kinds)
     raise errors.UsageError(f'catalog data set {spec.tfds_name}: cannot build it here '
