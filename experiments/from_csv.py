@@ -10,8 +10,10 @@ An empty label cell is unknown and masked out of the loss and metrics. Text
 -> Embedding(64) -> LSTM(64) (all padding without --config.data.text),
 concatenated with the standardized features -> Dense(64, relu) -> output
 `labels`: one sigmoid per class. Split 80/10/10 by --config.data.split_seed.
-See docs/data.md. Runtime and result depend on the file: a 2,000-row film
-table trains 5 epochs in well under a minute on 2 CPU cores.
+See docs/data.md. Runtime and result depend on the file: the 3,000-film
+table of docs/data.md (title, year, rating, `|`-separated genres) prepares and
+trains 5 epochs in ~18 s on 2 CPU cores (10 s once cached), test macro ROC AUC
+0.56 (seed 0).
 """
 
 from mlheads import configs
