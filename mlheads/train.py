@@ -163,7 +163,7 @@ class Trainer:
 
 def load_data(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
   """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
-  ds = data_lib.load(config.data)
+  ds = data_lib.load(config.data, batch_size=config.batch_size)
   arrays = {}
   for split in base.SPLITS:
     arrays[split] = pipeline.read_split(ds.split(split))

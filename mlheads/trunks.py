@@ -158,3 +158,34 @@ def make(trunk_config, **fills) -> nn.Module:
     return TRUNKS[kind](**{**fills, **kw})
   except TypeError as e:
     raise errors.UsageError(f'trunk {kind!r}: {e}') from None
+
+
+class ConvTrunk(nn.Module):
+  """A small CNN for the digit mosaics: [Conv 3x3 (relu) -> max-pool 2] per width,
+  then flatten -> Dense(relu) stack.
+
+  Attributes:
+    image_input: input key of the `[batch, height, width, channels]` images.
+    channels: output channels of each conv block.
+    hidden: Dense widths after flattening.
+  """
+  image_input: str = 'image'
+  channels: Sequence[int] = (32, 64)
+  hidden: Sequence[int] = (128,)
+  vocab_size: int | None = None  # unused; every trunk accepts it.
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    h = inputs[self.image_input].astype(jnp.float32)
+    for i, c in enumerate(self.channels):
+      h = nn.relu(nn.Conv(c, (3, 3), kernel_init=glorot, name=f'conv_{i}')(h))
+      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    inter = {'conv': h}  # [batch, flattened conv features], for a head that skips the Dense.
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(dense(width, name=f'dense_{i}')(h))
+    return h, inter
+
+
+TRUNKS['conv'] = ConvTrunk

@@ -110,6 +110,11 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def metadata(self) -> dict:
     return json.loads(self.info.metadata['mlheads'])
 
+  def planned_sizes(self) -> dict[str, int] | None:
+    """Split sizes known before preparing (None if not known yet), so that a split
+    too small for one batch is rejected before anything is written."""
+    return None
+
 
 def prepare(builder: ArrayBuilder) -> dict:
   """Builds the data set once (cached in the builder's data_dir); returns its metadata."""

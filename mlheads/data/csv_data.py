@@ -1,0 +1,393 @@
+"""A user's own table (CSV, TSV or JSONL) as a multi-label data set: `from_csv`.
+
+  ./launch.sh from_csv --config.data.path=films.csv --config.data.text=title \
+      --config.data.features=year,rating --config.data.label_list=genres \
+      --config.data.separator='|'
+
+Labels come in one of two layouts:
+  * `labels=x,y,z`: one column per class holding 0, 1 or nothing (unknown);
+  * `label_list=COL`: one column of names joined by `separator` (`Drama|Romance`);
+    an empty cell is unknown, a cell holding only the separator means "none of
+    the classes". The class list is `classes=a,b,c` if given (any other name is
+    an error), else every name seen in the train split, sorted; names seen only
+    in validation or test are dropped and counted.
+Unknown labels are masked (record key `labels_mask`, 0 = unknown) out of the
+loss and the metrics. Records:
+  tokens       `[max_len]` int32: the `text` column as word ids (vocabulary built
+               on train, as for the tweets); all padding if there is no text.
+  features     `[F]` float32: the `features` columns, standardized on train (F may be 0).
+  labels       `[K]` float32 0/1, with `labels_mask` `[K]`.
+Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
+
+Every cell is checked before anything is written into the tfds folder; a bad
+cell is one UsageError naming the file, the line, the column and the value.
+The prepared data is cached under `<data dir>/from_csv/<file stem>_<hash>/`,
+the hash covering the file's bytes and every setting above, so an edited file
+or a changed setting is prepared afresh.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mlheads import errors
+from mlheads.data import base
+from mlheads.data import tokenizer as tokenizer_lib
+
+FRACTIONS = (0.8, 0.1, 0.1)
+TARGET = 'labels'
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What `config.data` says about the file; all of it enters the cache hash."""
+  path: str
+  text: str = ''
+  features: tuple[str, ...] = ()
+  labels: tuple[str, ...] = ()
+  label_list: str = ''
+  separator: str = '|'
+  classes: tuple[str, ...] = ()
+  vocab_size: int = 10_000
+  max_len: int = 30
+  max_rows: int = 0
+  split_seed: int = 0
+
+
+def _names(s: str) -> tuple[str, ...]:
+  return tuple(p.strip() for p in str(s).split(',') if p.strip())
+
+
+def settings_from_config(data_config) -> Settings:
+  """Reads `config.data` and rejects inconsistent settings."""
+  s = Settings(path=data_config.path, text=data_config.text,
+               features=_names(data_config.features), labels=_names(data_config.labels),
+               label_list=data_config.label_list, separator=data_config.separator,
+               classes=_names(data_config.classes), vocab_size=data_config.vocab_size,
+               max_len=data_config.max_len, max_rows=data_config.max_rows,
+               split_seed=data_config.split_seed)
+  if not s.path:
+    raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
+  if bool(s.labels) == bool(s.label_list):
+    raise errors.UsageError('from_csv needs exactly one of --config.data.labels=a,b,c (one 0/1 '
+                            'column per class) or --config.data.label_list=COLUMN')
+  if s.classes and not s.label_list:
+    raise errors.UsageError('--config.data.classes goes with --config.data.label_list')
+  if s.label_list and not s.separator:
+    raise errors.UsageError('--config.data.separator must not be empty')
+  if not s.text and not s.features:
+    raise errors.UsageError('from_csv needs an input: --config.data.text=COLUMN and/or '
+                            '--config.data.features=a,b')
+  return s
+
+
+# ----------------------------------------------------------------------------- reading the file
+
+def read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
+  """Returns (column names, rows as {column: cell}, each row's line number in the file).
+
+  CSV/TSV cells are strings; JSONL cells are JSON values (a missing key reads
+  as None). Blank lines are skipped. Raises UsageError for a missing, empty or
+  unreadable file.
+  """
+  if not os.path.isfile(path):
+    raise errors.UsageError(f'{path}: no such file')
+  if os.path.getsize(path) == 0:
+    raise errors.UsageError(f'{path}: the file is empty')
+  try:
+    if path.lower().endswith(('.jsonl', '.ndjson', '.json')):
+      columns, rows, lines = _read_jsonl(path)
+    else:
+      columns, rows, lines = _read_csv(path, '\t' if path.lower().endswith('.tsv') else ',')
+  except UnicodeDecodeError as e:
+    raise errors.UsageError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+  if not rows:
+    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
+  return columns, rows, lines
+
+
+def _read_csv(path, delimiter):
+  rows, lines = [], []
+  with open(path, newline='', encoding='utf-8-sig') as f:
+    reader = csv.reader(f, delimiter=delimiter)
+    try:
+      header = next(reader, None)
+      while header is not None and not any(c.strip() for c in header):
+        header = next(reader, None)  # leading blank lines
+      if header is None:
+        raise errors.UsageError(f'{path}: the file is empty')
+      columns = [c.strip() for c in header]
+      start = reader.line_num + 1
+      for cells in reader:
+        line, start = start, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+          continue
+        if len(cells) != len(columns):
+          raise errors.UsageError(f'{path}, line {line}: {len(cells)} cells, but the header '
+                                  f'has {len(columns)} columns')
+        rows.append(dict(zip(columns, cells)))
+        lines.append(line)
+    except csv.Error as e:
+      raise errors.UsageError(f'{path}, line {reader.line_num}: {e}') from None
+  return columns, rows, lines
+
+
+def _read_jsonl(path):
+  columns, rows, lines = {}, [], []
+  with open(path, encoding='utf-8-sig') as f:
+    for line, text in enumerate(f, start=1):
+      if not text.strip():
+        continue
+      try:
+        row = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise errors.UsageError(f'{path}, line {line}: not JSON ({e.msg})') from None
+      if not isinstance(row, dict):
+        raise errors.UsageError(f'{path}, line {line}: expected a JSON object, got '
+                                f'{type(row).__name__}')
+      columns.update(dict.fromkeys(row))
+      rows.append(row)
+      lines.append(line)
+  return list(columns), rows, lines
+
+
+# ----------------------------------------------------------------------------- parsing cells
+
+def _blank(cell) -> bool:
+  return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _number(cell, where: str) -> float:
+  if isinstance(cell, bool):
+    return float(cell)
+  if isinstance(cell, (int, float)):
+    v = float(cell)
+  elif isinstance(cell, str) and cell.strip():
+    try:
+      v = float(cell.strip())
+    except ValueError:
+      raise errors.UsageError(f'{where} is {cell!r}, not a number') from None
+  else:
+    raise errors.UsageError(f'{where} is {"empty" if _blank(cell) else repr(cell)}; '
+                            'features must be numbers')
+  if not math.isfinite(v):
+    raise errors.UsageError(f'{where} is {cell!r}; features must be finite')
+  return v
+
+
+def _binary(cell, where: str) -> float | None:
+  """A 0/1 label cell; None when empty (unknown)."""
+  if _blank(cell):
+    return None
+  if isinstance(cell, bool):
+    return float(cell)
+  try:
+    v = float(cell.strip() if isinstance(cell, str) else cell)
+  except (TypeError, ValueError):
+    v = None
+  if v not in (0.0, 1.0):
+    raise errors.UsageError(f'{where} is {cell!r}; a label cell must be 0, 1 or empty (unknown)')
+  return v
+
+
+def _name_list(cell, separator: str) -> list[str] | None:
+  """Label names in a label_list cell; None when empty (unknown)."""
+  if _blank(cell):
+    return None
+  parts = cell if isinstance(cell, list) else str(cell).split(separator)
+  return [str(p).strip() for p in parts if str(p).strip()]
+
+
+@dataclasses.dataclass
+class Table:
+  """The checked file, one entry per data row."""
+  texts: list[str]
+  features: np.ndarray  # [n, F] float64, finite
+  label_cells: list  # labels layout: [K] of 0/1/None; label_list layout: names or None
+  lines: list[int]
+
+
+def parse(s: Settings) -> Table:
+  """Reads and checks every cell the settings name."""
+  columns, rows, lines = read_rows(s.path)
+  if s.max_rows:
+    rows, lines = rows[:s.max_rows], lines[:s.max_rows]
+  needed = ([s.text] if s.text else []) + list(s.features) + list(s.labels) + (
+      [s.label_list] if s.label_list else [])
+  for col in needed:
+    if col not in columns:
+      raise errors.UsageError(f'{s.path}, line 1: no column {col!r}; the columns are {columns}')
+  at = lambda line, col: f'{s.path}, line {line}, column {col!r}'
+  texts = [('' if _blank(r.get(s.text)) else str(r.get(s.text))) if s.text else ''
+           for r in rows]
+  features = np.array([[_number(r.get(c), at(line, c)) for c in s.features]
+                       for r, line in zip(rows, lines)], np.float64).reshape(len(rows),
+                                                                             len(s.features))
+  if s.labels:
+    cells = [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
+    for k, c in enumerate(s.labels):
+      if all(row[k] is None for row in cells):
+        raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
+  else:
+    cells = []
+    for r, line in zip(rows, lines):
+      cell = r.get(s.label_list)
+      if cell is not None and not isinstance(cell, (str, list)):
+        raise errors.UsageError(f'{at(line, s.label_list)} is {cell!r}; expected names joined '
+                                f'by {s.separator!r}')
+      names = _name_list(cell, s.separator)
+      if names is not None and s.classes:
+        for name in names:
+          if name not in s.classes:
+            raise errors.UsageError(f'{at(line, s.label_list)}: label {name!r} is not one of '
+                                    f'the given classes {list(s.classes)}')
+      cells.append(names)
+    if all(c is None for c in cells):
+      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: empty on every row; '
+                              'nothing to learn')
+  return Table(texts=texts, features=features, label_cells=cells, lines=lines)
+
+
+# ----------------------------------------------------------------------------- arrays
+
+def split_sizes(n: int, seed: int) -> dict[str, int]:
+  return {k: len(v) for k, v in zip(base.SPLITS, base.split_indices(n, FRACTIONS, seed))}
+
+
+def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+  """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
+  table = parse(s)
+  n = len(table.texts)
+  parts = dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed)))
+  for name, idx in parts.items():
+    if len(idx) == 0:
+      raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
+                              f'(split {FRACTIONS}); the file needs more rows')
+  if s.labels:
+    classes = s.labels
+    y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
+                 np.float32).reshape(n, len(classes))
+    mask = np.array([[v is not None for v in row] for row in table.label_cells],
+                    np.float32).reshape(n, len(classes))
+    dropped = {}
+  else:
+    classes = s.classes or tuple(sorted({name for i in parts['train']
+                                         for name in (table.label_cells[i] or ())}))
+    if not classes:
+      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                              'split; nothing to learn')
+    index = {c: k for k, c in enumerate(classes)}
+    y = np.zeros((n, len(classes)), np.float32)
+    mask = np.zeros((n, len(classes)), np.float32)
+    dropped = {name: 0 for name in base.SPLITS}
+    split_of = np.empty(n, object)
+    for name, idx in parts.items():
+      split_of[idx] = name
+    for i, names in enumerate(table.label_cells):
+      if names is None:
+        continue
+      mask[i] = 1.0
+      for name in names:
+        if name in index:
+          y[i, index[name]] = 1.0
+        else:
+          dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
+  tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
+                                    s.max_len)
+  scaled, scaling = base.standardize(*(table.features[parts[k]] for k in base.SPLITS))
+  splits, truncated = {}, {}
+  for (name, idx), feats in zip(parts.items(), scaled):
+    tokens, truncated[name] = tok.encode_all([table.texts[i] for i in idx])
+    splits[name] = {'tokens': tokens, 'features': feats, TARGET: y[idx],
+                    f'{TARGET}_mask': mask[idx]}
+  rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
+  logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
+               'texts truncated to %d tokens: %s; label names outside the class list '
+               'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
+               len(classes), list(classes), int((mask == 0).sum()), s.max_len, truncated,
+               dropped)
+  meta = {
+      'file': os.path.abspath(s.path),
+      'classes': list(classes),
+      'tokenizer': tok.to_json(),
+      'scaling': {'features': scaling},
+      'split_rule': rule,
+      'truncated': truncated,
+      'dropped_label_names': dropped,
+      'first_line_of_each_row': {k: [table.lines[i] for i in v[:3]] for k, v in parts.items()},
+  }
+  return splits, meta
+
+
+# ----------------------------------------------------------------------------- the builder
+
+@dataclasses.dataclass
+class CsvConfig(tfds.core.BuilderConfig):
+  settings: Settings | None = None
+  classes: tuple[str, ...] = ()
+
+
+class FromCsv(base.ArrayBuilder):
+  """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = []
+
+  def __init__(self, *, arrays=None, **kwargs):
+    super().__init__(**kwargs)
+    self._arrays = arrays  # (splits, meta) parsed and checked before tfds writes anything.
+
+  def fields(self):
+    c = self.builder_config
+    s = c.settings
+    return {
+        'tokens': base.Field((s.max_len,), 'int32', 'tokens', vocab_size=s.vocab_size),
+        'features': base.Field((len(s.features),), 'float32', 'features', names=s.features),
+        TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
+                           has_mask=True),
+    }
+
+  def make_splits(self):
+    return self._arrays if self._arrays is not None else make_arrays(self.builder_config.settings)
+
+  def planned_sizes(self):
+    if self._arrays is None:
+      return None
+    return {k: len(v[TARGET]) for k, v in self._arrays[0].items()}
+
+
+def cache_key(s: Settings) -> str:
+  """`<file stem>_<12 hex>`: the hash of the file's bytes and every setting."""
+  h = hashlib.sha256()
+  with open(s.path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  settings = dataclasses.asdict(s)
+  settings.pop('path')  # the content counts, not where the file lies.
+  h.update(json.dumps(settings, sort_keys=True).encode())
+  stem = re.sub(r'[^a-z0-9]+', '_', os.path.splitext(os.path.basename(s.path))[0].lower())
+  return f'{stem.strip("_")[:40] or "data"}_{h.hexdigest()[:12]}'
+
+
+def builder(data_config) -> FromCsv:
+  """The builder for `config.data`; the file is fully checked here unless already prepared."""
+  s = settings_from_config(data_config)
+  if not os.path.isfile(s.path):
+    raise errors.UsageError(f'{s.path}: no such file')
+  key = cache_key(s)
+  kw = dict(data_dir=data_config.dir or None, file_format='array_record')
+  probe = FromCsv(config=CsvConfig(name=key, settings=s, classes=s.labels or s.classes), **kw)
+  if probe.is_prepared():
+    # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
+    classes = tuple(probe.metadata()['classes'])
+    return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), **kw)
+  arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
+  classes = tuple(arrays[1]['classes'])
+  return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), arrays=arrays, **kw)

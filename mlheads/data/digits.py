@@ -1,0 +1,112 @@
+"""Pictures holding several digits: the seed's "a cat and a mouse in one picture".
+
+Each example is a 2x2 grid of scikit-learn's 8x8 handwritten digits
+(`sklearn.datasets.load_digits`, 1,797 images shipped with the package): 1 to
+4 cells (uniformly) hold a digit drawn at random, the other cells stay blank.
+Records:
+  image   `[16, 16, 1]` float32 in [0, 1] (pixel / 16).
+  digits  `[10]` float32 0/1: which digits 0-9 appear (a digit drawn twice
+          counts once).
+Splits: the 1,797 source images are first permuted by seed 0 and cut 60% /
+20% / 20% into train / validation / test pools; each split's mosaics are
+composed only from its own pool (seeds 1, 2, 3), so no handwritten digit is
+seen in training and test. Sizes: 12,000 / 2,000 / 2,000 mosaics
+(`max_rows` caps every split for quick checks).
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mlheads.data import base
+
+CELL = 8
+GRID = 2
+_SOURCE_SEED = 0
+_SOURCE_FRACTIONS = (0.6, 0.2, 0.2)
+_COMPOSE_SEEDS = {'train': 1, 'validation': 2, 'test': 3}
+_SIZES = {'train': 12_000, 'validation': 2_000, 'test': 2_000}
+
+
+@dataclasses.dataclass
+class DigitsConfig(tfds.core.BuilderConfig):
+  max_rows: int = 0  # 0: the full sizes; else at most this many mosaics per split.
+
+
+def _config(max_rows: int) -> DigitsConfig:
+  return DigitsConfig(name=f'rows{max_rows}' if max_rows else 'full', max_rows=max_rows)
+
+
+def load_source() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits: images `[1797, 8, 8]` float in [0, 1], labels `[1797]`."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (only when preparing)
+  d = datasets.load_digits()
+  return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def compose(images: np.ndarray, labels: np.ndarray, n: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`n` mosaics from the source `images` `[m, 8, 8]`.
+
+  Returns (mosaics `[n, 16, 16, 1]`, multi-hot digits `[n, 10]`, the source
+  index placed in each cell `[n, 4]`, -1 for a blank cell).
+  """
+  rng = np.random.default_rng(seed)
+  cells = GRID * GRID
+  placed = np.full((n, cells), -1, np.int64)
+  for i in range(n):
+    k = rng.integers(1, cells + 1)
+    where = rng.choice(cells, size=k, replace=False)
+    placed[i, where] = rng.integers(0, len(images), size=k)
+  mosaics = np.zeros((n, GRID * CELL, GRID * CELL, 1), np.float32)
+  multi_hot = np.zeros((n, 10), np.float32)
+  for c in range(cells):
+    r, col = divmod(c, GRID)
+    has = placed[:, c] >= 0
+    mosaics[has, r * CELL:(r + 1) * CELL, col * CELL:(col + 1) * CELL, 0] = images[placed[has, c]]
+    multi_hot[np.flatnonzero(has), labels[placed[has, c]]] = 1.0
+  return mosaics, multi_hot, placed
+
+
+class DigitMosaics(base.ArrayBuilder):
+  """2x2 mosaics of 1-4 sklearn digits -> the set of digits present."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [_config(0)]
+
+  def fields(self):
+    return {
+        'image': base.Field((GRID * CELL, GRID * CELL, 1), 'float32', 'image'),
+        'digits': base.Field((10,), 'float32', 'binary', names=tuple(str(d) for d in range(10))),
+    }
+
+  def make_splits(self):
+    c = self.builder_config
+    images, labels = load_source()
+    pools = dict(zip(base.SPLITS, base.split_indices(len(images), _SOURCE_FRACTIONS,
+                                                     _SOURCE_SEED)))
+    splits, sources = {}, {}
+    for name, pool in pools.items():
+      n = min(_SIZES[name], c.max_rows) if c.max_rows else _SIZES[name]
+      mosaics, multi_hot, placed = compose(images[pool], labels[pool], n, _COMPOSE_SEEDS[name])
+      splits[name] = {'image': mosaics, 'digits': multi_hot}
+      # Global source-image ids per cell, kept so tests can check pools stay disjoint.
+      sources[name] = np.unique(pool[placed[placed >= 0]]).tolist()
+    logging.info('digit_mosaics: %s mosaics from %s source images.',
+                 {k: len(v['image']) for k, v in splits.items()},
+                 {k: len(v) for k, v in pools.items()})
+    meta = {
+        'split_rule': (f'source images permuted by seed {_SOURCE_SEED} and cut '
+                       f'{_SOURCE_FRACTIONS}; mosaics composed per split with seeds '
+                       f'{_COMPOSE_SEEDS}'),
+        'source_images_used': sources,
+    }
+    return splits, meta
+
+
+def builder(data_config) -> DigitMosaics:
+  cfg = _config(data_config.max_rows)
+  listed = {c.name for c in DigitMosaics.BUILDER_CONFIGS}
+  return DigitMosaics(config=cfg.name if cfg.name in listed else cfg,
+                      data_dir=data_config.dir or None, file_format='array_record')

