@@ -268,7 +268,7 @@ def test_trains_on_a_title_table_with_unknown_labels(tmp_path):
   c.trunk.embed_dim, c.trunk.lstm_units, c.trunk.hidden = 4, 4, (4,)
   c.epochs, c.batch_size, c.eval_batch_size, c.progress = 1, 8, 16, False
   summary = train.train_and_evaluate(c, str(tmp_path / 'run'))
-  assert summary['steps'] == 64 // 8
+  assert summary['evaluated_step'] == 64 // 8
   with open(tmp_path / 'run' / 'metrics.json', encoding='utf-8') as f:
     m = json.load(f)
   assert np.isfinite(m['test']['labels']['loss'])
