@@ -51,5 +51,6 @@ def head_metrics(head: heads_lib.Head, out: Mapping[str, np.ndarray]) -> dict[st
   if head.target_kind == 'real':
     res.update(regression_metrics(out['labels'], out['scores'], out['mask']))
   else:
-    res.update(metrics_lib.compute(out['labels'], out['scores'], threshold=0.5, mask=out['mask']))
+    res.update(metrics_lib.compute(out['labels'], out['scores'], threshold=head.threshold,
+                                   mask=out['mask']))
   return res
