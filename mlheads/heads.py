@@ -36,6 +36,10 @@ class Context:
   mask: jax.Array | None = None  # 1 where `labels` is known
 
 
+def _ones_if_none(mask, labels):
+  return jnp.ones(labels.shape, jnp.float32) if mask is None else mask
+
+
 @dataclasses.dataclass(frozen=True)
 class Head:
   """Base head: a Dense layer on a source tensor, scores by sigmoid.
@@ -98,9 +102,10 @@ class Head:
     del labels
     return mask.sum(-1) > 0
 
-  def loss_fn(self, logits, labels, mask) -> jax.Array:
-    """Per-example loss `[batch]`."""
-    return losses.get(self.loss)(logits, labels, mask, **dict(self.loss_options))
+  def loss_fn(self, logits, labels, mask=None) -> jax.Array:
+    """Per-example loss `[batch]`; mask `[batch, K]` (None: every label known)."""
+    return losses.get(self.loss)(logits, labels, _ones_if_none(mask, labels),
+                                 **dict(self.loss_options))
 
   def scores(self, logits) -> jax.Array:
     """Per-class scores `[batch, K]` in [0, 1]."""
@@ -158,7 +163,8 @@ class SoftmaxHead(Head):
       labels, mask = self._extend(labels, mask)
     return (jnp.where(mask > 0, labels, 0.0) > 0).any(-1)
 
-  def loss_fn(self, logits, labels, mask):
+  def loss_fn(self, logits, labels, mask=None):
+    mask = _ones_if_none(mask, labels)
     if self._none:
       labels, mask = self._extend(labels, mask)
     return super().loss_fn(logits, labels, mask)
@@ -181,7 +187,7 @@ class BinarySoftmaxHead(Head):
     h = trunks.dense(2 * self.num_classes, name=name)(self.select(features, ctx))
     return h.reshape(h.shape[:-1] + (self.num_classes, 2))
 
-  def loss_fn(self, logits, labels, mask):
+  def loss_fn(self, logits, labels, mask=None):
     return super().loss_fn(logits[..., 1] - logits[..., 0], labels, mask)
 
   def scores(self, logits):
@@ -345,7 +351,8 @@ class PowersetHead(Head):
     table = jnp.concatenate([self._table(), other[None]], 0)
     return table[index]
 
-  def loss_fn(self, logits, labels, mask):
+  def loss_fn(self, logits, labels, mask=None):
+    mask = _ones_if_none(mask, labels)
     target = self.consistent(labels, mask).astype(logits.dtype)
     per_example = losses.get(self.loss)(logits, target, jnp.ones_like(logits),
                                         **dict(self.loss_options))
