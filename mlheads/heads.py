@@ -419,7 +419,7 @@ def make(name: str, head_config, target_field, train_labels=None, train_mask=Non
   if unknown:
     raise errors.UsageError(f'head {name!r} ({kind}): unknown settings {unknown}; '
                             f'known: {sorted(fields - {"num_classes"})}')
-  cfg = {k: v for k, v in cfg.items() if v is not None}
+  cfg = {k: v for k, v in cfg.items() if v is not None and not (k == 'loss' and v == '')}
   _check_loss(name, kind, cls, cfg.get('loss', _default(cls, 'loss')), options)
   head = cls(num_classes=num_classes, loss_options=tuple(sorted(options.items())), **cfg)
   if cls.needs_train_labels:

@@ -267,6 +267,10 @@ def test_softmax_leaves_all_negative_rows_out():
   logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, K)), jnp.float32)
   loss = head.loss_fn(logits, y)
   assert loss[0] > 0 and loss[1] == 0
+  # The train step's mean leaves the row out rather than averaging in a 0.
+  batch = {'targets': {'y': y}, 'masks': {'y': jnp.ones_like(y)}, 'valid': jnp.ones((2,))}
+  np.testing.assert_allclose(train.head_losses({'y': head}, {'y': logits}, batch)['y'], loss[0],
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize('kind', CLASSIFIERS)
@@ -293,6 +297,12 @@ def test_make_builds_every_kind_and_rejects_bad_settings():
   for kind in CLASSIFIERS:
     h = heads_lib.make('out', configs.head(kind, target='y'), _field(), y)
     assert isinstance(h, heads_lib.HEADS[kind]) and h.num_classes == K
+    assert h.loss == ('softmax_ce' if kind in ('softmax', 'powerset') else 'bce')
+  # The loss is a plain string in the (locked) config, so a flag can override it.
+  cfg = ml_collections.ConfigDict({'main': configs.head('chain', target='y')})
+  cfg.lock()
+  cfg.main.loss = 'zlpr'
+  assert heads_lib.make('main', cfg.main, _field()).loss == 'zlpr'
   h = heads_lib.make('out', configs.head('sigmoid', target='y', loss='asl', gamma_neg=2.0),
                      _field())
   assert h.loss == 'asl' and dict(h.loss_options) == {'gamma_neg': 2.0}
