@@ -58,8 +58,11 @@ def batch_of(x, y, mask=None):
 def test_each_head_learns_correlated_labels(kind):
   """150 full-batch adam steps on 256 examples; mAP and micro-F1 on 512 fresh ones.
 
-  A constant scorer gets mAP = the label rates' mean, about 0.39; each head
-  reaches >= 0.95 sigmoid-like (softmax >= 0.85, it shares one unit of mass).
+  A constant scorer gets mAP = the label rates' mean, about 0.39. Each head
+  must reach mAP >= 0.95 (softmax >= 0.85: one unit of probability mass is
+  shared by the true labels) and micro-F1 >= 0.85 of its own label sets.
+  Measured (seed 0): mAP sigmoid 0.987, per_class 0.985, chain 0.981,
+  binary_softmax 0.980, powerset 0.977, softmax 0.901.
   """
   x, y = toy(256, 0)
   xt, yt = toy(512, 1)
@@ -86,8 +89,8 @@ def test_each_head_learns_correlated_labels(kind):
 def test_two_way_softmax_is_the_sigmoid_family():
   rng = np.random.default_rng(0)
   ab = jnp.asarray(rng.normal(size=(5, K, 2)) * 3, jnp.float32)
-  np.testing.assert_allclose(jax.nn.softmax(ab, -1)[..., 1], jax.nn.sigmoid(ab[..., 1] - ab[..., 0]),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(jax.nn.softmax(ab, -1)[..., 1],
+                             jax.nn.sigmoid(ab[..., 1] - ab[..., 0]), rtol=1e-6, atol=1e-7)
   # Through the heads: a sigmoid head whose Dense is the difference of the two-way
   # Dense's columns gives the same scores and the same loss.
   x, y = toy(8, 2)
@@ -103,7 +106,8 @@ def test_two_way_softmax_is_the_sigmoid_family():
   np.testing.assert_allclose(lb[..., 1] - lb[..., 0], ls, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(bs.scores(lb), sg.scores(ls), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(bs.loss_fn(lb, y), sg.loss_fn(ls, y), rtol=1e-5, atol=1e-6)
-  two_way_ce = optax.losses.softmax_cross_entropy(lb, jax.nn.one_hot(y.astype(np.int32), 2)).mean(-1)
+  onehot = jax.nn.one_hot(y.astype(np.int32), 2)
+  two_way_ce = optax.losses.softmax_cross_entropy(lb, onehot).mean(-1)
   np.testing.assert_allclose(bs.loss_fn(lb, y), two_way_ce, rtol=1e-5, atol=1e-6)
 
 
