@@ -19,10 +19,11 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
     target: the data set key it predicts.
     weight: its loss weight.
     source: 'features' or a trunk intermediate (e.g. 'lstm').
-    loss: a name in losses.LOSSES; None for the head's default.
+    loss: a name in losses.LOSSES; None for the head's default (stored as '', a
+      string, so that `--config.heads.<name>.loss=focal` can override it).
     **options: the loss' keyword options (pos_weight, gamma, ...).
   """
-  return dict(kind=kind, target=target, weight=weight, source=source, loss=loss,
+  return dict(kind=kind, target=target, weight=weight, source=source, loss=loss or '',
               num_classes=0, loss_options=dict(options))
 
 

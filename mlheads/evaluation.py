@@ -49,14 +49,18 @@ def predict_split(eval_fn: Callable, params, ds: base.Dataset, arrays: Mapping[s
 
 
 def head_metrics(head: heads_lib.Head, out: Mapping[str, np.ndarray],
-                 threshold=0.5) -> dict[str, float]:
-  """One output's metrics: its loss plus classification or regression metrics."""
+                 threshold=None) -> dict[str, float]:
+  """One output's metrics: its loss plus classification or regression metrics.
+
+  `threshold` (scalar or `[K]`) defaults to the head's own (0.5; 1/C for softmax).
+  """
   known_rows = out['mask'].sum(-1) > 0
   res = {'loss': float(out['loss'][known_rows].mean()) if known_rows.any() else float('nan')}
   if head.target_kind == 'real':
     res.update(regression_metrics(out['labels'], out['scores'], out['mask']))
   else:
-    res.update(metrics_lib.compute(out['labels'], out['scores'], threshold=threshold,
+    res.update(metrics_lib.compute(out['labels'], out['scores'],
+                                   threshold=head.threshold if threshold is None else threshold,
                                    mask=out['mask']))
   return res
 

@@ -20,15 +20,21 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], labels: Mapping[str, jax.Array] | None = None,
-               train: bool = False) -> dict[str, jax.Array]:
-    """inputs: key -> `[batch, ...]`; labels: target key -> `[batch, K]` (for heads
-    that read them in training). Returns output name -> logits `[batch, K']`."""
-    features, intermediates = self.trunk(inputs, train=train)
+               train: bool = False, masks: Mapping[str, jax.Array] | None = None
+               ) -> dict[str, jax.Array]:
+    """inputs: key -> `[batch, ...]`; labels, masks: target key -> `[batch, K]` (for
+    heads that read them in training). Returns output name -> logits `[batch, K']`."""
+    # Heads that own whole networks (per_class) do not read the shared trunk: if no
+    # head does, it is not run, so it has no (dead, never-updated) parameters.
+    features, intermediates = None, {}
+    if any(h.needs_features for h in self.heads.values()):
+      features, intermediates = self.trunk(inputs, train=train)
     out = {}
     for name, head in self.heads.items():
       ctx = heads_lib.Context(inputs=inputs, intermediates=intermediates, trunk=self.trunk,
                               labels=None if labels is None else labels.get(head.target),
-                              train=train)
+                              train=train,
+                              mask=None if masks is None else masks.get(head.target))
       out[name] = head.output(features, ctx, name=name)
     return out
 

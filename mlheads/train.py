@@ -60,14 +60,20 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def build_model(config, ds: base.Dataset) -> tuple[models.Model, dict[str, heads_lib.Head]]:
-  """The trunk and heads the config names, sized from the data set's fields."""
-  heads = {}
+def build_model(config, ds: base.Dataset, train_arrays: Mapping[str, np.ndarray] | None = None
+                ) -> tuple[models.Model, dict[str, heads_lib.Head]]:
+  """The trunk and heads the config names, sized from the data set's fields.
+
+  train_arrays: the train split (`{key: [n, ...]}`), for heads fitted on its
+  labels (powerset).
+  """
+  heads, split = {}, train_arrays or {}
   for name, hcfg in config.heads.items():
     if hcfg.target not in ds.targets:
       raise errors.UsageError(f'head {name!r}: target {hcfg.target!r} is not in data set '
                               f'{ds.name}; its targets are {sorted(ds.targets)}')
-    heads[name] = heads_lib.make(name, hcfg, ds.targets[hcfg.target])
+    heads[name] = heads_lib.make(name, hcfg, ds.targets[hcfg.target],
+                                 split.get(hcfg.target), split.get(f'{hcfg.target}_mask'))
   vocab = [f.vocab_size for f in ds.inputs.values() if f.kind == 'tokens']
   fills = {'vocab_size': vocab[0]} if vocab else {}
   return models.Model(trunk=trunks.make(config.trunk, **fills), heads=heads), heads
@@ -80,7 +86,7 @@ def head_losses(heads: Mapping[str, heads_lib.Head], logits, batch) -> dict[str,
     labels, mask = batch['targets'][head.target], batch['masks'][head.target]
     head.check(name, logits[name], labels)
     per_example = head.loss_fn(logits[name], labels, mask)
-    w = batch['valid'] * (mask.sum(-1) > 0)
+    w = batch['valid'] * head.known_rows(labels, mask)
     out[name] = jnp.where(w > 0, per_example, 0.0).sum() / jnp.maximum(w.sum(), 1.0)
   return out
 
@@ -91,7 +97,7 @@ def train_step(state: TrainState, batch, *, heads):
 
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, batch['inputs'], labels=batch['targets'],
-                            train=True, rngs={'dropout': rng})
+                            masks=batch['masks'], train=True, rngs={'dropout': rng})
     per_head = head_losses(heads, logits, batch)
     total = sum(heads[n].weight * l for n, l in per_head.items())
     return total, per_head
@@ -118,9 +124,9 @@ def eval_step(params, batch, *, apply_fn, heads):
 class Trainer:
   """The compiled pieces of a run: model, state, sharded step functions."""
 
-  def __init__(self, config, ds: base.Dataset):
+  def __init__(self, config, ds: base.Dataset, train_arrays=None):
     self.config = config
-    self.model, self.heads = build_model(config, ds)
+    self.model, self.heads = build_model(config, ds, train_arrays)
     self.tx = make_optimizer(config)
     # Auto axes: XLA's partitioner places the gathers and reductions, as with pjit.
     self.mesh = jax.make_mesh((jax.device_count(),), ('data',),
@@ -209,7 +215,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   configs.validate(config, jax.device_count())
   ds, arrays = load_data(config)
-  trainer = Trainer(config, ds)
+  trainer = Trainer(config, ds, arrays['train'])
   best_name, best_mode = evaluation.best_metric(config, trainer.heads)
   state = trainer.init_state(config.seed)
   table, n_params = models.parameter_overview(state.params)
