@@ -1,16 +1,10 @@
-"""Run report: WORKDIR/report.md with per-output and per-class tables, and
-PNG plots under WORKDIR/plots/ (learning curves, precision-recall curves,
-predicted-vs-true scatters).
+"""Run report: WORKDIR/report.md (per-output and per-class tables) and PNG
+plots under WORKDIR/plots/ (learning curves, PR curves, regression scatters).
 
-`write` is called once at the end of a run with the summary the trainer saves
-as metrics.json, the validation/test predictions and the class names. The
-per-class numbers are recomputed here from the test predictions with
-`metrics.per_class`, so they follow the exact conventions of `metrics`
-(masks, ties, NaN for undefined values). Undefined values print as `n/a`,
-never as 0.
-
-Plots use matplotlib's object-oriented API (`Figure`, which renders through
-Agg for PNG), so importing this module never touches the global backend.
+Per-class numbers are recomputed from the test predictions with
+`metrics.per_class`, so they follow its conventions (masks, ties, NaN where
+undefined); undefined values print as `n/a`, never as 0. Plots use the
+object-oriented `Figure` API (Agg for PNG): no global backend is touched.
 """
 
 import json
@@ -25,18 +19,15 @@ from mlheads import metrics
 
 DPI = 100
 MAX_PR_PANELS = 25  # Beyond 10 classes: small panels for the top 25 by support.
-HEADLINE = (
-    ('average_precision_macro', 'mAP (macro AP)'),
-    ('f1_micro', 'F1 micro'),
-    ('f1_macro', 'F1 macro'),
-    ('roc_auc_macro', 'ROC AUC macro'),
-    ('label_ranking_average_precision', 'LRAP'),
-    ('subset_accuracy', 'subset accuracy'),
-    ('hamming_loss', 'Hamming loss'),
-    ('precision_at_1', 'precision@1'),
-    ('precision_at_3', 'precision@3'),
-    ('loss', 'loss'),
-)
+HEADLINE = {
+    'average_precision_macro': 'mAP (macro AP)', 'f1_micro': 'F1 micro',
+    'f1_macro': 'F1 macro', 'roc_auc_macro': 'ROC AUC macro',
+    'label_ranking_average_precision': 'LRAP',
+    'subset_accuracy': 'subset accuracy', 'hamming_loss': 'Hamming loss',
+    'precision_at_1': 'precision@1', 'precision_at_3': 'precision@3',
+    'loss': 'loss'}
+_SPLITS = {'test': 'test @0.5', 'test_tuned': 'test @tuned',
+           'validation': 'validation @0.5'}
 # Unbounded values print with significant digits; the rest with 3 decimals.
 _UNBOUNDED = ('loss', 'mse', 'mae', 'coverage_error')
 
@@ -88,48 +79,75 @@ def write(workdir: str, summary: dict, predictions: dict,
   for out in outputs:
     names = list(class_names.get(out, []))
     pred = test_preds.get(out)
-    fname = re.sub(r'[^A-Za-z0-9_.-]', '_', out)
-    if _is_regression(out, summary, predictions):
-      md += [f'## Output `{out}` (regression)', '']
-      md += _regression_table(out, summary, names)
-      if pred is not None:
-        path = os.path.join(plot_dir, f'scatter_{fname}.png')
-        plot_scatter(pred, names, out, path)
-        written.append(path)
-        md += [f'![Predicted vs true, {out}](plots/scatter_{fname}.png)', '']
-      continue
-    k = len(names) or (np.shape(pred['scores'])[1] if pred else 0)
-    names = names or [str(i) for i in range(k)]
-    md += [f'## Output `{out}` (binary, {k} classes)', '']
-    md += _headline_table(out, summary)
-    if pred is None:
-      md += ['No test predictions: no per-class table.', '']
-      continue
-    thr = _thresholds(summary, out, k)
-    at_05 = metrics.per_class(pred['labels'], pred['scores'], 0.5,
-                              pred.get('mask'))
-    tuned = None if thr is None else metrics.per_class(
-        pred['labels'], pred['scores'], thr, pred.get('mask'))
-    md += ['### Per class (test)', '']
-    md += _class_table(names, at_05, tuned, thr)
-    left_out = [f'`{n}` ({"no positive" if s == 0 else "no negative"})'
-                for n, s, ap in zip(names, at_05['support'],
-                                    at_05['average_precision'])
-                if np.isnan(ap)]
-    md += ['Left out of the macro AP / ROC AUC averages (no positive or no '
-           'negative in test): ' + (', '.join(left_out) or 'none') + '.', '']
-    path = os.path.join(plot_dir, f'pr_{fname}.png')
-    note = plot_pr(pred, names, at_05, out, path)
-    written.append(path)
-    md += [f'![Precision-recall curves, {out}](plots/pr_{fname}.png)', '']
-    if note:
-      md += [note, '']
-    md += _all_metrics(out, summary)
+    stem = re.sub(r'[^A-Za-z0-9_.-]', '_', out)
+    section = (_regression_section if _is_regression(out, summary, predictions)
+               else _binary_section)
+    lines, paths = section(out, summary, pred, names, plot_dir, stem)
+    md += lines
+    written += paths
 
   report = os.path.join(workdir, 'report.md')
   with open(report, 'w') as f:
     f.write('\n'.join(md))
   return [report] + written
+
+
+def _regression_section(out, summary, pred, names, plot_dir, stem):
+  """Markdown lines and PNG paths for a regression output."""
+  keys = {}  # Whatever the trainer reported, R² rows named by column.
+  for s in ('test', 'validation'):
+    keys.update((k, k) for k in _section(summary, s, out))
+  keys.update((f'r2_{i}', f'R² `{_esc(n)}`') for i, n in enumerate(names)
+              if f'r2_{i}' in keys)
+  md = [f'## Output `{out}` (regression)', '']
+  md += _metric_table(out, summary, keys,
+                      {'test': 'test', 'validation': 'validation'})
+  if pred is None:
+    return md, []
+  path = os.path.join(plot_dir, f'scatter_{stem}.png')
+  sec = _section(summary, 'test', out)
+  cols = np.shape(pred['scores'])[1] if np.ndim(pred['scores']) == 2 else 1
+  plot_scatter(pred, names, out, path,
+               [sec.get(f'r2_{j}') for j in range(cols)])
+  md += [f'![Predicted vs true, {out}](plots/scatter_{stem}.png)', '']
+  return md, [path]
+
+
+def _binary_section(out, summary, pred, names, plot_dir, stem):
+  """Markdown lines and PNG paths for a binary (multi-label) output."""
+  k = len(names) or (np.shape(pred['scores'])[1] if pred else 0)
+  names = names or [str(i) for i in range(k)]
+  md = [f'## Output `{out}` (binary, {k} classes)', '', '### Headline', '']
+  md += _metric_table(out, summary, HEADLINE)
+  glob = ((summary.get('thresholds') or {}).get(out) or {}).get('global')
+  if glob is not None:
+    md += [f'Global threshold tuned on validation: {_fmt(glob)}.', '']
+  if pred is None:
+    return md + ['No test predictions: no per-class table.', ''], []
+  labels, scores, mask = pred['labels'], pred['scores'], pred.get('mask')
+  thr = _thresholds(summary, out, k)
+  at_05 = metrics.per_class(labels, scores, 0.5, mask)
+  tuned = None if thr is None else metrics.per_class(labels, scores, thr,
+                                                     mask)
+  md += ['### Per class (test)', '']
+  md += _class_table(names, at_05, tuned, thr)
+  why = lambda i: ('no unmasked entry' if at_05['count'][i] == 0 else
+                   'no positive' if at_05['support'][i] == 0 else
+                   'no negative')
+  left_out = [f'`{_esc(names[i])}` ({why(i)})' for i in range(k)
+              if np.isnan(at_05['average_precision'][i])]
+  md += ['Left out of the macro AP / ROC AUC averages (no positive or no '
+         'negative in test): ' + (', '.join(left_out) or 'none') + '.', '']
+  path = os.path.join(plot_dir, f'pr_{stem}.png')
+  note = plot_pr(pred, names, at_05, out, path)
+  md += [f'![Precision-recall curves, {out}](plots/pr_{stem}.png)', '']
+  md += [note, ''] if note else []
+  # Everything else the trainer reported, folded away.
+  keys = {key: key for key in ('loss',) + metrics.KEYS
+          if any(key in _section(summary, s, out) for s in _SPLITS)}
+  md += ['<details><summary>All metrics</summary>', '']
+  md += _metric_table(out, summary, keys) + ['</details>', '']
+  return md, [path]
 
 
 # ----------------------------------------------------------------------------
@@ -163,60 +181,27 @@ def _section(summary, split, out) -> dict:
   return (summary.get(split) or {}).get(out) or {}
 
 
-def _headline_table(out, summary) -> list[str]:
-  cols = [_section(summary, s, out) for s in ('test', 'test_tuned',
-                                              'validation')]
+def _metric_table(out, summary, labels, splits=_SPLITS) -> list[str]:
+  """Rows `labels` {key: row label} by columns `splits` {split: header}."""
+  cols = [_section(summary, s, out) for s in splits]
   rows = [[label] + [_fmt(c.get(key), key) for c in cols]
-          for key, label in HEADLINE]
-  lines = _table(['metric', 'test @0.5', 'test @tuned', 'validation @0.5'],
-                 rows)
-  glob = ((summary.get('thresholds') or {}).get(out) or {}).get('global')
-  if glob is not None:
-    lines += [f'Global threshold tuned on validation: {_fmt(glob)}.', '']
-  return lines
-
-
-def _all_metrics(out, summary) -> list[str]:
-  """Every reported metric, folded away: the headline table picks a few."""
-  splits = ('test', 'test_tuned', 'validation')
-  keys = [k for k in ('loss',) + metrics.KEYS
-          if any(k in _section(summary, s, out) for s in splits)]
-  if not keys:
-    return []
-  rows = [[k] + [_fmt(_section(summary, s, out).get(k), k) for s in splits]
-          for k in keys]
-  return (['<details><summary>All metrics</summary>', ''] +
-          _table(['metric', 'test @0.5', 'test @tuned', 'validation @0.5'],
-                 rows) + ['</details>', ''])
-
-
-def _regression_table(out, summary, names) -> list[str]:
-  splits = ('test', 'validation')
-  keys = []
-  for s in splits:
-    keys += [k for k in _section(summary, s, out) if k not in keys]
-  label = {f'r2_{i}': f'R² `{_esc(n)}`' for i, n in enumerate(names)}
-  rows = [[label.get(k, k)] + [_fmt(_section(summary, s, out).get(k), k)
-                               for s in splits] for k in keys]
-  return _table(['metric', 'test', 'validation'], rows)
+          for key, label in labels.items()]
+  return _table(['metric'] + list(splits.values()), rows)
 
 
 def _class_table(names, at_05, tuned, thr) -> list[str]:
   """Per-class rows; tuned columns only when thresholds exist."""
-  header = ['class', 'support', 'n', 'P @0.5', 'R @0.5', 'F1 @0.5']
-  if tuned is not None:
-    header += ['P @tuned', 'R @tuned', 'F1 @tuned']
+  prf = ('precision', 'recall', 'f1')
+  sets = [(at_05, '@0.5')] + ([(tuned, '@tuned')] if tuned is not None else [])
+  header = ['class', 'support', 'n'] + [f'{c} {t}' for _, t in sets
+                                        for c in ('P', 'R', 'F1')]
   header += ['AP', 'ROC AUC'] + (['threshold'] if tuned is not None else [])
   rows = []
   for i, name in enumerate(names):
     row = [_esc(name), _fmt(at_05['support'][i]), _fmt(at_05['count'][i])]
-    row += [_fmt(at_05[k][i]) for k in ('precision', 'recall', 'f1')]
-    if tuned is not None:
-      row += [_fmt(tuned[k][i]) for k in ('precision', 'recall', 'f1')]
+    row += [_fmt(d[k][i]) for d, _ in sets for k in prf]
     row += [_fmt(at_05['average_precision'][i]), _fmt(at_05['roc_auc'][i])]
-    if tuned is not None:
-      row.append(_fmt(thr[i]))
-    rows.append(row)
+    rows.append(row + ([_fmt(thr[i])] if tuned is not None else []))
   return _table(header, rows)
 
 
@@ -272,18 +257,16 @@ def read_jsonl(path) -> tuple[list[dict], int]:
   if not os.path.exists(path):
     return records, bad
   with open(path) as f:
-    for line in f:
-      if not line.strip():
-        continue
-      try:
-        r = json.loads(line)
-      except json.JSONDecodeError:
-        bad += 1
-        continue
-      if isinstance(r, dict) and isinstance(r.get('split'), str):
-        records.append(r)
-      else:
-        bad += 1
+    lines = [line for line in f if line.strip()]
+  for line in lines:
+    try:
+      r = json.loads(line)
+    except json.JSONDecodeError:
+      r = None
+    if isinstance(r, dict) and isinstance(r.get('split'), str):
+      records.append(r)
+    else:
+      bad += 1
   return records, bad
 
 
@@ -302,10 +285,6 @@ def _series(records, split, key, x) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------
 # Plots.
-
-
-def _color(i):
-  return f'C{i % 10}'
 
 
 def plot_learning_curves(records, path) -> bool:
@@ -334,12 +313,12 @@ def plot_learning_curves(records, path) -> bool:
   for i, (split, out) in enumerate(zip(val_splits, outs)):
     tx, ty = _series(records, 'train', f'loss_{out}', x)
     if len(tx):
-      ax_loss.plot(tx, ty, '--', color=_color(i), lw=1, alpha=0.8,
+      ax_loss.plot(tx, ty, '--', color=f'C{i % 10}', lw=1, alpha=0.8,
                    label=f'train loss {out}')
       drawn.append(ty)
     vx, vy = _series(records, split, 'loss', x)
     if len(vx):
-      ax_loss.plot(vx, vy, 'o-', color=_color(i), ms=3.5,
+      ax_loss.plot(vx, vy, 'o-', color=f'C{i % 10}', ms=3.5,
                    label=f'validation loss {out}')
       drawn.append(vy)
   if not drawn:
@@ -357,7 +336,7 @@ def plot_learning_curves(records, path) -> bool:
                               ('roc_auc_macro', 's--', 'ROC AUC')):
       vx, vy = _series(records, split, key, x)
       if len(vx):
-        ax_rank.plot(vx, vy, style, color=_color(i), ms=3.5,
+        ax_rank.plot(vx, vy, style, color=f'C{i % 10}', ms=3.5,
                      label=f'{label} {out}')
         ranked = True
   ax_rank.set(xlabel=x, ylabel='macro average (validation)',
@@ -381,9 +360,11 @@ def pr_curve(labels, scores, mask=None):
     mask: optional 0/1 `[n]`; 0 leaves the entry out.
 
   Returns:
-    (recall, precision), `[m + 1]` each with recall ascending, starting at
-    (0, 1); sum(diff(recall) * precision[1:]) is the average precision.
-    None if the class has no unmasked positive.
+    (recall, precision), `[m + 1]` each with recall strictly ascending,
+    starting at (0, 1): the staircase that average precision integrates,
+    sum(diff(recall) * precision[1:]). Thresholds that add only negatives
+    (same recall, lower precision) add nothing to AP and only draw spikes,
+    so they are dropped. None if the class has no unmasked positive.
   """
   valid = np.ones(len(labels), bool) if mask is None else np.asarray(mask) > 0
   y = np.asarray(labels)[valid] == 1
@@ -395,6 +376,8 @@ def pr_curve(labels, scores, mask=None):
   y, s = y[order], s[order]
   last = np.r_[s[1:] != s[:-1], True]  # One point per distinct threshold.
   tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+  first = np.r_[True, tp[1:] != tp[:-1]] & (tp > 0)  # Each recall's first.
+  tp, fp = tp[first], fp[first]
   return np.r_[0.0, tp / y.sum()], np.r_[1.0, tp / (tp + fp)]
 
 
@@ -420,7 +403,7 @@ def plot_pr(pred, names, per_cls, out, path) -> str:
     ax = fig.subplots()
     for i in drawable:
       r, p = curves[i]
-      ax.step(r, p, where='pre', color=_color(i), lw=1.5, label=label(i))
+      ax.step(r, p, where='pre', color=f'C{i % 10}', lw=1.5, label=label(i))
     ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1.01),
            ylim=(0, 1.02), title=f'Precision-recall on test: {out}')
     ax.grid(alpha=0.3)
@@ -462,8 +445,11 @@ def plot_pr(pred, names, per_cls, out, path) -> str:
   return ' '.join(notes)
 
 
-def plot_scatter(pred, names, out, path, max_points=5000):
-  """Predicted vs true per column of a regression output, with y = x."""
+def plot_scatter(pred, names, out, path, r2=(), max_points=5000):
+  """Predicted vs true per column of a regression output, with y = x.
+
+  `r2` (from the summary, None where undefined) goes into panel titles.
+  """
   scores = np.asarray(pred['scores'], np.float64)
   labels = np.asarray(pred['labels'], np.float64)
   if scores.ndim == 1:
@@ -491,7 +477,9 @@ def plot_scatter(pred, names, out, path, max_points=5000):
       ax.plot([lo, hi], [lo, hi], color='gray', ls='--', lw=1, label='y = x')
       ax.legend(fontsize=8, loc='upper left')
     name = names[j] if j < len(names) else f'column {j}'
-    ax.set(xlabel='true', ylabel='predicted', title=f'{name} (test)')
+    r2_j = _fmt(r2[j]) if j < len(r2) else 'n/a'
+    ax.set(xlabel='true', ylabel='predicted',
+           title=f'{name} (test, R² {r2_j})')
     ax.grid(alpha=0.3)
   fig.suptitle(f'Predicted vs true: {out}')
   fig.savefig(path, dpi=DPI)
