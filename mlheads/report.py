@@ -304,7 +304,7 @@ def plot_learning_curves(records, path) -> bool:
       val_splits.append(r['split'])
   outs = [s.partition('/')[2] or s for s in val_splits]
   fig = Figure(figsize=(13, 4.8), dpi=DPI, layout='constrained')
-  ax_loss, ax_rank = fig.subplots(1, 2)
+  ax_loss, ax_rank = fig.subplots(1, 2, sharex=True)  # Same run, same x.
   drawn = []
   sx, sy = _series(records, 'train', 'loss', x)
   if len(sx):
@@ -327,7 +327,8 @@ def plot_learning_curves(records, path) -> bool:
   # Heads can differ in loss scale by orders of magnitude (BCE vs MSE).
   if ys.min() > 0 and ys.max() / ys.min() > 30:
     ax_loss.set_yscale('log')
-  ax_loss.set(xlabel=x, ylabel='loss', title='Loss')
+  log = ' (log scale)' if ax_loss.get_yscale() == 'log' else ''
+  ax_loss.set(xlabel=x, ylabel='loss' + log, title='Loss')
   ax_loss.grid(alpha=0.3)
   ax_loss.legend(fontsize=8)
   ranked = False
@@ -404,10 +405,12 @@ def plot_pr(pred, names, per_cls, out, path) -> str:
     for i in drawable:
       r, p = curves[i]
       ax.step(r, p, where='pre', color=f'C{i % 10}', lw=1.5, label=label(i))
+    for n in no_pos:  # Say in the plot itself why a class is missing.
+      ax.plot([], [], ' ', label=f'{n} (no positive: no curve)')
     ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1.01),
            ylim=(0, 1.02), title=f'Precision-recall on test: {out}')
     ax.grid(alpha=0.3)
-    if drawable:
+    if drawable or no_pos:
       ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=9,
                 title='class (AP, positives)', title_fontsize=9)
   else:
