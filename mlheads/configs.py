@@ -29,6 +29,7 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.experiment = ''  # set by launch.sh from the experiment's file name.
   c.seed = 0
   c.epochs = 5
   c.batch_size = 32

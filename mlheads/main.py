@@ -22,13 +22,24 @@ flags.DEFINE_string('experiment', None, 'Experiment name, for the default workdi
 flags.mark_flags_as_required(['config'])
 
 
+class _LibraryChatter(logging.logging.Filter):
+  """Drops orbax's and tfds' per-call INFO lines; their warnings and errors still show."""
+
+  def filter(self, record):
+    noisy = any(p in record.pathname for p in ('/orbax/', '/tensorflow_datasets/'))
+    return record.levelno >= logging.logging.WARNING or not noisy
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_LibraryChatter())
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
   name = FLAGS.experiment or 'run'
+  config = FLAGS.config
+  config.experiment = config.experiment or name
   workdir = FLAGS.workdir or os.path.join('runs', name, time.strftime('%Y%m%d-%H%M%S'))
-  logging.info('Experiment %s, workdir %s\n%s', name, workdir, FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, workdir)
+  logging.info('Experiment %s, workdir %s\n%s', name, workdir, config)
+  train.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':

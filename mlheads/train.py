@@ -28,6 +28,7 @@ from mlheads import errors
 from mlheads import evaluation
 from mlheads import heads as heads_lib
 from mlheads import models
+from mlheads import report
 from mlheads import trunks
 from mlheads import writers
 from mlheads.data import base
@@ -60,15 +61,19 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def build_model(config, ds: base.Dataset, train_arrays: Mapping[str, np.ndarray] | None = None
+def build_model(config, ds: base.Dataset, train_arrays: Mapping[str, np.ndarray] | None = None,
+                fitted_heads: Mapping[str, heads_lib.Head] | None = None
                 ) -> tuple[models.Model, dict[str, heads_lib.Head]]:
   """The trunk and heads the config names, sized from the data set's fields.
 
   train_arrays: the train split (`{key: [n, ...]}`), for heads fitted on its
-  labels (powerset).
+    labels (powerset).
+  fitted_heads: heads restored from a checkpoint (predict), used as they are.
   """
-  heads, split = {}, train_arrays or {}
+  heads, split = dict(fitted_heads or {}), train_arrays or {}
   for name, hcfg in config.heads.items():
+    if name in heads:
+      continue
     if hcfg.target not in ds.targets:
       raise errors.UsageError(f'head {name!r}: target {hcfg.target!r} is not in data set '
                               f'{ds.name}; its targets are {sorted(ds.targets)}')
@@ -124,9 +129,9 @@ def eval_step(params, batch, *, apply_fn, heads):
 class Trainer:
   """The compiled pieces of a run: model, state, sharded step functions."""
 
-  def __init__(self, config, ds: base.Dataset, train_arrays=None):
+  def __init__(self, config, ds: base.Dataset, train_arrays=None, fitted_heads=None):
     self.config = config
-    self.model, self.heads = build_model(config, ds, train_arrays)
+    self.model, self.heads = build_model(config, ds, train_arrays, fitted_heads)
     self.tx = make_optimizer(config)
     # Auto axes: XLA's partitioner places the gathers and reductions, as with pjit.
     self.mesh = jax.make_mesh((jax.device_count(),), ('data',),
@@ -193,10 +198,11 @@ def _check_finite(history: list[dict], first_step: int) -> None:
             f'{first_step + len(history) - 1}); stopping without saving')
 
 
-def _extras(config, ds: base.Dataset, thresholds: dict, epoch: int) -> dict:
+def _extras(config, ds: base.Dataset, heads, thresholds: dict, epoch: int) -> dict:
   """What a checkpoint carries besides arrays: enough for predict to rebuild the run."""
   return {
       'config': json.loads(config.to_json_best_effort()),
+      'heads': {name: heads_lib.to_json(h) for name, h in heads.items()},
       'data': {'name': ds.name, 'meta': dict(ds.meta),
                'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
                'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
@@ -243,15 +249,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
       state = _train_loop(config, trainer, ds, arrays, state, ckpt, writer, preempted, spe,
                           total_steps)
-      summary = _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params)
+      summary, preds = _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params)
+      summary['steps'] = int(state.step)
     finally:
       writer.close()
-  if primary:
-    path = os.path.join(workdir, 'metrics.json')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      json.dump(writers.jsonable(summary), f, indent=2)
-    os.replace(path + '.tmp', path)
-    logging.info('Wrote %s', path)
+    if primary:
+      path = os.path.join(workdir, 'metrics.json')
+      with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(writers.jsonable(summary), f, indent=2)
+      os.replace(path + '.tmp', path)
+      class_names = {name: list(ds.targets[h.target].names) or
+                     [str(k) for k in range(h.num_classes)] for name, h in trainer.heads.items()}
+      written = report.write(workdir, writers.jsonable(summary), preds, class_names)
+      logging.info('Wrote %s and %s', path, ', '.join(written))
   return summary
 
 
@@ -294,10 +304,11 @@ def _train_loop(config, trainer, ds, arrays, state, ckpt, writer, preempted, spe
                   if key in m and np.isfinite(m[key]))
               for n, m in val.items()))
           if epoch % config.checkpoint_every_epochs == 0 or done == total_steps:
-            extras = _extras(config, ds, evaluation.tune_thresholds(trainer.heads, preds), epoch)
+            extras = _extras(config, ds, trainer.heads,
+                             evaluation.tune_thresholds(trainer.heads, preds), epoch)
             ckpt.save(done, state, extras=extras, metrics=evaluation.flatten(val))
       if preempted.requested:
-        ckpt.save(done, state, extras=_extras(config, ds, {}, done // spe))
+        ckpt.save(done, state, extras=_extras(config, ds, trainer.heads, {}, done // spe))
         bar.write(f'SIGTERM: saved step {done}; exiting with {checkpoints.PREEMPTED_EXIT_CODE}.')
         raise SystemExit(checkpoints.PREEMPTED_EXIT_CODE)
   finally:
@@ -305,8 +316,11 @@ def _train_loop(config, trainer, ds, arrays, state, ckpt, writer, preempted, spe
   return state
 
 
-def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params) -> dict:
-  """Validation and test metrics of the best checkpoint, at 0.5 and at its tuned thresholds."""
+def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params):
+  """Validation and test metrics of the best checkpoint, at 0.5 and at its tuned thresholds.
+
+  Returns (summary, predictions {split: {output: {scores, labels, mask, loss}}}).
+  """
   step = ckpt.best_step() or ckpt.latest_step()
   thresholds = {}
   if step is not None:
@@ -316,7 +330,7 @@ def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params) -> dic
   if not thresholds:
     thresholds = evaluation.tune_thresholds(trainer.heads, preds['validation'])
   summary = {
-      'experiment': ds.name,
+      'experiment': config.experiment or ds.name,
       'evaluated_step': int(state.step),
       'best_metric': ckpt.best_metric,
       'parameters': n_params,
@@ -325,7 +339,10 @@ def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params) -> dic
       'test_tuned': evaluation.all_metrics(trainer.heads, preds['test'], thresholds),
       'thresholds': thresholds,
   }
+  shown = ('loss', 'average_precision_macro', 'roc_auc_macro', 'f1_micro', 'f1_macro',
+           'subset_accuracy', 'accuracy', 'mse', 'mae')
   for split in ('validation', 'test', 'test_tuned'):
     for name, m in summary[split].items():
-      logging.info('%s %s: %s', split, name, ', '.join(f'{k} {v:.4f}' for k, v in m.items()))
-  return summary
+      logging.info('%s %s: %s', split, name,
+                   ', '.join(f'{k} {m[k]:.4f}' for k in shown if k in m))
+  return summary, preds
