@@ -427,7 +427,7 @@ def check_inputs(labels, scores, threshold=0.5, mask=None):
 def _first_bad(name, values, bad, why):
   if np.any(bad):
     pos = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f'{name}{list(pos)} = {values[pos]!r}: {why}')
+    raise ValueError(f'{name}{list(pos)} = {values[pos].item()!r}: {why}')
 
 
 def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
