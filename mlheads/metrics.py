@@ -399,19 +399,26 @@ def check_inputs(labels, scores, threshold=0.5, mask=None):
     mask = None if mask is None else np.asarray(mask)[:, None]
   if labels.ndim != 2 or labels.shape[0] == 0 or labels.shape[1] == 0:
     raise ValueError(f'expected non-empty [N, K] arrays, got {labels.shape}')
-  if mask is None:
+  # Fast path without a mask: no np.where passes over [N, K] (this runs on
+  # the host for every `compute` call).
+  valid = None if mask is None else np.asarray(mask)
+  if valid is not None:
+    if valid.shape != labels.shape:
+      raise ValueError(f'mask {valid.shape} and labels {labels.shape} differ')
+    _first_bad('mask', valid, _not01(valid), 'not 0/1')
+    valid = valid == 1
+  _first_bad('labels', labels, _and_valid(_not01(labels), valid), 'not 0/1')
+  scores32 = scores.astype(np.float32, copy=False)
+  with np.errstate(invalid='ignore'):
+    bad = ~((scores32 >= 0) & (scores32 <= 1))
+  _first_bad('scores', scores, _and_valid(bad, valid),
+             'not a finite number in [0, 1]')
+  if valid is None:
+    labels = labels.astype(np.int8, copy=False)
     valid = np.ones(labels.shape, bool)
   else:
-    mask = np.asarray(mask)
-    if mask.shape != labels.shape:
-      raise ValueError(f'mask {mask.shape} and labels {labels.shape} differ')
-    _first_bad('mask', mask, ~np.isin(mask, (0, 1)), 'not 0/1')
-    valid = mask == 1
-  _first_bad('labels', labels, valid & ~np.isin(labels, (0, 1)), 'not 0/1')
-  scores32 = scores.astype(np.float32)
-  with np.errstate(invalid='ignore'):
-    bad = valid & ~((scores32 >= 0) & (scores32 <= 1))
-  _first_bad('scores', scores, bad, 'not a finite number in [0, 1]')
+    labels = np.where(valid, labels == 1, 0).astype(np.int8)
+    scores32 = np.where(valid, scores32, np.float32(0))
   k = labels.shape[1]
   threshold = np.asarray(threshold, np.float32)
   if threshold.ndim > 1 or threshold.size not in (1, k):
@@ -419,9 +426,16 @@ def check_inputs(labels, scores, threshold=0.5, mask=None):
                      f'{threshold.shape}')
   if not np.all(np.isfinite(threshold)):
     raise ValueError(f'threshold {threshold} is not finite')
-  return (np.where(valid, labels == 1, 0).astype(np.int8),
-          np.where(valid, scores32, 0).astype(np.float32),
-          np.broadcast_to(threshold, (k,)).astype(np.float32), valid)
+  return (labels, scores32, np.broadcast_to(threshold, (k,)).astype(
+      np.float32), valid)
+
+
+def _not01(a):
+  return np.zeros(a.shape, bool) if a.dtype == bool else (a != 0) & (a != 1)
+
+
+def _and_valid(bad, valid):
+  return bad if valid is None else bad & valid
 
 
 def _first_bad(name, values, bad, why):
