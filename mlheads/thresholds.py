@@ -41,7 +41,7 @@ def _best(k):
   n_pos = jnp.sum(pos, 1, keepdims=True)
   # Predicting {score >= v} for the group starting at idx: everything from
   # idx on (masked keys sort first, below any score).
-  tp = n_pos - (metrics._prefix(jnp.add, pos) - pos)  # pylint: disable=protected-access
+  tp = n_pos - (metrics.prefix_scan(jnp.add, pos) - pos)
   f1 = 2.0 * tp / jnp.maximum(m - idx + n_pos, 1)
   f1 = jnp.where(is_start & (n_pos > 0), f1, -1.0)
   # argmax takes the first maximum; flipping makes that the highest score.
@@ -74,10 +74,10 @@ def tune_arrays(labels, scores, mask=None):
     (per-class thresholds `[K]`, their F1 `[K]`, global threshold `[]`,
     its micro F1 `[]`).
   """
-  by_class = lax.sort(metrics.sort_keys(labels, scores, mask).T, dimension=1,
-                      is_stable=False)
+  by_class = metrics.sort_last_axis(
+      metrics.sort_keys(labels, scores, mask).T)
   per_class, per_class_f1 = _best(by_class)
-  flat = lax.sort(by_class.reshape(1, -1), dimension=1, is_stable=False)
+  flat = metrics.sort_last_axis(by_class.reshape(1, -1))
   t, f1 = _best(flat)
   return per_class, per_class_f1, t[0], f1[0]
 
