@@ -1,10 +1,17 @@
-"""Speed benchmarks: `./launch.sh bench [--cases=metrics,...]`, one JSON line each.
+"""Speed benchmarks: `./launch.sh bench [--cases=headline,metrics]`, one JSON line each.
 
-Add a case by writing `bench_<name>() -> dict` and registering it in `CASES`.
+Add a case by writing `bench_<name>() -> dict | list[dict]` and registering it in `CASES`.
+
+The headline case times the seed's model (5,200,610 parameters) through the real
+jitted train step on random data, the way ../shared/bench/keras_headline.sh
+times Keras 3 on JAX; with `--keras` it runs that script in the same sitting,
+alternating rounds, and prints the ratio of medians.
 """
 
 import json
+import os
 import statistics
+import subprocess
 import time
 
 from absl import flags
@@ -16,6 +23,15 @@ _CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
 _ROWS = flags.DEFINE_integer('rows', 100_000, 'metrics: rows N.')
 _CLASSES = flags.DEFINE_integer('classes', 100, 'metrics: classes K.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'metrics: timed runs (median).')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
+_SECONDS = flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
+_KERAS = flags.DEFINE_bool('keras', False, 'headline: also run the Keras 3 reference and '
+                           'print speedup_vs_keras (same sitting, alternating rounds).')
+_KERAS_SCRIPT = flags.DEFINE_string(
+    'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 '..', 'shared', 'bench', 'keras_headline.sh'),
+    'headline: the Keras reference script.')
 _SKLEARN_ROWS = flags.DEFINE_integer(
     'sklearn_rows', 0,
     'metrics: time scikit-learn on the first this many rows and extrapolate '
@@ -104,7 +120,88 @@ def bench_metrics():
   return result
 
 
-CASES = {'metrics': bench_metrics}
+def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
+  """Times the headline model's train step on random data (as the Keras script does)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  from mlheads import train  # pylint: disable=g-import-not-at-top
+  from mlheads.data import base, pipeline, tweets  # pylint: disable=g-import-not-at-top
+
+  config = headline.get_config()
+  config.batch_size = batch_size
+  fields = tweets.TrumpTweets.fields_for(config.data)
+  ds = base.Dataset(name='bench', splits={}, meta={},
+                    inputs={k: fields[k] for k in ('tokens', 'extra')},
+                    targets={'retweeted': fields['retweeted']})
+  trainer = train.Trainer(config, ds)
+  state = trainer.init_state(0)
+  rng = np.random.default_rng(0)
+  n = batch_size * 8
+  arrays = {'tokens': rng.integers(1, 10_000, size=(n, 100), dtype=np.int32),
+            'extra': rng.random((n, 5), dtype=np.float32),
+            'retweeted': (rng.random((n, 1)) < 0.5).astype(np.float32)}
+  batches = [trainer.shard(b) for b in pipeline.eval_batches(ds, arrays, batch_size)]
+  t = time.perf_counter()
+  state, scalars = trainer.train_step(state, batches[0])
+  jax.block_until_ready(scalars)
+  compile_s = time.perf_counter() - t
+  for i in range(1, 4):
+    state, scalars = trainer.train_step(state, batches[i % 8])
+  jax.block_until_ready(scalars)
+  steps, t = 0, time.perf_counter()
+  while time.perf_counter() - t < seconds:
+    state, scalars = trainer.train_step(state, batches[steps % 8])
+    steps += 1
+    if steps % 10 == 0:  # keep the dispatch queue short, so the clock reads finished work
+      jax.block_until_ready(scalars)
+  jax.block_until_ready(scalars)
+  dt = time.perf_counter() - t
+  return {'ms_per_step': 1000 * dt / steps, 'compile_s': compile_s,
+          'params': int(sum(x.size for x in jax.tree.leaves(state.params))),
+          'device': str(jax.devices()[0].platform)}
+
+
+def _keras_round(batch_sizes, seconds) -> dict[int, float]:
+  """ms/step of the Keras reference per batch size, from its JSON lines."""
+  cmd = [_KERAS_SCRIPT.value, '--batch_sizes', ','.join(map(str, batch_sizes)),
+         '--seconds', str(seconds)]
+  out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  if out.returncode != 0:
+    raise errors.UsageError(f'{_KERAS_SCRIPT.value} failed: {out.stderr.strip()[-300:]}')
+  rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith('{')]
+  return {r['batch_size']: r['ms_per_step'] for r in rows}
+
+
+def bench_headline() -> list[dict]:
+  """The seed's model: mlheads vs (optionally) Keras 3 on JAX, alternating rounds."""
+  sizes = [int(b) for b in _BATCH_SIZES.value]
+  ours = {b: [] for b in sizes}
+  keras = {b: [] for b in sizes}
+  info = {}
+  for _ in range(_ROUNDS.value):
+    for b in sizes:
+      r = headline_steps_per_s(b, _SECONDS.value)
+      ours[b].append(r['ms_per_step'])
+      info[b] = r
+    if _KERAS.value:
+      for b, ms in _keras_round(sizes, _SECONDS.value).items():
+        keras[b].append(ms)
+  rows = []
+  for b in sizes:
+    ms = statistics.median(ours[b])
+    row = {'bench': 'headline', 'batch_size': b, 'params': info[b]['params'],
+           'device': info[b]['device'], 'ms_per_step': round(ms, 2),
+           'examples_per_s': round(1000 * b / ms, 1), 'compile_s': round(info[b]['compile_s'], 2),
+           'rounds_ms': [round(x, 2) for x in ours[b]]}
+    if keras[b]:
+      kms = statistics.median(keras[b])
+      row |= {'keras_ms_per_step': round(kms, 2), 'keras_rounds_ms': keras[b],
+              'speedup_vs_keras': round(kms / ms, 2)}
+    rows.append(row)
+  return rows
+
+
+CASES = {'headline': bench_headline, 'metrics': bench_metrics}
 
 
 def main(argv):
@@ -116,7 +213,9 @@ def main(argv):
     raise errors.UsageError(
         f'--cases: unknown {unknown}; known cases: {sorted(CASES)}')
   for name in names:
-    print(json.dumps(CASES[name]()), flush=True)
+    result = CASES[name]()
+    for row in result if isinstance(result, list) else [result]:
+      print(json.dumps(row), flush=True)
 
 
 if __name__ == '__main__':

@@ -31,27 +31,44 @@ class LSTM(nn.Module):
 
   Parameters match `keras.layers.LSTM(units)`: `kernel [in, 4u]`,
   `recurrent_kernel [u, 4u]`, `bias [4u]`, gates in order i, f, c, o, forget
-  bias 1. The input projection of all time steps is one matmul before the
-  scan (the scan carries only the `[batch, u] @ [u, 4u]` recurrence), which is
-  where the time goes on CPU and GPU alike.
+  bias 1. The input projection of every time step is computed before the scan,
+  which then carries only the `[batch, u] @ [u, 4u]` recurrence.
+
+  Fed token ids and their embedding table, it picks the cheaper of two exact
+  ways to project (notes/perf.md): gather `[time * batch]` rows and multiply by
+  the kernel, or, when there are more tokens than vocabulary rows, multiply the
+  table by the kernel once and gather rows of `[vocab, 4u]`. The second never
+  materializes the `[batch, time, in]` embeddings or their gradient.
 
   Attributes:
     units: hidden size u.
-    unroll: time steps per scan iteration; unrolling a few steps lets XLA fuse
-      across them and halves the step time on CPU (measured: notes/perf.md).
   """
   units: int
-  unroll: int = 8
 
   @nn.compact
-  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
-    """x: `[batch, time, in]`; valid: optional `[batch, time]` 0/1, steps with 0
-    leave the state unchanged. Returns `[batch, units]`."""
+  def __call__(self, x: jax.Array | None = None, valid: jax.Array | None = None, *,
+               ids: jax.Array | None = None, table: jax.Array | None = None) -> jax.Array:
+    """Runs over time; returns `[batch, units]`.
+
+    Args:
+      x: `[batch, time, in]` inputs, or None when `ids` and `table` are given.
+      valid: optional `[batch, time]` 0/1; steps with 0 leave the state unchanged.
+      ids: `[batch, time]` token ids into `table`.
+      table: `[vocab, in]` embedding table.
+    """
     u = self.units
-    kernel = self.param('kernel', glorot, (x.shape[-1], 4 * u))
+    width = x.shape[-1] if x is not None else table.shape[-1]
+    kernel = self.param('kernel', glorot, (width, 4 * u))
     recurrent = self.param('recurrent_kernel', nn.initializers.orthogonal(), (u, 4 * u))
     bias = self.param('bias', lambda _, s: jnp.zeros(s).at[u:2 * u].set(1.0), (4 * u,))
-    xw = jnp.einsum('bti,ig->tbg', x, kernel) + bias  # [time, batch, 4u]
+    if x is not None:
+      # A 'btg' output keeps the matmul a plain GEMM; transposing the small result is cheap.
+      xw = jnp.swapaxes(jnp.einsum('bti,ig->btg', x, kernel), 0, 1)
+    elif ids.size >= table.shape[0]:
+      xw = jnp.take(table @ kernel, ids.T, axis=0)
+    else:
+      xw = jnp.take(table, ids.T, axis=0) @ kernel
+    xw = xw + bias  # [time, batch, 4u]
     steps = (xw,) if valid is None else (xw, jnp.swapaxes(valid, 0, 1)[..., None])
 
     def step(carry, inp):
@@ -66,8 +83,8 @@ class LSTM(nn.Module):
         c_new = keep * c_new + (1 - keep) * c
       return (h_new, c_new), None
 
-    zeros = jnp.zeros((x.shape[0], u), xw.dtype)
-    (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps, unroll=self.unroll)
+    zeros = jnp.zeros((xw.shape[1], u), xw.dtype)
+    (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps)
     return h
 
 
@@ -100,10 +117,11 @@ class TextTrunk(nn.Module):
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
     tokens = inputs[self.text_input]
-    x = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=embed_init,
-                 name='embedding')(tokens)
+    embed = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=embed_init,
+                     name='embedding')
     valid = (tokens != 0) if self.mask_padding else None
-    lstm = LSTM(self.lstm_units, name='lstm')(x, valid)
+    # The LSTM reads the table itself: it can then skip materializing the embeddings.
+    lstm = LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens, table=embed.embedding)
     h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
     for i, width in enumerate(self.hidden):
       h = nn.relu(dense(width, name=f'dense_{i}')(h))

@@ -60,7 +60,11 @@ class TrumpTweets(base.ArrayBuilder):
   BUILDER_CONFIGS = [_config(10_000, 100, 0)]
 
   def fields(self):
-    c = self.builder_config
+    return self.fields_for(self.builder_config)
+
+  @staticmethod
+  def fields_for(c) -> dict[str, base.Field]:
+    """The record layout for vocab_size / max_len settings (no data needed)."""
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
         'extra': base.Field((5,), 'float32', 'features',
