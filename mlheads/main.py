@@ -8,6 +8,7 @@ import os
 import time
 
 from absl import flags
+import jax
 from absl import logging
 from ml_collections import config_flags
 
@@ -19,6 +20,13 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (experim
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run folder; default runs/<experiment>/<timestamp>.')
 flags.DEFINE_string('experiment', None, 'Experiment name, for the default workdir.')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-process runs: host:port of process 0 (jax.distributed). Cluster '
+                    'launchers that JAX detects (SLURM, TPU VMs) need only --distributed.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process\' index.')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detected '
+                  'cluster) even without --coordinator_address.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -32,6 +40,10 @@ class _LibraryChatter(logging.logging.Filter):
 
 def main(argv):
   logging.get_absl_handler().addFilter(_LibraryChatter())
+  if FLAGS.coordinator_address or FLAGS.distributed:
+    # CPU processes need a collectives backend to all-reduce gradients; GPUs/TPUs ignore it.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
   name = FLAGS.experiment or 'run'

@@ -162,9 +162,19 @@ class Trainer:
     return init(params_key, rng)
 
   def shard(self, batch):
-    """Host numpy batch -> global arrays split over the mesh's 'data' axis."""
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), batch)
+    """Global host batch -> arrays split over the mesh's 'data' axis.
+
+    Every process computes the same global batch (the order is a pure function
+    of (seed, step)) and contributes its own contiguous slice of the rows.
+    """
+    n, i = jax.process_count(), jax.process_index()
+
+    def put(x):
+      rows = x.shape[0] // n
+      return jax.make_array_from_process_local_data(
+          self.batch_sharding, x[i * rows:(i + 1) * rows], x.shape)
+
+    return jax.tree.map(put, batch)
 
   def predict(self, params, ds, arrays) -> dict[str, dict]:
     """Scores, labels, masks and losses of every output over a whole split."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -46,3 +47,43 @@ def test_four_devices_train_like_one():
   for a, b in zip(one['losses'], four['losses']):
     assert abs(a - b) < 1e-4 * max(1.0, abs(a))
   assert 'not divisible by the 4 devices' in four['err']
+
+
+MULTI = r'''
+import json, sys, jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from test_train import _toy, _config, _batch
+from mlheads import train
+ds, arrays = _toy()
+trainer = train.Trainer(_config(), ds)
+state = trainer.init_state(0)
+batch = _batch(ds, arrays, 16)
+losses = []
+for _ in range(5):
+  state, s = trainer.train_step(state, trainer.shard(batch))
+  losses.append(float(s['loss']))
+print(json.dumps({'process': jax.process_index(), 'devices': jax.device_count(),
+                  'losses': losses}))
+'''
+
+
+def test_two_processes_on_localhost_train_like_one():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, PYTHONPATH=f'{ROOT}:{ROOT / "tests"}', JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  procs = [subprocess.Popen([sys.executable, '-c', MULTI, f'127.0.0.1:{port}', str(i)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-2000:]
+    outs.append(json.loads(out.strip().splitlines()[-1]))
+  one = _run(1)
+  assert [o['process'] for o in outs] == [0, 1] and outs[0]['devices'] == 2
+  for o in outs:
+    for a, b in zip(one['losses'], o['losses']):
+      assert abs(a - b) < 1e-4 * max(1.0, abs(a))
