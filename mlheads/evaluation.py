@@ -54,7 +54,7 @@ def head_metrics(head: heads_lib.Head, out: Mapping[str, np.ndarray],
 
   `threshold` (scalar or `[K]`) defaults to the head's own (0.5; 1/C for softmax).
   """
-  known_rows = out['mask'].sum(-1) > 0
+  known_rows = np.asarray(head.known_rows(out['labels'], out['mask']))
   res = {'loss': float(out['loss'][known_rows].mean()) if known_rows.any() else float('nan')}
   if head.target_kind == 'real':
     res.update(regression_metrics(out['labels'], out['scores'], out['mask']))

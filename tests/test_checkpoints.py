@@ -319,19 +319,6 @@ def test_failed_save_keeps_previous_step(tmp_path, monkeypatch, where):
   assert (step, extras) == (1, {'step': 1})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root writes through chmod; simulated above')
-def test_read_only_workdir(tmp_path):
-  ckpt = checkpoints.Checkpointer(str(tmp_path))
-  _save(ckpt, 1)
-  os.chmod(ckpt.directory, 0o555)
-  try:
-    with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path)):
-      _save(ckpt, 2)
-  finally:
-    os.chmod(ckpt.directory, 0o755)
-  assert ckpt.restore(_state())[2] == 1
-
-
 @pytest.fixture
 def tiny_disk(tmp_path):
   """A real 300 KiB tmpfs, for true ENOSPC / EROFS; skipped where mounting is not allowed."""
