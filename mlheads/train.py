@@ -241,7 +241,7 @@ def _check_workdir(config, workdir: str) -> None:
   try:
     with open(saved_path, encoding='utf-8') as f:
       saved = _flatten({k: v for k, v in json.load(f).items() if k in _RESUME_KEYS})
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, AttributeError) as e:  # AttributeError: JSON but not an object.
     logging.warning('cannot read %s (%s); relying on the checkpoint shape check', saved_path, e)
     return
   now = _flatten({k: v for k, v in json.loads(config.to_json_best_effort()).items()
