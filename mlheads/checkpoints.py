@@ -295,6 +295,15 @@ class Checkpointer:
     """Committed steps, ascending."""
     return sorted(self._committed())
 
+  def saved_steps(self) -> list[int]:
+    """Steps with a manifest file, valid or not, ascending: what `restore` will look at.
+
+    The trainer resumes when this is non-empty, so a workdir whose manifests are all damaged
+    is an error from `restore` (B20/B24), never a silent fresh start.
+    """
+    return [s for s in self._all_steps()
+            if os.path.exists(os.path.join(self._step_dir(s), MANIFEST))]
+
   def latest_step(self) -> int | None:
     """Newest committed step, or None. Its files are verified only by `restore`, which may fall
     back further: resume from the step `restore` returns, not from this one."""
@@ -356,10 +365,16 @@ class Checkpointer:
     metrics = self._check_metrics(metrics)
     tree = _tree_record(state)
     step_dir = self._step_dir(step)
-    if step in self._committed():
-      logging.info('checkpoint step %d already committed in %s; not saving it again',
-                   step, self.directory)
-      return
+    if (committed := self._committed().get(step)) is not None:
+      # A resumed run re-trains the steps after the newest *intact* checkpoint, so this step
+      # may be the corrupt one restore skipped (B20): rewrite it rather than keep bad files.
+      if (damage := _verify_files(step_dir, committed)) is None:
+        logging.info('checkpoint step %d already committed in %s; not saving it again',
+                     step, self.directory)
+        return
+      logging.warning('checkpoint step %d is corrupt (%s); writing it again', step, damage)
+      if self._primary:  # Drop the commit marker first, so a half-removed step never counts.
+        os.remove(os.path.join(step_dir, MANIFEST))
     try:
       if self._primary:
         os.makedirs(self.directory, exist_ok=True)

@@ -199,13 +199,92 @@ def _num_rows(arrays) -> int:
 
 
 def _check_finite(history: list[dict], first_step: int) -> None:
-  """B21: stop naming the step range and the output whose loss went non-finite."""
+  """B21: stop naming the step range and the output whose loss went non-finite.
+
+  `history[i]` holds step `first_step + i`'s scalars: 'loss', 'grad_norm', 'loss_<output>'.
+  The outputs are named first (the total is only their weighted sum); a finite loss with a
+  non-finite gradient is named as such. The CLI prints the message as one line, exit 3.
+  """
   for i, s in enumerate(history):
-    for k, v in s.items():
-      if not np.isfinite(v):
-        raise FloatingPointError(
-            f'{k} is {v} at step {first_step + i} (steps {first_step}-'
-            f'{first_step + len(history) - 1}); stopping without saving')
+    bad = {k: float(v) for k, v in s.items() if not np.isfinite(v)}
+    if not bad:
+      continue
+    outputs = [f"output '{k[len('loss_'):]}' loss is {v}" for k, v in sorted(bad.items())
+               if k.startswith('loss_')]
+    what = ', '.join(outputs) or ', '.join(f'{k} is {v}' for k, v in sorted(bad.items()))
+    raise FloatingPointError(
+        f'training diverged at step {first_step + i} (steps {first_step}-'
+        f'{first_step + len(history) - 1} checked): {what}; stopping without saving these '
+        'steps (lower --config.learning_rate or set --config.grad_clip)')
+
+
+# What must match between a workdir's checkpoints and a run resuming them (B22): the model
+# (trunk, heads), the data and its order (data, seed, batch_size: step s's batch is a function
+# of them) and the optimizer state's structure. epochs, learning_rate, logging and evaluation
+# cadence may change, e.g. to extend a finished run with more epochs. data.dir may move.
+_RESUME_KEYS = ('trunk', 'heads', 'data', 'seed', 'batch_size', 'optimizer')
+_RESUME_FREE = ('data.dir',)
+
+
+def _flatten(tree, prefix=''):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _check_workdir(config, workdir: str) -> None:
+  """Refuses at once, before data is read and writing nothing, a workdir this run cannot use.
+
+  B23: a live run holds its lock. B22: it holds checkpoints of a run whose config.json differs
+  from this config in a key of _RESUME_KEYS (restore would also refuse their shapes, but later
+  and in terms of arrays; this names the settings).
+  """
+  checkpoints.WorkdirLock(workdir, enabled=jax.process_index() == 0).check()
+  saved_path = os.path.join(workdir, 'config.json')
+  with checkpoints.Checkpointer(workdir) as ckpt:
+    resuming = bool(ckpt.saved_steps())
+  if not resuming or not os.path.exists(saved_path):
+    return
+  try:
+    with open(saved_path, encoding='utf-8') as f:
+      saved = _flatten({k: v for k, v in json.load(f).items() if k in _RESUME_KEYS})
+  except (OSError, ValueError, AttributeError) as e:  # AttributeError: JSON but not an object.
+    logging.warning('cannot read %s (%s); relying on the checkpoint shape check', saved_path, e)
+    return
+  now = _flatten({k: v for k, v in json.loads(config.to_json_best_effort()).items()
+                  if k in _RESUME_KEYS})
+  diffs = [f'{k}: checkpoints have {saved.get(k, "(unset)")!r}, this run {now.get(k, "(unset)")!r}'
+           for k in sorted(set(saved) | set(now))
+           if k not in _RESUME_FREE and saved.get(k) != now.get(k)]
+  if diffs:
+    raise errors.UsageError(
+        f'workdir {workdir} holds checkpoints of a different config ({saved_path}): '
+        + '; '.join(diffs) + '; use a new --workdir, or the settings it was trained with')
+
+
+def _drop_records_after(workdir: str, step: int) -> None:
+  """On resume, forgets metrics.jsonl lines of steps after `step`: a killed run logged them,
+  and the resumed run logs them again (same values), which would double the learning curves."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] > step:
+        continue
+    except (ValueError, KeyError, TypeError):
+      continue  # a line cut short by the kill.
+    keep.append(line)
+  if len(keep) != len(lines):
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(keep)
+    os.replace(path + '.tmp', path)
 
 
 def _extras(config, ds: base.Dataset, heads, thresholds: dict, epoch: int) -> dict:
@@ -230,6 +309,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   before the workdir is created.
   """
   configs.validate(config, jax.device_count())
+  _check_workdir(config, workdir)
   ds, arrays = load_data(config)
   trainer = Trainer(config, ds, arrays['train'])
   best_name, best_mode = evaluation.best_metric(config, trainer.heads)
@@ -249,9 +329,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
       checkpoints.PreemptionFlag() as preempted:
     ckpt = checkpoints.Checkpointer(workdir, max_to_keep=2, best_metric=best_name,
                                     best_mode=best_mode)
-    if ckpt.latest_step() is not None:
+    # Any manifest, even a damaged one, means there is a run to resume: restore falls back past
+    # corrupt steps or raises (B20/B24); starting afresh over them would be silent data loss.
+    if ckpt.saved_steps():
       state, _, step = ckpt.restore(state)
       logging.info('Resuming from step %d of %d (%s).', step, total_steps, ckpt.directory)
+      if step >= total_steps:
+        logging.info('Training already finished (step %d); evaluating again.', step)
+      if primary:
+        _drop_records_after(workdir, step)
     if primary:
       with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
         f.write(config.to_json_best_effort(indent=2))
@@ -334,7 +420,11 @@ def _final_evaluation(config, trainer, ds, arrays, state, ckpt, n_params):
   step = ckpt.best_step() or ckpt.latest_step()
   thresholds = {}
   if step is not None:
-    state, extras, step = ckpt.restore(state, step)
+    try:
+      state, extras, step = ckpt.restore(state, step)
+    except checkpoints.CheckpointError as e:  # corrupted since it was written (B20)
+      logging.warning('cannot evaluate step %d (%s); using the newest intact checkpoint', step, e)
+      state, extras, step = ckpt.restore(state)
     thresholds = extras['thresholds']
   preds = {s: trainer.predict(state.params, ds, arrays[s]) for s in ('validation', 'test')}
   if not thresholds:

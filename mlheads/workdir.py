@@ -85,6 +85,18 @@ class WorkdirLock:
       return False
     return not _pid_alive(info['pid'], info.get('proc_start'))
 
+  def check(self) -> None:
+    """Raises errors.UsageError naming host and pid if a live run holds the lock; writes nothing.
+
+    Lets a second run refuse at once (B23), before it spends time reading data and compiling,
+    without creating the workdir. Only a hint: `acquire` is what actually excludes.
+    """
+    if not self.enabled or self._info is not None or not os.path.exists(self.path):
+      return
+    held = self._read(self.path)
+    if held is not None and not self._is_stale(held):
+      raise self._in_use(held)
+
   def acquire(self) -> None:
     """Takes the lock or raises errors.UsageError naming the holder; creates WORKDIR."""
     if not self.enabled:
