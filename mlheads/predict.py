@@ -273,15 +273,17 @@ def run(workdir: str, input_path: str, output: str, step: int | None = None,
   return summary
 
 
-class _OrbaxChatter(logging.logging.Filter):
-  """Drops orbax's per-call INFO lines (as main.py does); its warnings still show."""
+class _LibraryChatter(logging.logging.Filter):
+  """Drops orbax's and JAX's INFO lines (as main.py does for orbax); warnings still show,
+  and a bad input's error stays the only line a user sees."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or '/orbax/' not in record.pathname
+    noisy = any(p in record.pathname for p in ('/orbax/', '/jax/'))
+    return record.levelno >= logging.logging.WARNING or not noisy
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(_OrbaxChatter())
+  logging.get_absl_handler().addFilter(_LibraryChatter())
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
   s = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _STEP.value, _BATCH.value, _KEEP.value)

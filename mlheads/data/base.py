@@ -211,7 +211,9 @@ def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = Fals
   values = table[col]
   if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
     out = values.to_numpy(np.float64)  # a typed table: fast path, same numbers.
-    bad = ~np.isfinite(out) & ~(np.isnan(out) if blank_ok else False)
+    bad = ~np.isfinite(out)
+    if blank_ok:
+      bad &= ~np.isnan(out)
     if bad.any():
       i = int(np.flatnonzero(bad)[0])
       number(values.iloc[i], cell_where(source, table.index[i], col))  # raises, naming it
@@ -219,10 +221,9 @@ def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = Fals
     out = np.array([np.nan if blank_ok and blank(c) else
                     number(c, cell_where(source, line, col))
                     for line, c in zip(table.index, values)], np.float64).reshape(len(table))
-  for bound, bad, side in ((low, out < low if low is not None else None, 'below'),
-                           (high, out > high if high is not None else None, 'above')):
-    if bound is not None and bad.any():
-      i = int(np.flatnonzero(bad)[0])
+  for bound, side, bad in ((low, 'below', lambda: out < low), (high, 'above', lambda: out > high)):
+    if bound is not None and (b := bad()).any():
+      i = int(np.flatnonzero(b)[0])
       raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
                               f'{values.iloc[i]!r}, {side} {bound:g}')
   return out
