@@ -44,6 +44,7 @@ PreemptionFlag = workdir.PreemptionFlag
 PREEMPTED_EXIT_CODE = workdir.PREEMPTED_EXIT_CODE
 
 MANIFEST = 'manifest.json'
+_EXTRAS_FILE = os.path.join('extras', 'metadata')  # where ocp.args.JsonSave puts `extras`
 _FORMAT = 1
 _MAX_DIFFS_SHOWN = 8
 
@@ -490,6 +491,38 @@ class Checkpointer:
         logging.warning('checkpoint step %d is corrupt, skipping it: %s', s, reason)
         continue
       return self._restore_verified(step_dir, target) + (s,)
+    raise CheckpointError(f'no intact checkpoint in {self.directory}: ' + '; '.join(problems))
+
+  def read_extras(self, step: int | None = None) -> tuple[dict, int]:
+    """(extras, step) of a committed step without reading arrays or needing a target.
+
+    For predict, which rebuilds the model from the extras. The step's files are verified
+    against its manifest first, as `restore` does; `step` None means the newest intact step.
+    Raises like `restore`: UsageError (no committed / unknown step), CheckpointError (corrupt).
+    """
+    marked = [s for s in self._all_steps()
+              if os.path.exists(os.path.join(self._step_dir(s), MANIFEST))]
+    if not marked:
+      raise errors.UsageError(f'no committed checkpoint in {self.directory}')
+    if step is not None and int(step) not in marked:
+      raise errors.UsageError(
+          f'no committed checkpoint for step {step} in {self.directory} (committed: {marked})')
+    problems = []
+    for s in [int(step)] if step is not None else marked[::-1]:
+      step_dir = self._step_dir(s)
+      manifest, reason = _read_manifest(step_dir)
+      if manifest is None:
+        reason = reason or f'{os.path.join(step_dir, MANIFEST)} is missing'
+      elif _EXTRAS_FILE not in manifest['files']:
+        reason = f'{os.path.join(step_dir, _EXTRAS_FILE)} is not in the manifest'
+      else:
+        reason = _verify_files(step_dir, manifest)
+      if reason is None:
+        # Hash-verified above: plain JSON, read as such (orbax's JsonSave writes exactly this).
+        with open(os.path.join(step_dir, _EXTRAS_FILE), encoding='utf-8') as f:
+          return json.load(f), s
+      problems.append(f'step {s}: {reason}')
+      logging.warning('checkpoint step %d is corrupt, skipping it: %s', s, reason)
     raise CheckpointError(f'no intact checkpoint in {self.directory}: ' + '; '.join(problems))
 
   def _restore_verified(self, step_dir: str, target: Any) -> tuple[Any, dict]:

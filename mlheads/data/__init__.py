@@ -2,6 +2,11 @@
 
 DATASETS maps a name to a function `(data_config) -> ArrayBuilder`; a catalog
 tfds data set (catalog.py) maps to a function returning a ready `Dataset`.
+ENCODERS maps the same names to `encode(table, meta, source) -> (inputs,
+number of texts truncated)`: raw table rows (a pandas DataFrame, its index
+naming the rows in messages) -> model inputs `{key: [n, ...]}`, with the data
+set's metadata (tokenizer, scaling). Each builder makes its records with it,
+and predict encodes new rows with it.
 """
 
 from absl import logging
@@ -20,6 +25,13 @@ DATASETS = {
     'digit_mosaics': digits.builder,
     'from_csv': csv_data.builder,
     **{name: catalog.loader for name in catalog.CATALOG},
+}
+ENCODERS = {
+    'trump_tweets': tweets.encode,
+    'movie_genres': movies.encode,
+    'digit_mosaics': digits.encode,
+    'from_csv': csv_data.encode,
+    **{name: catalog.encode for name in catalog.CATALOG},
 }
 
 

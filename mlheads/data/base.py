@@ -11,11 +11,13 @@ missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
 import abc
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
 import numpy as np
+import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
@@ -132,10 +134,122 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndar
   return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def standardize(train: np.ndarray, *others: np.ndarray):
-  """Scales columns by the train split's mean and std; returns arrays and the scaling."""
+def fit_scaling(train: np.ndarray) -> dict:
+  """The train split's column means and stds (a constant column gets std 1), as JSON lists."""
   mean = train.mean(axis=0)
   std = train.std(axis=0)
   std = np.where(std > 0, std, 1.0)
-  scaled = [((a - mean) / std).astype(np.float32) for a in (train,) + others]
-  return scaled, {'mean': mean.tolist(), 'std': std.tolist()}
+  return {'mean': mean.tolist(), 'std': std.tolist()}
+
+
+def apply_scaling(a: np.ndarray, scaling: Mapping[str, Any]) -> np.ndarray:
+  """`(a - mean) / std` as float32; `scaling` is `fit_scaling`'s (or its JSON round trip,
+  which gives the same float64 numbers, so prepared data and predict agree bit for bit)."""
+  mean = np.asarray(scaling['mean'], np.float64)
+  std = np.asarray(scaling['std'], np.float64)
+  return ((a - mean) / std).astype(np.float32)
+
+
+def standardize(train: np.ndarray, *others: np.ndarray):
+  """Scales columns by the train split's mean and std; returns arrays and the scaling."""
+  scaling = fit_scaling(train)
+  return [apply_scaling(a, scaling) for a in (train,) + others], scaling
+
+
+# ----------------------------------------------------------------------------- raw rows
+# Each data module's `encode(table, meta, source)` turns raw table rows into model inputs; its
+# builder and predict both call it. `table.index` names the rows in messages: predict puts each
+# row's line number in the input file there. Cells may be typed (a packaged table) or strings
+# and JSON values (a user's CSV / JSONL file).
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+  """UsageError naming the first of `columns` that `table` lacks."""
+  for col in columns:
+    if col not in table.columns:
+      raise errors.UsageError(f'{source}, line 1: no column {col!r}; the columns are '
+                              f'{list(table.columns)}')
+
+
+def cell_where(source: str, line, col: str) -> str:
+  return f'{source}, line {line}, column {col!r}'
+
+
+def blank(cell) -> bool:
+  """An empty cell: None, NaN (pandas' missing) or a string of only spaces."""
+  if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+    return True
+  return isinstance(cell, str) and not cell.strip()
+
+
+def number(cell, where: str, what: str = 'features') -> float:
+  """A finite number from a cell (number, bool or numeric string), else UsageError at `where`."""
+  if isinstance(cell, (bool, np.bool_)):
+    return float(cell)
+  if isinstance(cell, (int, float, np.integer, np.floating)) and not blank(cell):
+    v = float(cell)
+  elif isinstance(cell, str) and cell.strip():
+    try:
+      v = float(cell.strip())
+    except ValueError:
+      raise errors.UsageError(f'{where} is {cell!r}, not a number') from None
+  else:
+    raise errors.UsageError(f'{where} is {"empty" if blank(cell) else repr(cell)}; '
+                            f'{what} must be numbers')
+  if not math.isfinite(v):
+    raise errors.UsageError(f'{where} is {cell!r}; {what} must be finite')
+  return v
+
+
+def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = False,
+            low: float | None = None, high: float | None = None) -> np.ndarray:
+  """Column `col` as finite float64 `[n]`; blank cells are NaN where `blank_ok`.
+
+  Any other cell that is not a finite number in [low, high] is a UsageError
+  naming the source, the row's line and the column.
+  """
+  values = table[col]
+  if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+    out = values.to_numpy(np.float64)  # a typed table: fast path, same numbers.
+    bad = ~np.isfinite(out)
+    if blank_ok:
+      bad &= ~np.isnan(out)
+    if bad.any():
+      i = int(np.flatnonzero(bad)[0])
+      number(values.iloc[i], cell_where(source, table.index[i], col))  # raises, naming it
+  else:
+    out = np.array([np.nan if blank_ok and blank(c) else
+                    number(c, cell_where(source, line, col))
+                    for line, c in zip(table.index, values)], np.float64).reshape(len(table))
+  for bound, side, bad in ((low, 'below', lambda: out < low), (high, 'above', lambda: out > high)):
+    if bound is not None and (b := bad()).any():
+      i = int(np.flatnonzero(b)[0])
+      raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
+                              f'{values.iloc[i]!r}, {side} {bound:g}')
+  return out
+
+
+def texts(table: pd.DataFrame, col: str) -> list[str]:
+  """Column `col` as strings; a blank cell is the empty text."""
+  return ['' if blank(c) else str(c) for c in table[col]]
+
+
+def timestamps(table: pd.DataFrame, col: str, source: str) -> pd.Series:
+  """Column `col` of ISO 8601 times as UTC timestamps (no zone: read as UTC)."""
+  cells = pd.Series(['' if blank(c) else str(c).strip() for c in table[col]], index=table.index)
+  t = pd.to_datetime(cells, utc=True, format='ISO8601', errors='coerce')
+  if t.isna().any():
+    i = int(np.flatnonzero(t.isna().to_numpy())[0])
+    cell = table[col].iloc[i]
+    raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
+                            f'{"empty" if blank(cell) else repr(cell)}; expected an ISO 8601 '
+                            'time such as 2016-11-08T15:04:05Z')
+  return t
+
+
+def meta_entry(meta: Mapping[str, Any], key: str, dataset: str):
+  """`meta[key]`, or a UsageError saying the run's data predates this entry."""
+  if key not in meta:
+    raise errors.UsageError(f'data set {dataset}: the run\'s data metadata has no {key!r}; it '
+                            'was prepared by an older mlheads: train the run again')
+  return meta[key]

@@ -21,6 +21,7 @@ import importlib
 
 from absl import logging
 import numpy as np
+import pandas as pd
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import read_only_builder
 
@@ -115,6 +116,14 @@ def read(source, spec: CatalogSpec, max_rows: int) -> tuple[list[str], np.ndarra
   return texts, labels
 
 
+def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
+  """Raw rows (a `text` column) -> ({'tokens'}, number of texts truncated)."""
+  base.require_columns(table, ('text',), source)
+  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'catalog'))
+  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
+  return {'tokens': tokens}, truncated
+
+
 def loader(data_config) -> base.Dataset:
   """Prepares (once) and reads a CATALOG data set, mapped to tokens + labels."""
   spec = CATALOG[data_config.name]
@@ -123,15 +132,17 @@ def loader(data_config) -> base.Dataset:
          for ours, theirs in spec.splits}
   tok = tokenizer_lib.Tokenizer.fit(raw['train'][0], data_config.vocab_size,
                                     data_config.max_len)
+  coding = {'tokenizer': tok.to_json()}
   splits, truncated = {}, {}
   for name, (texts, labels) in raw.items():
-    tokens, truncated[name] = tok.encode_all(texts)
-    splits[name] = pipeline.ArraySource({'tokens': tokens, TARGET: labels})
+    inputs, truncated[name] = encode(pd.DataFrame({'text': texts}, dtype=object), coding,
+                                     f'{data_config.name} {name}')
+    splits[name] = pipeline.ArraySource({**inputs, TARGET: labels})
   logging.info('%s (tfds catalog, %s): %s rows; vocabulary %d words; texts truncated to %d '
                'tokens: %s.', data_config.name, b.data_dir,
                {k: len(v) for k, v in splits.items()}, tok.vocab_size, data_config.max_len,
                truncated)
-  meta = {'tokenizer': tok.to_json(), 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
+  meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
   return base.Dataset(
       name=data_config.name, splits=splits,

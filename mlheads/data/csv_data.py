@@ -19,6 +19,10 @@ loss and the metrics. Records:
   labels       `[K]` float32 0/1, with `labels_mask` `[K]`.
 Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
 
+`encode` turns raw rows (the `text` and `features` columns, named in the
+metadata's `columns`) into `tokens` and `features`, for the builder and for
+predict alike.
+
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value.
 The prepared data is cached under `<data dir>/from_csv/<file stem>_<hash>/`,
@@ -36,6 +40,7 @@ import re
 
 from absl import logging
 import numpy as np
+import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
@@ -161,26 +166,7 @@ def _read_jsonl(path):
 
 # ----------------------------------------------------------------------------- parsing cells
 
-def _blank(cell) -> bool:
-  return cell is None or (isinstance(cell, str) and not cell.strip())
-
-
-def _number(cell, where: str) -> float:
-  if isinstance(cell, bool):
-    return float(cell)
-  if isinstance(cell, (int, float)):
-    v = float(cell)
-  elif isinstance(cell, str) and cell.strip():
-    try:
-      v = float(cell.strip())
-    except ValueError:
-      raise errors.UsageError(f'{where} is {cell!r}, not a number') from None
-  else:
-    raise errors.UsageError(f'{where} is {"empty" if _blank(cell) else repr(cell)}; '
-                            'features must be numbers')
-  if not math.isfinite(v):
-    raise errors.UsageError(f'{where} is {cell!r}; features must be finite')
-  return v
+_blank = base.blank
 
 
 def _binary(cell, where: str) -> float | None:
@@ -206,9 +192,39 @@ def _name_list(cell, separator: str) -> list[str] | None:
   return [str(p).strip() for p in parts if str(p).strip()]
 
 
+def frame(columns: list[str], rows: list[dict], lines: list[int]) -> pd.DataFrame:
+  """`read_rows`'s result as a table of the cells as read, indexed by line number."""
+  columns = list(dict.fromkeys(columns))  # a repeated header name: its last cell, as in `rows`.
+  return pd.DataFrame([[r.get(c) for c in columns] for r in rows], columns=columns,
+                      index=pd.Index(lines, name='line'), dtype=object)
+
+
+def raw_features(table: pd.DataFrame, features, source: str) -> np.ndarray:
+  """The `features` columns as finite float64 `[n, F]` (UsageError naming a bad cell)."""
+  cols = [base.numbers(table, c, source) for c in features]
+  return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
+
+
+def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
+  """Raw rows -> ({'tokens', 'features'}, number of texts truncated).
+
+  Reads the columns `meta['columns']` names: `text` ('' = none: all padding)
+  and `features` (standardized with `meta['scaling']`).
+  """
+  cols = base.meta_entry(meta, 'columns', 'from_csv')
+  text, features = cols['text'], list(cols['features'])
+  base.require_columns(table, ([text] if text else []) + features, source)
+  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
+  tokens, truncated = tok.encode_all(base.texts(table, text) if text else [''] * len(table))
+  feats = base.apply_scaling(raw_features(table, features, source),
+                             base.meta_entry(meta, 'scaling', 'from_csv')['features'])
+  return {'tokens': tokens, 'features': feats}, truncated
+
+
 @dataclasses.dataclass
 class Table:
   """The checked file, one entry per data row."""
+  rows: pd.DataFrame  # the cells as read, indexed by line number
   texts: list[str]
   features: np.ndarray  # [n, F] float64, finite
   label_cells: list  # labels layout: [K] of 0/1/None; label_list layout: names or None
@@ -222,15 +238,11 @@ def parse(s: Settings) -> Table:
     rows, lines = rows[:s.max_rows], lines[:s.max_rows]
   needed = ([s.text] if s.text else []) + list(s.features) + list(s.labels) + (
       [s.label_list] if s.label_list else [])
-  for col in needed:
-    if col not in columns:
-      raise errors.UsageError(f'{s.path}, line 1: no column {col!r}; the columns are {columns}')
+  base.require_columns(pd.DataFrame(columns=columns), needed, s.path)
   at = lambda line, col: f'{s.path}, line {line}, column {col!r}'
-  texts = [('' if _blank(r.get(s.text)) else str(r.get(s.text))) if s.text else ''
-           for r in rows]
-  features = np.array([[_number(r.get(c), at(line, c)) for c in s.features]
-                       for r, line in zip(rows, lines)], np.float64).reshape(len(rows),
-                                                                             len(s.features))
+  table = frame(columns, rows, lines)
+  texts = base.texts(table, s.text) if s.text else [''] * len(rows)
+  features = raw_features(table, s.features, s.path)
   if s.labels:
     cells = [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
     for k, c in enumerate(s.labels):
@@ -253,7 +265,7 @@ def parse(s: Settings) -> Table:
     if all(c is None for c in cells):
       raise errors.UsageError(f'{s.path}, column {s.label_list!r}: empty on every row; '
                               'nothing to learn')
-  return Table(texts=texts, features=features, label_cells=cells, lines=lines)
+  return Table(rows=table, texts=texts, features=features, label_cells=cells, lines=lines)
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -302,12 +314,13 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
           dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
   tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
                                     s.max_len)
-  scaled, scaling = base.standardize(*(table.features[parts[k]] for k in base.SPLITS))
+  coding = {'columns': {'text': s.text, 'features': list(s.features)},
+            'tokenizer': tok.to_json(),
+            'scaling': {'features': base.fit_scaling(table.features[parts['train']])}}
   splits, truncated = {}, {}
-  for (name, idx), feats in zip(parts.items(), scaled):
-    tokens, truncated[name] = tok.encode_all([table.texts[i] for i in idx])
-    splits[name] = {'tokens': tokens, 'features': feats, TARGET: y[idx],
-                    f'{TARGET}_mask': mask[idx]}
+  for name, idx in parts.items():
+    inputs, truncated[name] = encode(table.rows.iloc[idx], coding, s.path)
+    splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
   rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
                'texts truncated to %d tokens: %s; label names outside the class list '
@@ -317,8 +330,7 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
-      'tokenizer': tok.to_json(),
-      'scaling': {'features': scaling},
+      **coding,
       'split_rule': rule,
       'truncated': truncated,
       'dropped_label_names': dropped,
@@ -337,7 +349,9 @@ class CsvConfig(tfds.core.BuilderConfig):
 
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):

