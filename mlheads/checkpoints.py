@@ -22,7 +22,6 @@ the manager keeps its own cached view of steps that would disagree with it.
 """
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlheads import errors
+from mlheads import manifest as manifest_lib
 from mlheads import workdir
 
 # Re-exported so the trainer gets checkpoints and the workdir guards from one module.
@@ -43,9 +43,15 @@ WorkdirLock = workdir.WorkdirLock
 PreemptionFlag = workdir.PreemptionFlag
 PREEMPTED_EXIT_CODE = workdir.PREEMPTED_EXIT_CODE
 
-MANIFEST = 'manifest.json'
+MANIFEST = manifest_lib.MANIFEST
+_FORMAT = manifest_lib.FORMAT
 _EXTRAS_FILE = os.path.join('extras', 'metadata')  # where ocp.args.JsonSave puts `extras`
-_FORMAT = 1
+# Module-level names, so tests can fault-inject a failing manifest write.
+_sha256 = manifest_lib.sha256
+_list_files = manifest_lib.list_files
+_write_manifest = manifest_lib.write
+_read_manifest = manifest_lib.read
+_verify_files = manifest_lib.verify_files
 _MAX_DIFFS_SHOWN = 8
 
 
@@ -160,88 +166,6 @@ def _short_reason(e: Exception) -> str:
     return f'{os.strerror(code)} ({type(e).__name__})'
   first = (str(e).strip().splitlines() or [''])[0]
   return f'{type(e).__name__}: {first[:300]}'
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    while chunk := f.read(1 << 20):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def _list_files(step_dir: str) -> list[str]:
-  """Relative paths of all files under step_dir except our manifest, sorted."""
-  out = []
-  for root, _, files in os.walk(step_dir):
-    for name in files:
-      rel = os.path.relpath(os.path.join(root, name), step_dir)
-      if rel not in (MANIFEST, MANIFEST + '.tmp'):
-        out.append(rel)
-  return sorted(out)
-
-
-def _self_hash(manifest: dict[str, Any]) -> str:
-  body = {k: v for k, v in manifest.items() if k != 'self_sha256'}
-  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def _write_manifest(step_dir: str, manifest: dict[str, Any]) -> None:
-  """Writes manifest.json atomically: it is the commit marker, so it must never be half there."""
-  manifest = dict(manifest, self_sha256=_self_hash(manifest))
-  tmp = os.path.join(step_dir, MANIFEST + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(manifest, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, os.path.join(step_dir, MANIFEST))
-  _fsync_dir(step_dir)
-
-
-def _read_manifest(step_dir: str) -> tuple[dict[str, Any] | None, str | None]:
-  """(manifest, None) if valid; (None, reason) otherwise; reason None means 'not committed'."""
-  path = os.path.join(step_dir, MANIFEST)
-  try:
-    with open(path, 'rb') as f:
-      manifest = json.loads(f.read().decode('utf-8'))
-  except FileNotFoundError:
-    return None, None
-  except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors.
-    return None, f'{path} is unreadable ({e})'
-  if not isinstance(manifest, dict) or manifest.get('self_sha256') != _self_hash(manifest):
-    return None, f'{path} fails its self-hash'
-  if manifest.get('format') != _FORMAT:
-    return None, f'{path} has format {manifest.get("format")!r}, this code reads {_FORMAT}'
-  return manifest, None
-
-
-def _verify_files(step_dir: str, manifest: dict[str, Any]) -> str | None:
-  """What differs between step_dir and its manifest, naming every bad file; None if nothing."""
-  expected = manifest['files']
-  actual = set(_list_files(step_dir))
-  problems = []
-  for rel in sorted(expected):
-    path = os.path.join(step_dir, rel)
-    if rel not in actual:
-      problems.append(f'{path} is missing')
-    elif (size := os.path.getsize(path)) != expected[rel]['size']:
-      problems.append(f'{path} has {size} bytes, manifest says {expected[rel]["size"]}')
-    elif _sha256(path) != expected[rel]['sha256']:
-      problems.append(f'{path} does not match its sha256 (corrupted or swapped)')
-  problems += [f'{os.path.join(step_dir, rel)} is not in the manifest'
-               for rel in sorted(actual - set(expected))]
-  return '; '.join(problems) or None
 
 
 # ----------------------------------------------------------------------------- Checkpointer
@@ -462,15 +386,7 @@ class Checkpointer:
         from `target` in paths, shapes or dtypes (B22; checked before any array is read).
       CheckpointError: every candidate step (or the requested one) is corrupted.
     """
-    # Steps with a manifest file, valid or not: a damaged manifest is corruption to report.
-    marked = [s for s in self._all_steps()
-              if os.path.exists(os.path.join(self._step_dir(s), MANIFEST))]
-    if not marked:
-      raise errors.UsageError(f'no committed checkpoint in {self.directory}')
-    if step is not None and int(step) not in marked:
-      raise errors.UsageError(
-          f'no committed checkpoint for step {step} in {self.directory} (committed: {marked})')
-    candidates = [int(step)] if step is not None else marked[::-1]
+    candidates = self._candidates(step)
     expected = _tree_record(target)
     problems = []
     for s in candidates:
@@ -493,12 +409,11 @@ class Checkpointer:
       return self._restore_verified(step_dir, target) + (s,)
     raise CheckpointError(f'no intact checkpoint in {self.directory}: ' + '; '.join(problems))
 
-  def read_extras(self, step: int | None = None) -> tuple[dict, int]:
-    """(extras, step) of a committed step without reading arrays or needing a target.
+  def _candidates(self, step: int | None) -> list[int]:
+    """Steps to try, newest first: `step` alone, or every step that has a manifest file.
 
-    For predict, which rebuilds the model from the extras. The step's files are verified
-    against its manifest first, as `restore` does; `step` None means the newest intact step.
-    Raises like `restore`: UsageError (no committed / unknown step), CheckpointError (corrupt).
+    A manifest that exists but is damaged still makes its step a candidate: that is
+    corruption to report (and fall back from), never a reason to start afresh.
     """
     marked = [s for s in self._all_steps()
               if os.path.exists(os.path.join(self._step_dir(s), MANIFEST))]
@@ -507,8 +422,17 @@ class Checkpointer:
     if step is not None and int(step) not in marked:
       raise errors.UsageError(
           f'no committed checkpoint for step {step} in {self.directory} (committed: {marked})')
+    return [int(step)] if step is not None else marked[::-1]
+
+  def read_extras(self, step: int | None = None) -> tuple[dict, int]:
+    """(extras, step) of a committed step without reading arrays or needing a target.
+
+    For predict, which rebuilds the model from the extras. The step's files are verified
+    against its manifest first, as `restore` does; `step` None means the newest intact step.
+    Raises like `restore`: UsageError (no committed / unknown step), CheckpointError (corrupt).
+    """
     problems = []
-    for s in [int(step)] if step is not None else marked[::-1]:
+    for s in self._candidates(step):
       step_dir = self._step_dir(s)
       manifest, reason = _read_manifest(step_dir)
       if manifest is None:

@@ -118,6 +118,27 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     return None
 
 
+@dataclasses.dataclass
+class TextTableConfig(tfds.core.BuilderConfig):
+  """Settings that change a text table's prepared data; the name carries them all."""
+  vocab_size: int = 10_000
+  max_len: int = 100
+  max_rows: int = 0  # 0: all rows; tests use a small slice.
+
+
+def text_table_config(vocab_size: int, max_len: int, max_rows: int) -> TextTableConfig:
+  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
+  return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
+
+
+def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
+  """`cls` with `builder_config`, writing array_record under `data_config.dir`."""
+  # tfds takes a listed config by name only; other settings are custom configs.
+  listed = {c.name for c in cls.BUILDER_CONFIGS}
+  cfg = builder_config.name if builder_config.name in listed else builder_config
+  return cls(config=cfg, data_dir=data_config.dir or None, file_format='array_record')
+
+
 def prepare(builder: ArrayBuilder) -> dict:
   """Builds the data set once (cached in the builder's data_dir); returns its metadata."""
   if not builder.is_prepared():

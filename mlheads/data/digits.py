@@ -124,7 +124,4 @@ class DigitMosaics(base.ArrayBuilder):
 
 
 def builder(data_config) -> DigitMosaics:
-  cfg = _config(data_config.max_rows)
-  listed = {c.name for c in DigitMosaics.BUILDER_CONFIGS}
-  return DigitMosaics(config=cfg.name if cfg.name in listed else cfg,
-                      data_dir=data_config.dir or None, file_format='array_record')
+  return base.make_builder(DigitMosaics, _config(data_config.max_rows), data_config)

@@ -15,7 +15,6 @@ quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
 blank) into `tokens` and `numeric` for the builder and for predict alike.
 """
 
-import dataclasses
 
 from absl import logging
 import numpy as np
@@ -29,18 +28,6 @@ GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'S
 NUMERIC = ('year', 'log_length', 'log_budget', 'budget_missing', 'rating', 'log_votes')
 _SPLIT_SEED = 0
 _FRACTIONS = (0.8, 0.1, 0.1)
-
-
-@dataclasses.dataclass
-class MoviesConfig(tfds.core.BuilderConfig):
-  vocab_size: int = 5_000
-  max_len: int = 12
-  max_rows: int = 0  # 0: all rows; tests use a small slice.
-
-
-def _config(vocab_size: int, max_len: int, max_rows: int) -> MoviesConfig:
-  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
-  return MoviesConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
 
 
 def load_table() -> pd.DataFrame:
@@ -83,7 +70,7 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
   VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = [_config(5_000, 12, 0)]
+  BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
 
   def fields(self):
     c = self.builder_config
@@ -118,8 +105,5 @@ class MovieGenres(base.ArrayBuilder):
 
 
 def builder(data_config) -> MovieGenres:
-  cfg = _config(data_config.vocab_size, data_config.max_len, data_config.max_rows)
-  # tfds takes a listed config by name only; other settings are custom configs.
-  listed = {c.name for c in MovieGenres.BUILDER_CONFIGS}
-  return MovieGenres(config=cfg.name if cfg.name in listed else cfg,
-                     data_dir=data_config.dir or None, file_format='array_record')
+  return base.make_builder(MovieGenres, base.text_table_config(
+      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)

@@ -13,7 +13,6 @@ builder and for predict alike; "days" count from the first tweet of the table,
 kept in the metadata (`first_created_at`).
 """
 
-import dataclasses
 
 from absl import logging
 import numpy as np
@@ -25,18 +24,6 @@ from mlheads.data import tokenizer as tokenizer_lib
 
 _SPLIT_SEED = 0
 _FRACTIONS = (0.8, 0.1, 0.1)
-
-
-@dataclasses.dataclass
-class TweetsConfig(tfds.core.BuilderConfig):
-  vocab_size: int = 10_000
-  max_len: int = 100
-  max_rows: int = 0  # 0: all rows; tests use a small slice.
-
-
-def _config(vocab_size: int, max_len: int, max_rows: int) -> TweetsConfig:
-  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
-  return TweetsConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
 
 
 def load_table() -> pd.DataFrame:
@@ -80,7 +67,7 @@ class TrumpTweets(base.ArrayBuilder):
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {'1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
-  BUILDER_CONFIGS = [_config(10_000, 100, 0)]
+  BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0)]
 
   def fields(self):
     return self.fields_for(self.builder_config)
@@ -135,7 +122,5 @@ class TrumpTweets(base.ArrayBuilder):
 
 
 def builder(data_config) -> TrumpTweets:
-  cfg = _config(data_config.vocab_size, data_config.max_len, data_config.max_rows)
-  # tfds takes a listed config by name only; other settings are custom configs.
-  listed = {c.name for c in TrumpTweets.BUILDER_CONFIGS}
-  return TrumpTweets(config=cfg.name if cfg.name in listed else cfg, data_dir=data_config.dir or None, file_format='array_record')
+  return base.make_builder(TrumpTweets, base.text_table_config(
+      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)
