@@ -372,7 +372,7 @@ def per_class_arrays(labels, scores, threshold, mask) -> dict[str, jax.Array]:
   """Jittable core of `per_class`."""
   c = update(init(labels.shape[1]), labels, scores, threshold, mask)
   f = lambda x: x.astype(jnp.float32)
-  tp, fp, fn, tn = f(c.tp), f(c.fp), f(c.fn), f(c.tn)
+  tp, fp, fn = f(c.tp), f(c.fp), f(c.fn)
   nan_div = lambda a, b: jnp.where(b > 0, a / jnp.maximum(b, 1), jnp.nan)
   ap, auc = _average_precision_and_auc(
       _sorted_stats(sort_last_axis(sort_keys(labels, scores, mask).T)))

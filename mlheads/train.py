@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 
 from absl import logging
-import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,6 @@
 """launch.sh and the entry point: overrides, typos and bad names exit 2 with one line."""
 
 import json
-import os
-import pathlib
 import subprocess
 
 import pytest

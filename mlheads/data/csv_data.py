@@ -34,7 +34,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 
