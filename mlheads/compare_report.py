@@ -224,46 +224,73 @@ def markdown(doc: dict) -> str:
   return '\n'.join(md)
 
 
+def _mean_band(doc, out, point, key, relative=False):
+  """(epochs, mean, min, max) over the point's seeds of one curve; None without values.
+
+  relative: each seed's curve divided by its own first value (a shape, free of the loss' scale).
+  """
+  series = []
+  for r in doc['runs']:
+    c = r['curves'].get(out, {})
+    if r['point'] != point or not c.get('epoch'):
+      continue
+    s = {e: v for e, v in zip(c['epoch'], c[key]) if isinstance(v, (int, float))}
+    if relative:
+      first = s.get(min(s)) if s else None
+      s = {e: v / first for e, v in s.items()} if first else {}
+    series.append(s)
+  epochs = sorted({e for s in series for e in s})
+  if not epochs:
+    return None
+  ys = [[s[e] for s in series if e in s] for e in epochs]
+  return (np.array(epochs), np.array([np.mean(y) for y in ys]), np.array([min(y) for y in ys]),
+          np.array([max(y) for y in ys]), len(series))
+
+
 def plot_curves(doc: dict, path: str) -> bool:
-  """Per output: validation mAP and validation loss vs epoch, one color per grid point (mean
-  over seeds, shaded min-max). Returns False (writing nothing) without any curve."""
+  """Per output (one row): validation mAP, validation loss, and validation loss relative to
+  epoch 1, vs epoch; one color per grid point: the mean over seeds, shaded min-max.
+
+  Heads' own losses differ in scale (softmax CE vs BCE), so the raw loss panel goes to a log
+  scale when they are far apart, and the relative panel compares their shapes.
+  Returns False (writing nothing) without any curve.
+  """
   outs = [o for o in doc['outputs']
           if any(r['curves'].get(o, {}).get('epoch') for r in doc['runs'])]
   if not outs:
     return False
-  fig = Figure(figsize=(13, 4.6 * len(outs)), dpi=110, layout='constrained')
-  axes = np.atleast_2d(fig.subplots(len(outs), 2, squeeze=False))
+  fig = Figure(figsize=(17, 4.8 * len(outs)), dpi=100, layout='constrained')
+  axes = fig.subplots(len(outs), 3, squeeze=False)
+  panels = (('average_precision_macro', False, 'validation mAP (macro AP)'),
+            ('loss', False, "validation loss (each head's own loss)"),
+            ('loss', True, 'validation loss / its epoch-1 value'))
   for row, out in zip(axes, outs):
-    for ax, key, title in ((row[0], 'average_precision_macro', 'validation mAP (macro AP)'),
-                           (row[1], 'loss', "validation loss (each head's own loss)")):
+    for ax, (key, relative, title) in zip(row, panels):
       for i, p in enumerate(doc['points']):
-        series = [dict(zip(r['curves'][out]['epoch'], r['curves'][out][key]))
-                  for r in doc['runs'] if r['point'] == p and out in r['curves']]
-        epochs = sorted({e for s in series for e in s})
-        ys = [[s[e] for s in series if s.get(e) is not None] for e in epochs]
-        keep = [j for j, y in enumerate(ys) if y]
-        if not keep:
+        band = _mean_band(doc, out, p, key, relative)
+        if band is None:
           continue
-        x = np.array([epochs[j] for j in keep])
-        mean = np.array([np.mean(ys[j]) for j in keep])
+        x, mean, lo, hi, n = band
         color = f'C{i % 10}'
-        ax.plot(x, mean, 'o-', color=color, ms=4, lw=1.6, label=f'{p} (n={len(series)})')
-        ax.fill_between(x, [min(ys[j]) for j in keep], [max(ys[j]) for j in keep],
-                        color=color, alpha=0.18, lw=0)
+        ax.plot(x, mean, 'o-', color=color, ms=4, lw=1.6, label=f'{p} (n={n})')
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
       target = doc['speed'].get(out, {}).get('target_val_map')
       if key == 'average_precision_macro' and target is not None:
         ax.axhline(target, color='grey', ls=':', lw=1)
-        ax.annotate(f'95% target {target:.3f}', (0.99, target), xycoords=('axes fraction', 'data'),
-                    ha='right', va='bottom', fontsize=8, color='grey')
-      if key == 'loss':
+        ax.annotate(f'95% target {target:.3f}', (0.01, target),
+                    xycoords=('axes fraction', 'data'), ha='left', va='bottom', fontsize=8,
+                    color='grey')
+      if key == 'loss' and not relative:
         finite = [v for r in doc['runs'] for v in r['curves'].get(out, {}).get('loss', [])
                   if isinstance(v, (int, float)) and v > 0]
-        if finite and max(finite) / min(finite) > 8:
+        if finite and max(finite) / min(finite) > 3:
           ax.set_yscale('log')
+          title += ', log scale'
       ax.set(xlabel='epoch', title=f'{out}: {title}')
       ax.xaxis.get_major_locator().set_params(integer=True)
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=8, title='mean over seeds, band min–max', title_fontsize=8)
+      ax.grid(alpha=0.3, which='both')
+    row[-1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1),
+                   title='mean over seeds,\nband min–max', title_fontsize=8)
   fig.suptitle(f'{doc["experiment"]}: validation curves per grid point')
   fig.savefig(path)
   return True
