@@ -7,6 +7,7 @@
 #   ./launch.sh bench                   speed benchmarks (JSON lines)
 #   ./launch.sh evaluate --labels=L.npy --scores=S.npy [--mask=M.npy]
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
+#   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -33,7 +34,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -48,6 +49,16 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.bench "$@" ;;
   evaluate) exec "$venv/bin/python" -m mlheads.evaluate "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.predict "$@" ;;
+  compare)
+    # The experiment is the first argument, checked as below; the rest are compare's flags.
+    name=${1:-}
+    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
+      echo "launch.sh: compare: unknown experiment '$name'. Known experiments:" >&2
+      list_experiments >&2
+      exit 2
+    fi
+    shift
+    exec "$venv/bin/python" -m mlheads.compare --experiment="$name" "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.
