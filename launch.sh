@@ -22,8 +22,15 @@ ensure_venv() {
   fi
   echo "launch.sh: setting up $venv from requirements.txt (first run only, a few minutes)..." >&2
   [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+  # pip's own chatter goes to a log; shown only if the install fails.
+  local log="$venv/pip-install.log"
+  if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -r requirements.txt; } \
+         >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "launch.sh: installing requirements.txt failed (full log: $log)" >&2
+    exit 1
+  fi
   echo "$want" >"$stamp"
   echo "launch.sh: environment ready." >&2
 }
