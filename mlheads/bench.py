@@ -19,23 +19,29 @@ import numpy as np
 
 from mlheads import errors
 
-_CASES = flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
-_ROWS = flags.DEFINE_integer('rows', 100_000, 'metrics: rows N.')
-_CLASSES = flags.DEFINE_integer('classes', 100, 'metrics: classes K.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'metrics: timed runs (median).')
-_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
-_SECONDS = flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
-_KERAS = flags.DEFINE_bool('keras', False, 'headline: also run the Keras 3 reference and '
-                           'print speedup_vs_keras (same sitting, alternating rounds).')
-_KERAS_SCRIPT = flags.DEFINE_string(
-    'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 '..', 'shared', 'bench', 'keras_headline.sh'),
-    'headline: the Keras reference script.')
-_SKLEARN_ROWS = flags.DEFINE_integer(
-    'sklearn_rows', 0,
-    'metrics: time scikit-learn on the first this many rows and extrapolate '
-    'linearly to --rows (0: all rows, no extrapolation; -1: skip sklearn).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a command, so library users and tests can import
+  several CLI modules that share flag names (--workdir, --output, ...)."""
+  flags.DEFINE_list('cases', None, 'Cases to run (default: all).')
+  flags.DEFINE_integer('rows', 100_000, 'metrics: rows N.')
+  flags.DEFINE_integer('classes', 100, 'metrics: classes K.')
+  flags.DEFINE_integer('repeats', 3, 'metrics: timed runs (median).')
+  flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
+  flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
+  flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
+  flags.DEFINE_bool('keras', False, 'headline: also run the Keras 3 reference and '
+                    'print speedup_vs_keras (same sitting, alternating rounds).')
+  flags.DEFINE_string(
+      'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      '..', 'shared', 'bench', 'keras_headline.sh'),
+      'headline: the Keras reference script.')
+  flags.DEFINE_integer(
+      'sklearn_rows', 0,
+      'metrics: time scikit-learn on the first this many rows and extrapolate '
+      'linearly to --rows (0: all rows, no extrapolation; -1: skip sklearn).')
 
 
 def metrics_data(rows, classes, seed=0):
@@ -88,11 +94,11 @@ def sklearn_metrics(labels, scores, threshold=0.5):
 def bench_metrics():
   """mlheads.metrics.compute vs scikit-learn on 100,000 x 100 (default)."""
   from mlheads import metrics  # pylint: disable=g-import-not-at-top
-  n, k = _ROWS.value, _CLASSES.value
+  n, k = FLAGS.rows, FLAGS.classes
   labels, scores = metrics_data(n, k)
   metrics.compute(labels, scores)  # Warm-up: compile.
   times = []
-  for _ in range(_REPEATS.value):
+  for _ in range(FLAGS.repeats):
     t0 = time.perf_counter()
     ours = metrics.compute(labels, scores)
     times.append(time.perf_counter() - t0)
@@ -100,7 +106,7 @@ def bench_metrics():
             'positives': float(labels.mean()),
             'mlheads_s': round(statistics.median(times), 4),
             'mlheads_runs_s': [round(t, 4) for t in times]}
-  sk_rows = n if _SKLEARN_ROWS.value == 0 else min(_SKLEARN_ROWS.value, n)
+  sk_rows = n if FLAGS.sklearn_rows == 0 else min(FLAGS.sklearn_rows, n)
   if sk_rows > 0:
     sub_l, sub_s = labels[:sk_rows], scores[:sk_rows]
     t0 = time.perf_counter()
@@ -163,28 +169,28 @@ def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
 
 def _keras_round(batch_sizes, seconds) -> dict[int, float]:
   """ms/step of the Keras reference per batch size, from its JSON lines."""
-  cmd = [_KERAS_SCRIPT.value, '--batch_sizes', ','.join(map(str, batch_sizes)),
+  cmd = [FLAGS.keras_script, '--batch_sizes', ','.join(map(str, batch_sizes)),
          '--seconds', str(seconds)]
   out = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if out.returncode != 0:
-    raise errors.UsageError(f'{_KERAS_SCRIPT.value} failed: {out.stderr.strip()[-300:]}')
+    raise errors.UsageError(f'{FLAGS.keras_script} failed: {out.stderr.strip()[-300:]}')
   rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith('{')]
   return {r['batch_size']: r['ms_per_step'] for r in rows}
 
 
 def bench_headline() -> list[dict]:
   """The seed's model: mlheads vs (optionally) Keras 3 on JAX, alternating rounds."""
-  sizes = [int(b) for b in _BATCH_SIZES.value]
+  sizes = [int(b) for b in FLAGS.batch_sizes]
   ours = {b: [] for b in sizes}
   keras = {b: [] for b in sizes}
   info = {}
-  for _ in range(_ROUNDS.value):
+  for _ in range(FLAGS.rounds):
     for b in sizes:
-      r = headline_steps_per_s(b, _SECONDS.value)
+      r = headline_steps_per_s(b, FLAGS.seconds)
       ours[b].append(r['ms_per_step'])
       info[b] = r
-    if _KERAS.value:
-      for b, ms in _keras_round(sizes, _SECONDS.value).items():
+    if FLAGS.keras:
+      for b, ms in _keras_round(sizes, FLAGS.seconds).items():
         keras[b].append(ms)
   rows = []
   for b in sizes:
@@ -207,7 +213,7 @@ CASES = {'headline': bench_headline, 'metrics': bench_metrics}
 def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
-  names = _CASES.value or list(CASES)
+  names = FLAGS.cases or list(CASES)
   unknown = [c for c in names if c not in CASES]
   if unknown:
     raise errors.UsageError(
@@ -219,4 +225,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   errors.run_main(main)

@@ -31,15 +31,22 @@ from absl import logging
 from mlheads import compare_report
 from mlheads import errors
 
-_GRID = flags.DEFINE_multi_string(
-    'grid', [], "KEY=V1,V2,...: one axis of the grid (repeat for a product). Values are split "
-    "on commas outside brackets and quotes, so 'trunk.hidden=(32,),(64,64)' has two values.")
-_SEEDS = flags.DEFINE_string('seeds', '0', 'Comma-separated integer seeds (config.seed).')
-_SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE applied to every run (repeatable).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder; default '
-                               'runs/compare/<experiment>-<timestamp>.')
-_EXPERIMENT = flags.DEFINE_string('experiment', None, 'Experiment name (a file in experiments/); '
-                                  'launch.sh passes the first argument here.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a command, so library users and tests can import
+  several CLI modules that share flag names (--workdir, --output, ...)."""
+  flags.DEFINE_multi_string(
+      'grid', [], "KEY=V1,V2,...: one axis of the grid (repeat for a product). Values are split "
+      "on commas outside brackets and quotes, so 'trunk.hidden=(32,),(64,64)' has two values.")
+  flags.DEFINE_string('seeds', '0', 'Comma-separated integer seeds (config.seed).')
+  flags.DEFINE_multi_string('set', [], 'KEY=VALUE applied to every run (repeatable).')
+  flags.DEFINE_string('workdir', None, 'Output folder; default '
+                      'runs/compare/<experiment>-<timestamp>.')
+  flags.DEFINE_string('experiment', None, 'Experiment name (a file in experiments/); '
+                      'launch.sh passes the first argument here.')
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_RECORD = 'compare_run.json'  # written into a run's folder when it has finished.
@@ -282,17 +289,18 @@ def main(argv):
                             '--grid, --seeds, --set, --workdir')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # one progress line per run instead of the run logs.
-  experiment = _EXPERIMENT.value
+  experiment = FLAGS.experiment
   if not experiment:
     raise errors.UsageError('name the experiment: ./launch.sh compare EXPERIMENT --grid=...')
   experiment_path(experiment)
-  seeds = parse_seeds(_SEEDS.value)
-  workdir = _WORKDIR.value or os.path.join(
+  seeds = parse_seeds(FLAGS.seeds)
+  workdir = FLAGS.workdir or os.path.join(
       'runs', 'compare', f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
   command = ['./launch.sh', 'compare', experiment] + [
       shlex.quote(a) for a in sys.argv[1:] if not a.startswith('--experiment=')]
-  compare(experiment, _GRID.value, seeds, _SET.value, workdir, argv=command)
+  compare(experiment, FLAGS.grid, seeds, FLAGS.set, workdir, argv=command)
 
 
 if __name__ == '__main__':
+  define_flags()
   errors.run_main(main)

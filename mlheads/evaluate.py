@@ -18,13 +18,19 @@ import numpy as np
 from mlheads import errors
 from mlheads import metrics
 
-_LABELS = flags.DEFINE_string('labels', None, '0/1 labels [N, K] (.npy).')
-_SCORES = flags.DEFINE_string('scores', None, 'Scores in [0, 1] [N, K] (.npy).')
-_MASK = flags.DEFINE_string('mask', None, 'Optional 0/1 mask [N, K] (.npy).')
-_THRESHOLD = flags.DEFINE_float('threshold', 0.5,
-                                'Predict a label where score > threshold.')
-_OUTPUT = flags.DEFINE_string(
-    'output', None, 'JSON file to write (default: <scores>.metrics.json).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a command, so library users and tests can import
+  several CLI modules that share flag names (--workdir, --output, ...)."""
+  flags.DEFINE_string('labels', None, '0/1 labels [N, K] (.npy).')
+  flags.DEFINE_string('scores', None, 'Scores in [0, 1] [N, K] (.npy).')
+  flags.DEFINE_string('mask', None, 'Optional 0/1 mask [N, K] (.npy).')
+  flags.DEFINE_float('threshold', 0.5,
+                     'Predict a label where score > threshold.')
+  flags.DEFINE_string(
+      'output', None, 'JSON file to write (default: <scores>.metrics.json).')
 
 
 def load(flag, path):
@@ -62,7 +68,7 @@ def check(arrays, paths):
     raise errors.UsageError(f'--labels={paths["labels"]}: expected a '
                             f'non-empty [N, K] array, got {labels.shape}')
   try:
-    return metrics.check_inputs(labels, arrays['scores'], _THRESHOLD.value,
+    return metrics.check_inputs(labels, arrays['scores'], FLAGS.threshold,
                                 arrays['mask'])
   except ValueError as e:
     # check_inputs names the array first: 'scores[3, 1] = nan: ...'.
@@ -93,13 +99,13 @@ def table(values, per_class):
 def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
-  for flag in (_LABELS, _SCORES):
-    if not flag.value:
-      raise errors.UsageError(f'--{flag.name} is required')
-  if not math.isfinite(_THRESHOLD.value):
-    raise errors.UsageError(f'--threshold={_THRESHOLD.value}: not finite')
-  paths = {'labels': _LABELS.value, 'scores': _SCORES.value,
-           'mask': _MASK.value}
+  for name in ('labels', 'scores'):
+    if not FLAGS[name].value:
+      raise errors.UsageError(f'--{name} is required')
+  if not math.isfinite(FLAGS.threshold):
+    raise errors.UsageError(f'--threshold={FLAGS.threshold}: not finite')
+  paths = {'labels': FLAGS.labels, 'scores': FLAGS.scores,
+           'mask': FLAGS.mask}
   arrays = {k: None if p is None else load(k, p) for k, p in paths.items()}
   y, s, t, valid = check(arrays, paths)
   values = metrics.compute(y, s, t, valid)
@@ -107,10 +113,10 @@ def main(argv):
   per_class = metrics.per_class(y, s, t, valid)
   left_out = np.flatnonzero(np.isnan(per_class['roc_auc'])).tolist()
   print(table(values, per_class))
-  output = _OUTPUT.value or os.path.splitext(paths['scores'])[0] + (
+  output = FLAGS.output or os.path.splitext(paths['scores'])[0] + (
       '.metrics.json')
   result = {
-      'inputs': {**paths, 'threshold': _THRESHOLD.value,
+      'inputs': {**paths, 'threshold': FLAGS.threshold,
                  'rows': int(y.shape[0]), 'classes': int(y.shape[1]),
                  'unmasked_entries': int(valid.sum())},
       'metrics': {k: _json_number(v) for k, v in values.items()},
@@ -130,4 +136,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   errors.run_main(main)

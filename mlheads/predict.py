@@ -39,14 +39,21 @@ from mlheads.data import base
 from mlheads.data import csv_data
 import mlheads.data as data_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A run folder (finished or still running).')
-_INPUT = flags.DEFINE_string('input', None, 'Rows to predict: .csv, .tsv or .jsonl.')
-_OUTPUT = flags.DEFINE_string('output', None, 'CSV file to write.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the best, else the latest).')
-_BATCH = flags.DEFINE_integer('batch_size', None, 'Rows per batch (default: the run\'s '
-                              'eval_batch_size).')
-_KEEP = flags.DEFINE_string('keep', 'all', "Input columns copied to the output: 'all', 'none' "
-                            'or a comma-separated list.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a command, so library users and tests can import
+  several CLI modules that share flag names (--workdir, --output, ...)."""
+  flags.DEFINE_string('workdir', None, 'A run folder (finished or still running).')
+  flags.DEFINE_string('input', None, 'Rows to predict: .csv, .tsv or .jsonl.')
+  flags.DEFINE_string('output', None, 'CSV file to write.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the best, else the latest).')
+  flags.DEFINE_integer('batch_size', None, 'Rows per batch (default: the run\'s '
+                       'eval_batch_size).')
+  flags.DEFINE_string('keep', 'all', "Input columns copied to the output: 'all', 'none' "
+                      'or a comma-separated list.')
+
 
 LABEL_SEPARATOR = '|'
 
@@ -286,11 +293,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(_LibraryChatter())
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
-  s = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _STEP.value, _BATCH.value, _KEEP.value)
+  s = run(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.step, FLAGS.batch_size, FLAGS.keep)
   print(f'wrote {s["output"]}: {s["rows"]} rows, step {s["step"]} ({s["chosen"]}), '
         f'thresholds {s["thresholds"] or "none (regression only)"}, {s["truncated"]} texts '
         'truncated')
 
 
 if __name__ == '__main__':
+  define_flags()
   errors.run_main(main)
