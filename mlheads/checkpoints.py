@@ -14,7 +14,7 @@ WorkdirLock and PreemptionFlag live in mlheads/workdir.py and are re-exported he
 A step is *committed* only when its manifest.json exists and its self-hash is valid; a step
 directory without one is a save that was killed (B17) and is ignored, then removed by the next
 save. Restore verifies every hash before reading arrays and falls back to older steps (B20).
-Nothing here loads pickle or evaluates code (B25): orbax array/JSON handlers and json only.
+Nothing here unpickles or evaluates code (B25): orbax array/JSON handlers and json only.
 
 We drive `ocp.Checkpointer` rather than `ocp.CheckpointManager` because what counts as a step,
 which steps are kept (latest N *and* the best) and which are good is defined by our manifest;
