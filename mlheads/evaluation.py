@@ -5,8 +5,10 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
+from mlheads import errors
 from mlheads import heads as heads_lib
 from mlheads import metrics as metrics_lib
+from mlheads import thresholds as thresholds_lib
 from mlheads.data import base
 from mlheads.data import pipeline
 
@@ -78,7 +80,6 @@ def all_metrics(heads, preds, thresholds=None) -> dict[str, dict[str, float]]:
 
 def tune_thresholds(heads, preds) -> dict[str, dict]:
   """Per-class thresholds maximizing F1 (and one global one) for each binary output."""
-  from mlheads import thresholds as thresholds_lib  # pylint: disable=g-import-not-at-top
   out = {}
   for name, head in heads.items():
     if head.target_kind == 'binary':
@@ -102,7 +103,6 @@ def best_metric(config, heads) -> tuple[str, str]:
             else f'{first}/loss')
   out, _, metric = name.partition('/')
   if out not in heads:
-    from mlheads import errors  # pylint: disable=g-import-not-at-top
     raise errors.UsageError(f'--config.best_metric={name!r}: no output {out!r}; outputs are '
                             f'{sorted(heads)} (write OUTPUT/METRIC)')
   return name, 'min' if metric in LOWER_IS_BETTER else 'max'

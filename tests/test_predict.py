@@ -54,7 +54,7 @@ def headline(tweets_dir, tmp_path_factory):
   train.train_and_evaluate(config, workdir)
   ref, best, prepared = _reference(config, workdir)
   table = tweets.load_table().iloc[:config.data.max_rows].reset_index(drop=True)
-  test_idx = base.split_indices(len(table), tweets._FRACTIONS, tweets._SPLIT_SEED)[2]
+  test_idx = base.split_indices(len(table), base.FRACTIONS, base.SPLIT_SEED)[2]
   rows = table.iloc[test_idx][['id_str', 'text', 'created_at', 'source']]
   return {'workdir': workdir, 'ref': ref, 'best': best, 'rows': rows, 'prepared': prepared}
 

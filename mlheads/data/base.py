@@ -147,6 +147,23 @@ def prepare(builder: ArrayBuilder) -> dict:
   return builder.metadata()
 
 
+# The packaged tables' fixed split: rows permuted by this seed, then cut 80/10/10.
+SPLIT_SEED = 0
+FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def split_table(df, max_rows: int):
+  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way.
+
+  Returns (table, {split: sorted row indices}, the rule in words for the metadata).
+  """
+  if max_rows:
+    df = df.iloc[:max_rows]
+  df = df.reset_index(drop=True)
+  parts = dict(zip(SPLITS, split_indices(len(df), FRACTIONS, SPLIT_SEED)))
+  return df, parts, f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}'
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
   """Random disjoint index sets of the given fractions of `n` rows, from `seed`."""
   perm = np.random.default_rng(seed).permutation(n)

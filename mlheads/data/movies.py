@@ -26,8 +26,6 @@ from mlheads.data import tokenizer as tokenizer_lib
 
 GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
 NUMERIC = ('year', 'log_length', 'log_budget', 'budget_missing', 'rating', 'log_votes')
-_SPLIT_SEED = 0
-_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def load_table() -> pd.DataFrame:
@@ -82,16 +80,12 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df = load_table()
-    if c.max_rows:
-      df = df.iloc[:c.max_rows]
-    df = df.reset_index(drop=True)
-    parts = dict(zip(base.SPLITS, base.split_indices(len(df), _FRACTIONS, _SPLIT_SEED)))
+    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
         'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
-        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
+        'split_rule': split_rule,
     }
     labels = df[list(GENRES)].to_numpy(np.float32)
     splits, truncated = {}, {}

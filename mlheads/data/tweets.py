@@ -22,8 +22,6 @@ import tensorflow_datasets as tfds
 from mlheads.data import base
 from mlheads.data import tokenizer as tokenizer_lib
 
-_SPLIT_SEED = 0
-_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def load_table() -> pd.DataFrame:
@@ -85,11 +83,7 @@ class TrumpTweets(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df = load_table()
-    if c.max_rows:
-      df = df.iloc[:c.max_rows]
-    df = df.reset_index(drop=True)
-    parts = dict(zip(base.SPLITS, base.split_indices(len(df), _FRACTIONS, _SPLIT_SEED)))
+    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
@@ -100,7 +94,7 @@ class TrumpTweets(base.ArrayBuilder):
                                                            first.isoformat()))},
         'first_created_at': first.isoformat(),
         'label_rule': f'retweet_count > {median} (train median)',
-        'split_rule': f'rows permuted by seed {_SPLIT_SEED}; fractions {_FRACTIONS}',
+        'split_rule': split_rule,
     }
     splits, truncated = {}, {}
     for name, idx in parts.items():
