@@ -31,7 +31,7 @@ from mlheads import errors
 from mlheads import optimizers
 from mlheads import sharding
 from mlheads.data import base
-from mlheads.data import csv_data
+from mlheads.data import files
 from mlheads.data import pipeline
 from mlheads.evaluation import runner
 from mlheads.model import heads as heads_lib
@@ -93,7 +93,7 @@ def choose_checkpoint(workdir: str, step: int | None = None) -> extras_lib.RunRe
 
 def read_table(path: str) -> pd.DataFrame:
   """The input file's cells as read (strings, or JSON values), indexed by line number."""
-  return csv_data.frame(*csv_data.read_rows(path))
+  return files.frame(*files.read_rows(path))
 
 
 def encode(ckpt: extras_lib.RunRecord, table: pd.DataFrame, source: str) -> tuple[dict, int]:

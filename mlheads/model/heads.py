@@ -12,7 +12,6 @@ compares them.
 """
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -388,19 +387,3 @@ HEADS = {
     'powerset': PowersetHead,
     'regression': RegressionHead,
 }
-
-
-def _tuples(v):
-  return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
-
-
-def to_json(head: Head) -> dict:
-  """A fitted head as JSON (kept in checkpoints, so predict rebuilds it exactly)."""
-  kind = next(k for k, cls in HEADS.items() if cls is type(head))
-  return {'kind': kind, **json.loads(json.dumps(dataclasses.asdict(head)))}
-
-
-def from_json(d: dict) -> Head:
-  d = dict(d)
-  cls = HEADS[d.pop('kind')]
-  return cls(**{k: _tuples(v) for k, v in d.items()})

@@ -6,27 +6,27 @@ Layout (the workdir's other files: workdir.py):
                                   `<step>.orbax-checkpoint-tmp-*` dir and renames it when done
     state/...                     args.StandardSave of the state pytree (OCDBT files, _METADATA)
     extras/metadata               args.JsonSave of `extras`
+    metrics/metrics               the best metric, which orbax's CheckpointManager ranks
     _CHECKPOINT_METADATA, commit_success.txt, ...   orbax bookkeeping
-    manifest.json                 ours, written last (temp file + os.replace): size and sha256 of
-                                  every other file, the saved tree's paths/shapes/dtypes, metrics
+    manifest.json                 ours, written last (manifest.py): size and sha256 of every
+                                  other file, the saved tree's paths/shapes/dtypes, the metrics
 
-A step is *committed* only when its manifest.json exists and its self-hash is valid; a step
-directory without one is a save that was killed (B17) and is ignored, then removed by the next
-save. Restore verifies every hash before reading arrays and falls back to older steps (B20).
-Nothing here unpickles or evaluates code (B25): orbax array/JSON handlers and json only.
-
-We drive `ocp.Checkpointer` rather than `ocp.CheckpointManager` because what counts as a step,
-which steps are kept (latest N *and* the best) and which are good is defined by our manifest;
-the manager keeps its own cached view of steps that would disagree with it.
+Orbax's CheckpointManager does the storage: the saves, the metrics, the best step
+(`best_fn`, `best_mode`), which steps to keep (its LatestN and BestN policies: the newest
+`max_to_keep` and the best) and the deletions. On top of it, our manifest: a step is
+*committed* only when its manifest.json exists and its self-hash is valid; a step directory
+without one is a save that was killed (B17) and is ignored, then removed by the next save.
+Steps beyond the kept ones are deleted only after the new step has committed, so a kill at
+any moment leaves a committed step. Restore verifies every hash before reading arrays and
+falls back to older steps (B20). Nothing here unpickles or evaluates code (B25): orbax
+array/JSON handlers and json only.
 """
 
 import datetime
 import json
-import math
 import os
-import re
 import shutil
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -52,76 +52,6 @@ class CheckpointError(errors.UsageError):
   """A checkpoint cannot be written or no intact one can be read; one line, names the dir."""
 
 
-# ----------------------------------------------------------------------------- pytree records
-
-
-def _leaf_record(x: Any) -> tuple[tuple[int, ...], str]:
-  """(shape, dtype) of a leaf; Python scalars get 'py:<type>' since they carry no width."""
-  if isinstance(x, bool):
-    return (), 'py:bool'
-  if isinstance(x, int):
-    return (), 'py:int'
-  if isinstance(x, float):
-    return (), 'py:float'
-  if hasattr(x, 'shape') and hasattr(x, 'dtype'):
-    return tuple(int(d) for d in x.shape), str(x.dtype)
-  raise TypeError(f'checkpoint leaves must be arrays or Python scalars, got {type(x).__name__}')
-
-
-def _tree_record(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-  """Maps each leaf's key path (as jax.tree_util.keystr prints it) to (shape, dtype)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): _leaf_record(x) for path, x in leaves}
-
-
-def _dtypes_agree(saved: str, expected: str) -> bool:
-  """Exact dtype match, except that a Python scalar matches any dtype of its kind.
-
-  A fresh TrainState holds `step=0` (a Python int) while a trained one holds an int32 array;
-  both are the same value with no width to lose, so neither side is a silent cast.
-  """
-  if saved == expected:
-    return True
-  kinds = {'py:bool': 'b', 'py:int': 'iu', 'py:float': 'f'}
-  for py, other in ((saved, expected), (expected, saved)):
-    if py in kinds and not other.startswith('py:'):
-      return np.dtype(other).kind in kinds[py]
-  return False
-
-
-def _structure_diffs(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-  """Human-readable differences between a saved and an expected tree record."""
-  diffs = []
-  for path in expected:
-    if path not in saved:
-      diffs.append(f'{path}: expected {_fmt(expected[path])} but not in checkpoint')
-      continue
-    (s_shape, s_dtype), (e_shape, e_dtype) = saved[path], expected[path]
-    if tuple(s_shape) != tuple(e_shape) or not _dtypes_agree(s_dtype, e_dtype):
-      diffs.append(f'{path}: saved {_fmt(saved[path])}, expected {_fmt(expected[path])}')
-  diffs += [f'{p}: saved {_fmt(saved[p])} but not expected' for p in saved if p not in expected]
-  return diffs
-
-
-def _fmt(record) -> str:
-  shape, dtype = record
-  return f'{tuple(shape)} {dtype}'
-
-
-def _nonfinite_paths(tree: Any) -> list[str]:
-  """Key paths of inexact leaves holding NaN or Inf; one device->host transfer for all of them."""
-  paths, checks = [], []
-  for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if isinstance(x, float):
-      if not math.isfinite(x):
-        paths.append(jax.tree_util.keystr(path))
-    elif hasattr(x, 'dtype') and jax.numpy.issubdtype(x.dtype, jax.numpy.inexact):  # bf16 too.
-      xp = jax.numpy if isinstance(x, jax.Array) else np
-      checks.append((jax.tree_util.keystr(path), xp.all(xp.isfinite(x))))
-  flags = jax.device_get([c for _, c in checks])
-  return paths + [p for (p, _), ok in zip(checks, flags) if not ok]
-
-
 def _restore_target(x: Any, default_sharding) -> Any:
   """What orbax restores into: arrays become abstract with the target's own sharding."""
   if isinstance(x, jax.Array):
@@ -130,35 +60,6 @@ def _restore_target(x: Any, default_sharding) -> Any:
     # Without a sharding orbax hands back numpy; replicated matches how the trainer holds params.
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default_sharding)
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
-
-
-def _json_problem(obj: Any, path: str = 'extras') -> str | None:
-  """Where `obj` stops being strict JSON (no NaN, str keys), or None if it is fine."""
-  if isinstance(obj, dict):
-    for k, v in obj.items():
-      if not isinstance(k, str):
-        return f'{path}: key {k!r} is not a string'
-      if (p := _json_problem(v, f'{path}[{k!r}]')) is not None:
-        return p
-    return None
-  if isinstance(obj, (list, tuple)):
-    return next((p for i, v in enumerate(obj) if (p := _json_problem(v, f'{path}[{i}]'))), None)
-  if isinstance(obj, float) and not math.isfinite(obj):
-    return f'{path}: {obj} is not valid JSON'
-  if obj is None or isinstance(obj, (str, int, float)):
-    return None
-  return f'{path}: {type(obj).__name__} is not JSON-serialisable (convert it to list/float first)'
-
-
-def _short_reason(e: Exception) -> str:
-  """'No space left on device' rather than a page of tensorstore spec; else the first line."""
-  code = getattr(e, 'errno', None)
-  if code is None and (m := re.search(r"os_error_code='(\d+)'", str(e))):
-    code = int(m.group(1))  # tensorstore reports OS errors as ValueError with this tag.
-  if code:
-    return f'{os.strerror(code)} ({type(e).__name__})'
-  first = (str(e).strip().splitlines() or [''])[0]
-  return f'{type(e).__name__}: {first[:300]}'
 
 
 # ----------------------------------------------------------------------------- Checkpointer
@@ -183,8 +84,29 @@ class Checkpointer:
     self.max_to_keep = max_to_keep
     self.best_metric = best_metric
     self.best_mode = best_mode
-    self._ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     self._primary = jax.process_index() == 0
+    policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
+    if best_metric is not None:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=self._rank, reverse=best_mode == 'min', n=1,
+          keep_checkpoints_without_metrics=False))
+    self._keep = ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+    self._manager = None  # made on first use: it reads the step directories.
+
+  def _rank(self, metrics) -> tuple[float, int]:
+    """Orbax's `best_fn`: the best metric, then the earlier step on ties (either mode)."""
+    sign = -1 if self.best_mode == 'max' else 1
+    return metrics[self.best_metric], sign * metrics['step']
+
+  @property
+  def manager(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      self._manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+          create=False, enable_async_checkpointing=False,
+          best_fn=self._rank if self.best_metric is not None else None, best_mode=self.best_mode,
+          # Deletions wait until a new step has committed (`_apply_retention`).
+          preservation_policy=ocp.checkpoint_managers.preservation_policy.PreserveAll()))
+    return self._manager
 
   # -- listing
 
@@ -229,33 +151,14 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def best_step(self) -> int | None:
-    """Committed step with the best `best_metric` (earliest on ties), or None."""
-    if self.best_metric is None:
+    """Committed step with the best `best_metric` (earliest on ties), or None; orbax's
+    `best_step` over the steps whose best metric is defined."""
+    if self.best_metric is None or not self._all_steps():
       return None
-    scored = [(m['metrics'][self.best_metric], s) for s, m in self._committed().items()
-              if (m.get('metrics') or {}).get(self.best_metric) is not None]
-    if not scored:
-      return None
-    sign = 1 if self.best_mode == 'max' else -1
-    return max(scored, key=lambda vs: (sign * vs[0], -vs[1]))[1]
+    self.manager.reload()
+    return self.manager.best_step()
 
   # -- save
-
-  def _check_metrics(self, metrics: dict | None) -> dict[str, float | None] | None:
-    """Metrics as plain floats; NaN/Inf become null (undefined, never best)."""
-    if metrics is None:
-      return None
-    out = {}
-    for k, v in metrics.items():
-      try:
-        v = float(np.asarray(v))
-      except (TypeError, ValueError) as e:
-        raise TypeError(f'metric {k!r} must be a scalar number, got {type(v).__name__}') from e
-      out[str(k)] = v if math.isfinite(v) else None
-    if self.best_metric is not None and self.best_metric not in out:
-      raise ValueError(f'best_metric {self.best_metric!r} is not among the metrics passed to '
-                       f'save: {sorted(out)}')
-    return out
 
   def save(self, step: int, state: Any, *, extras: dict, metrics: dict | None = None) -> None:
     """Writes state + extras as `step`; returns once the step is committed.
@@ -275,13 +178,13 @@ class Checkpointer:
     step = int(step)
     if step < 0:
       raise ValueError(f'step must be >= 0, got {step}')
-    if bad := _nonfinite_paths(state):
+    if bad := manifest_lib.nonfinite_paths(state):
       raise FloatingPointError(
           f'refusing to checkpoint step {step}: non-finite values in {", ".join(bad)}')
-    if (problem := _json_problem(extras)) is not None:
+    if (problem := manifest_lib.json_problem(extras)) is not None:
       raise TypeError(f'checkpoint extras must be strict JSON: {problem}')
-    metrics = self._check_metrics(metrics)
-    tree = _tree_record(state)
+    metrics = manifest_lib.plain_metrics(metrics, self.best_metric)
+    tree = manifest_lib.tree_record(state)
     step_dir = self._step_dir(step)
     if (committed := self._committed().get(step)) is not None:
       # A resumed run re-trains the steps after the newest *intact* checkpoint, so this step
@@ -293,15 +196,17 @@ class Checkpointer:
       logging.warning('checkpoint step %d is corrupt (%s); writing it again', step, damage)
       if self._primary:  # Drop the commit marker first, so a half-removed step never counts.
         os.remove(os.path.join(step_dir, MANIFEST))
+    best = None if self.best_metric is None else metrics[self.best_metric]
     try:
       if self._primary:
         os.makedirs(self.directory, exist_ok=True)
-        self._remove_uncommitted()
-        # An uncommitted dir of this very step (e.g. its manifest got damaged) would block orbax.
-        shutil.rmtree(step_dir, ignore_errors=True)
+        self._remove_uncommitted()  # and this very step's dir, if its manifest got damaged.
       self._sync('mlheads_ckpt_pre_save')
-      self._ckptr.save(step_dir, ocp.args.Composite(
-          state=ocp.args.StandardSave(state), extras=ocp.args.JsonSave(extras)))
+      self.manager.reload()
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), extras=ocp.args.JsonSave(extras)),
+          # Orbax ranks only steps with metrics: an undefined best metric is never best.
+          metrics=None if best is None else {self.best_metric: best, 'step': step}, force=True)
       if self._primary:  # orbax has synced all processes: every file is in place.
         files = {rel: {'size': os.path.getsize(os.path.join(step_dir, rel)),
                        'sha256': _sha256(os.path.join(step_dir, rel))}
@@ -318,9 +223,8 @@ class Checkpointer:
       if self._primary:
         self._remove_uncommitted()
       raise CheckpointError(f'cannot save checkpoint step {step} in {self.workdir}: '
-                            f'{_short_reason(e)} (earlier checkpoints are untouched)') from e
-    if self._primary:
-      self._apply_retention()
+                            f'{errors.os_reason(e)} (earlier checkpoints are untouched)') from e
+    self._apply_retention()
     logging.info('checkpoint step %d committed in %s', step, self.directory)
 
   def _sync(self, name: str) -> None:
@@ -344,23 +248,25 @@ class Checkpointer:
         shutil.rmtree(path, ignore_errors=True)
 
   def _apply_retention(self) -> None:
-    """Keeps the newest `max_to_keep` committed steps and the best one; deletes the rest.
-
-    Step dirs whose manifest is damaged go too once they fall out of that window: restore
-    already skips them, and keeping them would only repeat the warning forever.
-    """
-    steps = self.all_steps()
-    keep = set(steps[-self.max_to_keep:])
-    if (best := self.best_step()) is not None:
-      keep.add(best)
+    """Deletes, through orbax, the steps its policies do not keep: of the committed steps, the
+    newest `max_to_keep` and the best stay. Step dirs whose manifest is damaged go once they
+    fall out of that window: restore already skips them, and keeping them would only repeat
+    the warning forever. Runs on every process (orbax's delete is collective)."""
+    self.manager.reload()
+    committed = self._committed()
+    infos = [_Info(step=s, time=datetime.datetime.min, metrics=self.manager.metrics(s))
+             for s in sorted(committed)]
+    kept = {i.step for i, keep in zip(infos, self._keep.should_preserve(
+        infos, context=ocp.checkpoint_managers.PreservationContext())) if keep}
     for step in self._all_steps():
-      if step not in keep:
-        # Drop the commit marker first so a half-deleted step never looks committed.
+      if step in kept:
+        continue
+      if self._primary:  # Drop the commit marker first so a half-deleted step never counts.
         try:
           os.remove(os.path.join(self._step_dir(step), MANIFEST))
         except FileNotFoundError:
           pass
-        shutil.rmtree(self._step_dir(step), ignore_errors=True)
+      self.manager.delete(step)
 
   # -- restore
 
@@ -379,28 +285,18 @@ class Checkpointer:
         from `target` in paths, shapes or dtypes (B22; checked before any array is read).
       CheckpointError: every candidate step (or the requested one) is corrupted.
     """
-    candidates = self._candidates(step)
-    expected = _tree_record(target)
-    problems = []
-    for s in candidates:
-      step_dir = self._step_dir(s)
-      manifest, reason = _read_manifest(step_dir)
-      if manifest is None:
-        reason = reason or f'{os.path.join(step_dir, MANIFEST)} is missing'
-      else:
-        saved = {p: (tuple(sh), d) for p, (sh, d) in manifest['tree'].items()}
-        if diffs := _structure_diffs(saved, expected):
-          more = len(diffs) - _MAX_DIFFS_SHOWN
-          raise errors.UsageError(
-              f'checkpoint step {s} in {self.directory} does not fit the model: '
-              + '; '.join(diffs[:_MAX_DIFFS_SHOWN]) + (f'; ... {more} more' if more > 0 else ''))
-        reason = _verify_files(step_dir, manifest)
-      if reason is not None:
-        problems.append(f'step {s}: {reason}')
-        logging.warning('checkpoint step %d is corrupt, skipping it: %s', s, reason)
-        continue
-      return self._restore_verified(step_dir, target) + (s,)
-    raise CheckpointError(f'no intact checkpoint in {self.directory}: ' + '; '.join(problems))
+    expected = manifest_lib.tree_record(target)
+
+    def fits(s, manifest):
+      saved = {p: (tuple(sh), d) for p, (sh, d) in manifest['tree'].items()}
+      if diffs := manifest_lib.structure_diffs(saved, expected):
+        more = len(diffs) - _MAX_DIFFS_SHOWN
+        raise errors.UsageError(
+            f'checkpoint step {s} in {self.directory} does not fit the model: '
+            + '; '.join(diffs[:_MAX_DIFFS_SHOWN]) + (f'; ... {more} more' if more > 0 else ''))
+
+    s = self._first_intact(step, fits)
+    return self._restore_verified(s, target) + (s,)
 
   def restore_best(self, target: Any) -> tuple[Any, dict, int | None]:
     """(state, extras, step) of the best committed step, else the newest one; the target and
@@ -438,37 +334,45 @@ class Checkpointer:
     against its manifest first, as `restore` does; `step` None means the newest intact step.
     Raises like `restore`: UsageError (no committed / unknown step), CheckpointError (corrupt).
     """
+    def has_extras(s, manifest):
+      if _EXTRAS_FILE not in manifest['files']:
+        return f'{os.path.join(self._step_dir(s), _EXTRAS_FILE)} is not in the manifest'
+
+    s = self._first_intact(step, has_extras)
+    # Hash-verified: plain JSON, read as such (orbax's JsonSave writes exactly this).
+    with open(os.path.join(self._step_dir(s), _EXTRAS_FILE), encoding='utf-8') as f:
+      return json.load(f), s
+
+  def _first_intact(self, step: int | None, check) -> int:
+    """The newest candidate step (`_candidates`) whose manifest is valid, passes
+    `check(step, manifest) -> problem or None`, and whose files match it; each corrupt
+    one is skipped with a warning naming the bad file (B20)."""
     problems = []
     for s in self._candidates(step):
       step_dir = self._step_dir(s)
       manifest, reason = _read_manifest(step_dir)
       if manifest is None:
         reason = reason or f'{os.path.join(step_dir, MANIFEST)} is missing'
-      elif _EXTRAS_FILE not in manifest['files']:
-        reason = f'{os.path.join(step_dir, _EXTRAS_FILE)} is not in the manifest'
       else:
-        reason = _verify_files(step_dir, manifest)
+        reason = check(s, manifest) or _verify_files(step_dir, manifest)
       if reason is None:
-        # Hash-verified above: plain JSON, read as such (orbax's JsonSave writes exactly this).
-        with open(os.path.join(step_dir, _EXTRAS_FILE), encoding='utf-8') as f:
-          return json.load(f), s
+        return s
       problems.append(f'step {s}: {reason}')
       logging.warning('checkpoint step %d is corrupt, skipping it: %s', s, reason)
     raise CheckpointError(f'no intact checkpoint in {self.directory}: ' + '; '.join(problems))
 
-  def _restore_verified(self, step_dir: str, target: Any) -> tuple[Any, dict]:
+  def _restore_verified(self, step: int, target: Any) -> tuple[Any, dict]:
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ('devices',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     abstract = jax.tree.map(lambda x: _restore_target(x, replicated), target)
-    restored = self._ckptr.restore(step_dir, ocp.args.Composite(
+    self.manager.reload()
+    restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), extras=ocp.args.JsonRestore()))
     return restored.state, restored.extras
 
-  def wait(self) -> None:
-    """Saves are synchronous, so there is nothing to wait for; kept for the trainer's API."""
-
   def close(self) -> None:
-    self._ckptr.close()
+    if self._manager is not None:
+      self._manager.close()
 
   def __enter__(self) -> 'Checkpointer':
     return self
@@ -477,16 +381,8 @@ class Checkpointer:
     self.close()
 
 
-def restore_from(path: str, target: Any, step: int | None = None) -> tuple[Any, dict, int]:
-  """Restores from a workdir, WORKDIR/checkpoints, or one step dir WORKDIR/checkpoints/<step>.
-
-  Raises errors.UsageError if PATH holds no committed checkpoint (B24), never starting fresh.
-  """
-  path = os.path.abspath(path)
-  parent, base = os.path.split(path)
-  if base.isdigit() and os.path.basename(parent) == 'checkpoints' and step is None:
-    path, step = os.path.dirname(parent), int(base)
-  elif base == 'checkpoints' and not os.path.isdir(os.path.join(path, 'checkpoints')):
-    path = parent
-  with Checkpointer(path) as ckpt:
-    return ckpt.restore(target, step=step)
+class _Info(NamedTuple):
+  """A step as orbax's preservation policies see it."""
+  step: int
+  time: datetime.datetime
+  metrics: dict | None

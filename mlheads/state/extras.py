@@ -27,11 +27,23 @@ class RunRecord:
   thresholds: dict  # {output: {'per_class': [K], 'global': t}}, possibly empty
 
 
+def head_to_json(head: heads_lib.Head) -> dict:
+  """A fitted head as JSON, so predict rebuilds it exactly (powerset's sets included)."""
+  kind = next(k for k, cls in heads_lib.HEADS.items() if cls is type(head))
+  return {'kind': kind, **json.loads(json.dumps(dataclasses.asdict(head)))}
+
+
+def head_from_json(d: dict) -> heads_lib.Head:
+  d = dict(d)
+  cls = heads_lib.HEADS[d.pop('kind')]
+  return cls(**_tuples(d))
+
+
 def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int) -> dict:
   """The extras of a checkpoint (strict JSON)."""
   return {
       'config': json.loads(config.to_json_best_effort()),
-      'heads': {name: heads_lib.to_json(h) for name, h in heads.items()},
+      'heads': {name: head_to_json(h) for name, h in heads.items()},
       'data': {'name': ds.name, 'meta': dict(ds.meta),
                'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
                'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
@@ -59,7 +71,7 @@ def read(extras: dict, step: int, how: str) -> RunRecord:
     ds = base.Dataset(name=data['name'], splits={}, meta=data['meta'],
                       inputs={k: _field(f) for k, f in data['inputs'].items()},
                       targets={k: _field(f) for k, f in data['targets'].items()})
-    heads = {name: heads_lib.from_json(h) for name, h in extras['heads'].items()}
+    heads = {name: head_from_json(h) for name, h in extras['heads'].items()}
     config = ml_collections.ConfigDict(_tuples(extras['config']))
   except (KeyError, TypeError) as e:
     raise errors.UsageError(f'checkpoint step {step}: its extras lack what predict needs '

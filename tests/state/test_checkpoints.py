@@ -241,7 +241,7 @@ def test_no_committed_checkpoint(tmp_path):
   missing = tmp_path / 'nope'
   for path in (missing, tmp_path):
     with pytest.raises(errors.UsageError, match='no committed checkpoint in'):
-      checkpoints.restore_from(str(path), _state())
+      checkpoints.Checkpointer(str(path)).restore(_state())
   assert not missing.exists()  # looking must not create the workdir.
   # A step dir orbax finished but whose manifest never got written (kill -9) is not committed.
   ckpt = checkpoints.Checkpointer(str(tmp_path))
@@ -254,16 +254,6 @@ def test_no_committed_checkpoint(tmp_path):
     _save(ckpt, 2) or ckpt.restore(_state(), step=9)
   # ...and the next save removed the leftover.
   assert ckpt.all_steps() == [2] and sorted(os.listdir(ckpt.directory)) == ['2']
-
-
-def test_restore_from_step_dir(tmp_path):
-  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
-  _save(ckpt, 1)
-  _save(ckpt, 2)
-  _, extras, step = checkpoints.restore_from(ckpt._step_dir(1), _state())
-  assert (step, extras) == (1, {'step': 1})
-  assert checkpoints.restore_from(str(tmp_path), _state())[2] == 2
-  assert checkpoints.restore_from(ckpt.directory, _state())[2] == 2
 
 
 def test_non_finite_state_is_refused_and_nothing_written(tmp_path):
