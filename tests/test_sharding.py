@@ -6,7 +6,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+# Forced devices and two processes, each a subprocess.
+pytestmark = pytest.mark.slow
 
 SNIPPET = r'''
 import json, jax, numpy as np

@@ -158,6 +158,7 @@ def test_unknown_target_head_kind_and_optimizer_list_the_known_names():
     compiled(c, ds)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_metrics(tiny_config, tmp_path):
   summary = train.train_and_evaluate(tiny_config, str(tmp_path))
   assert summary['evaluated_step'] == 192 // 8

@@ -100,6 +100,7 @@ def test_bad_settings_raise_one_line_before_anything_trains(tmp_path, monkeypatc
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 def test_the_cli_exits_2_with_one_line_and_writes_nothing(tmp_path):
   r = run_cli('-m', 'mlheads.commands.compare', '--experiment=headline', '--grid=heads.main.kind=sigmod',
               f'--workdir={tmp_path / "w"}', timeout=120)
@@ -120,6 +121,7 @@ def _metrics_json(workdir, point, seed):
   return json.loads(pathlib.Path(workdir, point, f'seed{seed}', 'metrics.json').read_text())
 
 
+@pytest.mark.slow
 def test_two_points_and_two_seeds_make_four_runs(grid_run):
   workdir, _, doc = grid_run
   assert [(r['point'], r['seed']) for r in doc['runs']] == [
@@ -134,6 +136,7 @@ def test_two_points_and_two_seeds_make_four_runs(grid_run):
   assert a['loss'] != b['loss']
 
 
+@pytest.mark.slow
 def test_compare_json_holds_each_runs_metrics_json(grid_run):
   workdir, _, _ = grid_run
   doc = json.loads(pathlib.Path(workdir, 'compare.json').read_text())
@@ -153,6 +156,7 @@ def _stats(workdir, point, split, out, key):
   return vals.mean(), vals.std(ddof=1)
 
 
+@pytest.mark.slow
 def test_mean_and_std_over_seeds_match_numpy(grid_run):
   workdir, _, doc = grid_run
   for out in ('main', 'aux'):
@@ -172,6 +176,7 @@ def _md_table(md: str, out: str, title: str) -> dict[str, list[str]]:
   return {c[0].strip('`'): c[1:] for c in cells}
 
 
+@pytest.mark.slow
 def test_compare_md_shows_the_numbers_of_the_runs(grid_run):
   workdir, _, _ = grid_run
   md = pathlib.Path(workdir, 'compare.md').read_text()
@@ -187,6 +192,7 @@ def test_compare_md_shows_the_numbers_of_the_runs(grid_run):
     assert speed['softmax'][5] == f'{params:,}'
 
 
+@pytest.mark.slow
 def test_val_map_at_epoch_1_and_epochs_to_target_follow_the_curves(grid_run):
   workdir, _, doc = grid_run
   target = doc['speed']['main']['target_val_map']
@@ -207,6 +213,7 @@ def test_val_map_at_epoch_1_and_epochs_to_target_follow_the_curves(grid_run):
   assert target == pytest.approx(0.95 * max(finals.values()))
 
 
+@pytest.mark.slow
 def test_curves_png_is_a_valid_png(grid_run):
   workdir, _, _ = grid_run
   path = os.path.join(workdir, 'curves.png')
@@ -216,6 +223,7 @@ def test_curves_png_is_a_valid_png(grid_run):
   assert h > 400 and w > 800
 
 
+@pytest.mark.slow
 def test_a_rerun_trains_nothing(grid_run, monkeypatch):
   workdir, sets, _ = grid_run
   before = {p: (p.stat().st_mtime_ns, p.read_bytes())
@@ -229,6 +237,7 @@ def test_a_rerun_trains_nothing(grid_run, monkeypatch):
   assert len(doc['runs']) == 4
 
 
+@pytest.mark.slow
 def test_an_unrecorded_run_resumes_from_its_checkpoint_without_training(grid_run, tmp_path,
                                                                          monkeypatch):
   """A run whose record is missing (killed after training) is re-evaluated, not retrained."""

@@ -29,6 +29,9 @@ from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
 import mlheads.data as data_lib
 
+# Trains two tiny runs, then predicts through the CLI.
+pytestmark = pytest.mark.slow
+
 GENRES = ('Comedy', 'Drama', 'Short')
 
 

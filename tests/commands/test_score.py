@@ -10,6 +10,9 @@ import pytest
 
 from mlheads.evaluation import metrics
 
+# The score CLI in subprocesses.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

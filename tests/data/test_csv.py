@@ -245,6 +245,7 @@ def _launch(tmp_path, *flags):
      "line 7, column 'x' is 'abc', not a number"),
     (GOOD, ['--config.data.labels=a,zz'], "line 1: no column 'zz'"),
 ])
+@pytest.mark.slow
 def test_launch_exits_2_with_one_line(tmp_path, content, flags, pattern):
   path = write(tmp_path / 'bad.csv', content)
   r = _launch(tmp_path, f'--config.data.path={path}', '--config.data.text=t', *flags)
@@ -256,6 +257,7 @@ def test_launch_exits_2_with_one_line(tmp_path, content, flags, pattern):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow
 def test_trains_on_a_title_table_with_unknown_labels(tmp_path):
   from mlheads import train  # pylint: disable=g-import-not-at-top
   lines = ['title,year,genres'] + [
@@ -274,6 +276,7 @@ def test_trains_on_a_title_table_with_unknown_labels(tmp_path):
   assert np.isfinite(m['test']['labels']['loss'])
 
 
+@pytest.mark.slow
 def test_a_failure_inside_tfds_prepare_leaves_no_files(tmp_path):
   """The fallback when a builder was made without the up-front check: tfds deletes its
   incomplete folder, so no file of a half-written data set remains."""

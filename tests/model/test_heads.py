@@ -55,6 +55,7 @@ def batch_of(x, y, mask=None):
           'valid': np.ones((len(x),), np.float32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', CLASSIFIERS)
 def test_each_head_learns_correlated_labels(kind):
   """150 full-batch adam steps on 256 examples; mAP and micro-F1 on 512 fresh ones.
@@ -174,6 +175,7 @@ def test_extreme_logits_give_finite_losses_gradients_and_scores(kind):
   assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
 
 
+@pytest.mark.slow
 def test_per_class_equals_k_networks_run_one_by_one():
   x, _ = toy(6, 9)
   head = make_head('per_class')

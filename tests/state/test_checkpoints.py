@@ -324,6 +324,7 @@ def tiny_disk(tmp_path):
     subprocess.run(['umount', '-l', str(mnt)], check=True)
 
 
+@pytest.mark.slow
 def test_real_disk_full_then_read_only(tiny_disk):
   ckpt = checkpoints.Checkpointer(str(tiny_disk / 'run'))
   rng = np.random.default_rng(0)
@@ -351,6 +352,7 @@ for step in range(1, 10_000):
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_leaves_a_restorable_step(tmp_path):
   """B17: whenever the saving process dies, the newest committed step restores intact."""
   env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))

@@ -68,6 +68,7 @@ def test_unreadable_lock_is_refused_while_fresh_and_taken_over_when_old(tmp_path
     assert json.load(open(tmp_path / '.lock'))['pid'] == os.getpid()
 
 
+@pytest.mark.slow
 def test_lock_of_killed_run_is_refused_then_taken_over(tmp_path):
   """The real B23 sequence: a live holder is refused; after kill -9 the lock is reclaimed."""
   code = ('import sys, time; from mlheads.state import workdir; '
