@@ -5,7 +5,7 @@
 #   ./launch.sh test [pytest args]      the whole test suite
 #   ./launch.sh list                    experiments and what they do
 #   ./launch.sh bench                   speed benchmarks (JSON lines)
-#   ./launch.sh evaluate --labels=L.npy --scores=S.npy [--mask=M.npy]
+#   ./launch.sh score --labels=L.npy --scores=S.npy [--mask=M.npy]   (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
 set -euo pipefail
@@ -36,7 +36,7 @@ ensure_venv() {
 }
 
 list_experiments() {
-  "$venv/bin/python" -m mlheads.experiments_index
+  "$venv/bin/python" -m mlheads.commands.experiments
 }
 
 cmd=${1:-}
@@ -53,9 +53,9 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 case $cmd in
   test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
   list) list_experiments; exit 0 ;;
-  bench) exec "$venv/bin/python" -m mlheads.bench "$@" ;;
-  evaluate) exec "$venv/bin/python" -m mlheads.evaluate "$@" ;;
-  predict) exec "$venv/bin/python" -m mlheads.predict "$@" ;;
+  bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
+  score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
+  predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
   compare)
     # The experiment is the first argument, checked as below; the rest are compare's flags.
     name=${1:-}
@@ -65,7 +65,7 @@ case $cmd in
       exit 2
     fi
     shift
-    exec "$venv/bin/python" -m mlheads.compare --experiment="$name" "$@" ;;
+    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

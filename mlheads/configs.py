@@ -15,11 +15,11 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
   """One output's config: `config.heads.<name>`.
 
   Args:
-    kind: a name in heads.HEADS.
+    kind: a name in model.heads.HEADS.
     target: the data set key it predicts.
     weight: its loss weight.
     source: 'features' or a trunk intermediate (e.g. 'lstm').
-    loss: a name in losses.LOSSES; None for the head's default (stored as '', a
+    loss: a name in model.losses.LOSSES; None for the head's default (stored as '', a
       string, so that `--config.heads.<name>.loss=focal` can override it).
     **options: the loss' keyword options (pos_weight, gamma, ...).
   """
@@ -56,7 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def validate(config, num_devices: int = 1) -> None:
-  """Rejects bad settings before any data is read or anything compiles (B14, B15)."""
+  """Rejects bad values before any data is read or anything compiles (B15).
+
+  Names (trunk, heads, losses, optimizer, data set) are checked where they are looked
+  up, in their registries; `train.check_config` looks them all up before any data is read.
+  """
   def need(ok, msg):
     if not ok:
       raise errors.UsageError(msg)
@@ -72,13 +76,5 @@ def validate(config, num_devices: int = 1) -> None:
        f'--config.eval_batch_size={config.eval_batch_size} is not divisible by the '
        f'{num_devices} devices')
   need(len(config.heads) > 0, 'the config names no heads (config.heads is empty)')
-  # Names are checked here, before any data is prepared, not when first used.
-  from mlheads import heads, trunks, train  # pylint: disable=g-import-not-at-top
-  need(config.trunk.kind in trunks.TRUNKS,
-       f'unknown trunk {config.trunk.kind!r}; known: {sorted(trunks.TRUNKS)}')
-  need(config.optimizer in train.OPTIMIZERS,
-       f'unknown optimizer {config.optimizer!r}; known: {sorted(train.OPTIMIZERS)}')
   for name, h in config.heads.items():
     need(h.weight >= 0, f'--config.heads.{name}.weight must be >= 0, got {h.weight}')
-    need(h.kind in heads.HEADS,
-         f'head {name!r}: unknown kind {h.kind!r}; known: {sorted(heads.HEADS)}')

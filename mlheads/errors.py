@@ -5,6 +5,8 @@ checkpoint error (UsageError); 3 the training loss or gradient went NaN/Inf (Flo
 B21); 143 preempted by SIGTERM after saving (workdir.PREEMPTED_EXIT_CODE, B18).
 """
 
+import os
+import re
 import sys
 
 USAGE_EXIT_CODE = 2
@@ -54,3 +56,14 @@ def run_main(main) -> None:
 def _exit_one_line(message, code: int = USAGE_EXIT_CODE) -> None:
   print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
   sys.exit(code)
+
+
+def os_reason(e: Exception) -> str:
+  """'No space left on device' rather than a page of tensorstore spec; else the first line."""
+  code = getattr(e, 'errno', None)
+  if code is None and (m := re.search(r"os_error_code='(\d+)'", str(e))):
+    code = int(m.group(1))  # tensorstore reports OS errors as ValueError with this tag.
+  if code:
+    return f'{os.strerror(code)} ({type(e).__name__})'
+  first = (str(e).strip().splitlines() or [''])[0]
+  return f'{type(e).__name__}: {first[:300]}'

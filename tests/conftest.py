@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import ml_collections
 import pytest
@@ -30,6 +31,27 @@ def tiny_headline_config(data_dir: str) -> ml_collections.ConfigDict:
   c.log_every_steps = 5
   c.progress = False
   return c
+
+
+def compiled(config, ds, train_arrays=None) -> types.SimpleNamespace:
+  """What train_and_evaluate builds before its loop, from the same library calls: the model and
+  heads for `ds`, `init_state(seed)`, the jitted `train_step(state, sharded batch)`, `shard`,
+  and `predict(params, arrays)` over a whole split. Raises what set-up raises (B14, B15)."""
+  from mlheads import sharding, train  # pylint: disable=g-import-not-at-top
+  from mlheads.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mlheads.evaluation import runner  # pylint: disable=g-import-not-at-top
+  from mlheads.state import train_state  # pylint: disable=g-import-not-at-top
+  spec, tx, _ = train.check_config(config)
+  model, heads = spec.build(ds, train_arrays)
+  parallel = sharding.DataParallel.over_all_devices()
+  eval_fn = runner.make_eval_fn(model, heads, parallel)
+  return types.SimpleNamespace(
+      model=model, heads=heads, parallel=parallel, shard=parallel.shard,
+      init_state=lambda seed: train_state.create(model, tx, seed, pipeline.example_inputs(ds),
+                                                 parallel.replicated),
+      train_step=train.make_train_step(heads, parallel), eval_fn=eval_fn,
+      predict=lambda params, arrays: runner.predict_split(
+          eval_fn, params, ds, arrays, config.eval_batch_size, heads))
 
 
 @pytest.fixture(scope='session')

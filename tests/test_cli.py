@@ -7,6 +7,9 @@ import pytest
 
 from conftest import ROOT, run_cli
 
+# launch.sh and python -m mlheads.main in subprocesses.
+pytestmark = pytest.mark.slow
+
 LAUNCH = str(ROOT / 'launch.sh')
 
 

@@ -22,6 +22,9 @@ import pytest
 
 from conftest import ROOT
 
+# The real CLI in subprocesses: killed, preempted, diverging.
+pytestmark = pytest.mark.slow
+
 EPOCHS, SPE = 5, 24  # 240 rows -> 192 train examples -> 24 steps of 8 per epoch.
 TOTAL = EPOCHS * SPE
 

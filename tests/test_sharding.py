@@ -6,15 +6,21 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+# Forced devices and two processes, each a subprocess.
+pytestmark = pytest.mark.slow
 
 SNIPPET = r'''
 import json, jax, numpy as np
 from test_train import _toy, _config, _batch
-from mlheads import configs, errors, train
+from conftest import compiled
+from mlheads import configs, errors
 ds, arrays = _toy()
 c = _config()
-trainer = train.Trainer(c, ds)
+trainer = compiled(c, ds)
 state = trainer.init_state(0)
 batch = trainer.shard(_batch(ds, arrays, 16))
 losses = []
@@ -54,9 +60,9 @@ import json, sys, jax
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 from test_train import _toy, _config, _batch
-from mlheads import train
+from conftest import compiled
 ds, arrays = _toy()
-trainer = train.Trainer(_config(), ds)
+trainer = compiled(_config(), ds)
 state = trainer.init_state(0)
 batch = _batch(ds, arrays, 16)
 losses = []

@@ -13,6 +13,8 @@ from mlheads import train
 from mlheads.data import base
 from mlheads.data import pipeline
 
+from conftest import compiled
+
 
 def _toy(n=64, seed=0):
   """Two inputs, two outputs: y_a = x0 > 0, y_b = x1 + tokens-free noise > 0."""
@@ -44,7 +46,7 @@ def _batch(ds, arrays, n=16):
 
 def test_train_step_lowers_the_loss_on_a_learnable_problem():
   ds, arrays = _toy()
-  trainer = train.Trainer(_config(), ds)
+  trainer = compiled(_config(), ds)
   state = trainer.init_state(0)
   batch = trainer.shard(_batch(ds, arrays, 64))
   losses = []
@@ -67,7 +69,7 @@ def test_every_parameter_changes_after_one_step(tiny_config):
   arrays = {'tokens': rng.integers(1, 60, size=(8, 12)).astype(np.int32),
             'extra': rng.normal(size=(8, 5)).astype(np.float32),
             'retweeted': (rng.random((8, 1)) > 0.5).astype(np.float32)}
-  trainer = train.Trainer(tiny_config, ds)
+  trainer = compiled(tiny_config, ds)
   before = jax.device_get(trainer.init_state(0).params)
   state, _ = trainer.train_step(trainer.init_state(0), trainer.shard(_batch(ds, arrays, 8)))
   after = jax.device_get(state.params)
@@ -86,7 +88,7 @@ def test_weight_zero_on_an_output_removes_its_gradient():
   batch = _batch(ds, arrays)
   grads = {}
   for w in (0.0, 1.0):
-    trainer = train.Trainer(_config(a=1.0, b=w), ds)
+    trainer = compiled(_config(a=1.0, b=w), ds)
     state = trainer.init_state(0)
 
     def total(params, trainer=trainer):
@@ -98,7 +100,7 @@ def test_weight_zero_on_an_output_removes_its_gradient():
   assert not np.any(grads[0.0]['b']['kernel'])
   assert np.any(grads[1.0]['b']['kernel'])
   # With weight 0 the trunk sees only head a's gradient.
-  only_a = train.Trainer(_config(a=1.0), ds)
+  only_a = compiled(_config(a=1.0), ds)
   p = only_a.init_state(0).params
 
   def loss_a(params):
@@ -111,7 +113,7 @@ def test_weight_zero_on_an_output_removes_its_gradient():
 
 def test_padding_rows_and_masked_labels_change_nothing():
   ds, arrays = _toy()
-  trainer = train.Trainer(_config(), ds)
+  trainer = compiled(_config(), ds)
   params = trainer.init_state(0).params
   batch = _batch(ds, arrays)
   logits = trainer.model.apply({'params': params}, batch['inputs'])
@@ -132,7 +134,7 @@ def test_padding_rows_and_masked_labels_change_nothing():
 
 def test_label_width_mismatch_is_caught_at_trace_time():
   ds, arrays = _toy()
-  trainer = train.Trainer(_config(), ds)
+  trainer = compiled(_config(), ds)
   batch = _batch(ds, arrays)
   batch['targets']['b'] = batch['targets']['b'][:, :1]  # [B, 1] would broadcast to [B, 2]
   batch['masks']['b'] = batch['masks']['b'][:, :1]
@@ -145,17 +147,18 @@ def test_unknown_target_head_kind_and_optimizer_list_the_known_names():
   c = _config()
   c.heads.a.target = 'nope'
   with pytest.raises(errors.UsageError, match=r"target 'nope'.*\['a', 'b'\]"):
-    train.Trainer(c, ds)
+    compiled(c, ds)
   c = _config()
   c.heads.a.kind = 'nope'
   with pytest.raises(errors.UsageError, match="unknown kind 'nope'; known: .*'sigmoid'"):
-    train.Trainer(c, ds)
+    compiled(c, ds)
   c = _config()
   c.optimizer = 'nope'
   with pytest.raises(errors.UsageError, match="known: .*'rmsprop'"):
-    train.Trainer(c, ds)
+    compiled(c, ds)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_metrics(tiny_config, tmp_path):
   summary = train.train_and_evaluate(tiny_config, str(tmp_path))
   assert summary['evaluated_step'] == 192 // 8

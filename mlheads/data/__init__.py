@@ -1,44 +1,56 @@
-"""Data sets by name: `load(config.data)` prepares (once) and reads one.
+"""Data sets by name: one registry, `DATASETS`, of how each is prepared and encoded.
 
-DATASETS maps a name to a function `(data_config) -> ArrayBuilder`; a catalog
-tfds data set (catalog.py) maps to a function returning a ready `Dataset`.
-ENCODERS maps the same names to `encode(table, meta, source) -> (inputs,
-number of texts truncated)`: raw table rows (a pandas DataFrame, its index
-naming the rows in messages) -> model inputs `{key: [n, ...]}`, with the data
-set's metadata (tokenizer, scaling). Each builder makes its records with it,
-and predict encodes new rows with it.
+Each entry is a `Source`: `build(config.data)` returns a tfds ArrayBuilder (prepared
+once, cached) or, for a tfds catalog data set (catalog.py), a ready `Dataset`;
+`encode(table, meta, source) -> (inputs, number of texts truncated)` turns raw
+table rows (a pandas DataFrame, its index naming the rows in messages) into model
+inputs `{key: [n, ...]}` with the data set's metadata (tokenizer, scaling). Each
+builder makes its records with it, and predict encodes new rows with it. A new
+data set is one module plus one line here.
+
+`load_checked(config)` is what training calls: the prepared splits, read into
+memory and checked (B01-B11) before anything compiles.
 """
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
 from absl import logging
+import numpy as np
 
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import catalog
+from mlheads.data import checks
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
+from mlheads.data import pipeline
 from mlheads.data import tweets
 
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """How one data set is prepared (`build`) and how its raw rows become inputs (`encode`)."""
+  build: Callable[..., Any]
+  encode: Callable[..., tuple[dict[str, np.ndarray], int]]
+
+
 DATASETS = {
-    'trump_tweets': tweets.builder,
-    'movie_genres': movies.builder,
-    'digit_mosaics': digits.builder,
-    'from_csv': csv_data.builder,
-    **{name: catalog.loader for name in catalog.CATALOG},
-}
-ENCODERS = {
-    'trump_tweets': tweets.encode,
-    'movie_genres': movies.encode,
-    'digit_mosaics': digits.encode,
-    'from_csv': csv_data.encode,
-    **{name: catalog.encode for name in catalog.CATALOG},
+    'trump_tweets': Source(tweets.builder, tweets.encode),
+    'movie_genres': Source(movies.builder, movies.encode),
+    'digit_mosaics': Source(digits.builder, digits.encode),
+    'from_csv': Source(csv_data.builder, csv_data.encode),
+    **{name: Source(catalog.loader, catalog.encode) for name in catalog.CATALOG},
 }
 
 
-def get_builder(data_config):
-  if data_config.name not in DATASETS:
-    raise errors.UsageError(f'unknown data set {data_config.name!r}; known: {sorted(DATASETS)}')
-  return DATASETS[data_config.name](data_config)
+def get(name: str) -> Source:
+  """The data set `config.data.name` names; the one place that name is checked (B14)."""
+  if name not in DATASETS:
+    raise errors.UsageError(f'unknown data set {name!r}; known: {sorted(DATASETS)}')
+  return DATASETS[name]
 
 
 def load(data_config, batch_size: int = 1) -> base.Dataset:
@@ -47,7 +59,7 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
   `batch_size`: a train split smaller than one batch is rejected, before
   preparing where the builder knows its split sizes in advance (from_csv).
   """
-  b = get_builder(data_config)
+  b = get(data_config.name).build(data_config)
   if isinstance(b, base.Dataset):
     return b
   planned = b.planned_sizes()
@@ -65,3 +77,15 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                {s: len(v) for s, v in splits.items()})
   return base.Dataset(name=data_config.name, splits=splits, inputs=inputs, targets=targets,
                       meta=meta)
+
+
+def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
+  """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
+  ds = load(config.data, batch_size=config.batch_size)
+  arrays = {}
+  for split in base.SPLITS:
+    arrays[split] = pipeline.read_split(ds.split(split))
+    checks.check_split(ds, split, arrays[split])
+  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), config.batch_size)
+  logging.info('Labels in train: %s', checks.label_summary(ds, arrays['train']))
+  return ds, arrays

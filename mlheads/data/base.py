@@ -55,6 +55,11 @@ class Dataset:
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
 
+  def class_names(self, target: str) -> list[str]:
+    """The names of target `target`'s columns ('0', '1', ... where the data set names none)."""
+    f = self.targets[target]
+    return list(f.names) or [str(k) for k in range(int(np.prod(f.shape)))]
+
   def split(self, name: str):
     if name not in self.splits:
       raise errors.UsageError(

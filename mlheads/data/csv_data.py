@@ -30,7 +30,6 @@ the hash covering the file's bytes and every setting above, so an edited file
 or a changed setting is prepared afresh.
 """
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -44,6 +43,7 @@ import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import files
 from mlheads.data import tokenizer as tokenizer_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -93,76 +93,6 @@ def settings_from_config(data_config) -> Settings:
   return s
 
 
-# ----------------------------------------------------------------------------- reading the file
-
-def read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
-  """Returns (column names, rows as {column: cell}, each row's line number in the file).
-
-  CSV/TSV cells are strings; JSONL cells are JSON values (a missing key reads
-  as None). Blank lines are skipped. Raises UsageError for a missing, empty or
-  unreadable file.
-  """
-  if not os.path.isfile(path):
-    raise errors.UsageError(f'{path}: no such file')
-  if os.path.getsize(path) == 0:
-    raise errors.UsageError(f'{path}: the file is empty')
-  try:
-    if path.lower().endswith(('.jsonl', '.ndjson', '.json')):
-      columns, rows, lines = _read_jsonl(path)
-    else:
-      columns, rows, lines = _read_csv(path, '\t' if path.lower().endswith('.tsv') else ',')
-  except UnicodeDecodeError as e:
-    raise errors.UsageError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
-  if not rows:
-    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
-  return columns, rows, lines
-
-
-def _read_csv(path, delimiter):
-  rows, lines = [], []
-  with open(path, newline='', encoding='utf-8-sig') as f:
-    reader = csv.reader(f, delimiter=delimiter)
-    try:
-      header = next(reader, None)
-      while header is not None and not any(c.strip() for c in header):
-        header = next(reader, None)  # leading blank lines
-      if header is None:
-        raise errors.UsageError(f'{path}: the file is empty')
-      columns = [c.strip() for c in header]
-      start = reader.line_num + 1
-      for cells in reader:
-        line, start = start, reader.line_num + 1
-        if not any(c.strip() for c in cells):
-          continue
-        if len(cells) != len(columns):
-          raise errors.UsageError(f'{path}, line {line}: {len(cells)} cells, but the header '
-                                  f'has {len(columns)} columns')
-        rows.append(dict(zip(columns, cells)))
-        lines.append(line)
-    except csv.Error as e:
-      raise errors.UsageError(f'{path}, line {reader.line_num}: {e}') from None
-  return columns, rows, lines
-
-
-def _read_jsonl(path):
-  columns, rows, lines = {}, [], []
-  with open(path, encoding='utf-8-sig') as f:
-    for line, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      try:
-        row = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise errors.UsageError(f'{path}, line {line}: not JSON ({e.msg})') from None
-      if not isinstance(row, dict):
-        raise errors.UsageError(f'{path}, line {line}: expected a JSON object, got '
-                                f'{type(row).__name__}')
-      columns.update(dict.fromkeys(row))
-      rows.append(row)
-      lines.append(line)
-  return list(columns), rows, lines
-
-
 # ----------------------------------------------------------------------------- parsing cells
 
 _blank = base.blank
@@ -189,13 +119,6 @@ def _name_list(cell, separator: str) -> list[str] | None:
     return None
   parts = cell if isinstance(cell, list) else str(cell).split(separator)
   return [str(p).strip() for p in parts if str(p).strip()]
-
-
-def frame(columns: list[str], rows: list[dict], lines: list[int]) -> pd.DataFrame:
-  """`read_rows`'s result as a table of the cells as read, indexed by line number."""
-  columns = list(dict.fromkeys(columns))  # a repeated header name: its last cell, as in `rows`.
-  return pd.DataFrame([[r.get(c) for c in columns] for r in rows], columns=columns,
-                      index=pd.Index(lines, name='line'), dtype=object)
 
 
 def raw_features(table: pd.DataFrame, features, source: str) -> np.ndarray:
@@ -232,14 +155,14 @@ class Table:
 
 def parse(s: Settings) -> Table:
   """Reads and checks every cell the settings name."""
-  columns, rows, lines = read_rows(s.path)
+  columns, rows, lines = files.read_rows(s.path)
   if s.max_rows:
     rows, lines = rows[:s.max_rows], lines[:s.max_rows]
   needed = ([s.text] if s.text else []) + list(s.features) + list(s.labels) + (
       [s.label_list] if s.label_list else [])
   base.require_columns(pd.DataFrame(columns=columns), needed, s.path)
   at = lambda line, col: f'{s.path}, line {line}, column {col!r}'
-  table = frame(columns, rows, lines)
+  table = files.frame(columns, rows, lines)
   texts = base.texts(table, s.text) if s.text else [''] * len(rows)
   features = raw_features(table, s.features, s.path)
   if s.labels:
@@ -378,10 +301,8 @@ class FromCsv(base.ArrayBuilder):
 
 def cache_key(s: Settings) -> str:
   """`<file stem>_<12 hex>`: the hash of the file's bytes and every setting."""
-  h = hashlib.sha256()
   with open(s.path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
+    h = hashlib.file_digest(f, 'sha256')
   settings = dataclasses.asdict(s)
   settings.pop('path')  # the content counts, not where the file lies.
   h.update(json.dumps(settings, sort_keys=True).encode())

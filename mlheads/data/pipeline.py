@@ -63,8 +63,18 @@ def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray)
   return batch
 
 
+def num_rows(arrays: Mapping[str, np.ndarray]) -> int:
+  """The number of examples in a split's `{key: [n, ...]}` arrays."""
+  return len(next(iter(arrays.values())))
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
   return n // batch_size
+
+
+def example_inputs(ds: base.Dataset) -> dict[str, np.ndarray]:
+  """One all-zero example of every input, `{key: [1, ...]}`: what a model is initialized on."""
+  return {k: np.zeros((1,) + f.shape, f.dtype) for k, f in ds.inputs.items()}
 
 
 def train_dataset(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,

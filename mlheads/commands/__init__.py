@@ -1,0 +1,1 @@
+"""Command-line tools besides training: predict, score, compare, bench, the experiment list."""

@@ -1,0 +1,89 @@
+"""Reading a user's table: CSV, TSV or JSONL rows, each with the line it came from.
+
+CSV/TSV cells are strings; JSONL cells are JSON values. Training (csv_data.py)
+and predict both read files through here, so a bad file gets the same one-line
+error (file, line) in both.
+"""
+
+import csv
+import json
+import os
+
+import pandas as pd
+
+from mlheads import errors
+
+
+def read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
+  """Returns (column names, rows as {column: cell}, each row's line number in the file).
+
+  CSV/TSV cells are strings; JSONL cells are JSON values (a missing key reads
+  as None). Blank lines are skipped. Raises UsageError for a missing, empty or
+  unreadable file.
+  """
+  if not os.path.isfile(path):
+    raise errors.UsageError(f'{path}: no such file')
+  if os.path.getsize(path) == 0:
+    raise errors.UsageError(f'{path}: the file is empty')
+  try:
+    if path.lower().endswith(('.jsonl', '.ndjson', '.json')):
+      columns, rows, lines = _read_jsonl(path)
+    else:
+      columns, rows, lines = _read_csv(path, '\t' if path.lower().endswith('.tsv') else ',')
+  except UnicodeDecodeError as e:
+    raise errors.UsageError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+  if not rows:
+    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
+  return columns, rows, lines
+
+
+def _read_csv(path, delimiter):
+  rows, lines = [], []
+  with open(path, newline='', encoding='utf-8-sig') as f:
+    reader = csv.reader(f, delimiter=delimiter)
+    try:
+      header = next(reader, None)
+      while header is not None and not any(c.strip() for c in header):
+        header = next(reader, None)  # leading blank lines
+      if header is None:
+        raise errors.UsageError(f'{path}: the file is empty')
+      columns = [c.strip() for c in header]
+      start = reader.line_num + 1
+      for cells in reader:
+        line, start = start, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+          continue
+        if len(cells) != len(columns):
+          raise errors.UsageError(f'{path}, line {line}: {len(cells)} cells, but the header '
+                                  f'has {len(columns)} columns')
+        rows.append(dict(zip(columns, cells)))
+        lines.append(line)
+    except csv.Error as e:
+      raise errors.UsageError(f'{path}, line {reader.line_num}: {e}') from None
+  return columns, rows, lines
+
+
+def _read_jsonl(path):
+  columns, rows, lines = {}, [], []
+  with open(path, encoding='utf-8-sig') as f:
+    for line, text in enumerate(f, start=1):
+      if not text.strip():
+        continue
+      try:
+        row = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise errors.UsageError(f'{path}, line {line}: not JSON ({e.msg})') from None
+      if not isinstance(row, dict):
+        raise errors.UsageError(f'{path}, line {line}: expected a JSON object, got '
+                                f'{type(row).__name__}')
+      columns.update(dict.fromkeys(row))
+      rows.append(row)
+      lines.append(line)
+  return list(columns), rows, lines
+
+
+def frame(columns: list[str], rows: list[dict], lines: list[int]) -> pd.DataFrame:
+  """`read_rows`'s result as a table of the cells as read, indexed by line number."""
+  columns = list(dict.fromkeys(columns))  # a repeated header name: its last cell, as in `rows`.
+  return pd.DataFrame([[r.get(c) for c in columns] for r in rows], columns=columns,
+                      index=pd.Index(lines, name='line'), dtype=object)

@@ -1,0 +1,236 @@
+"""Run report: WORKDIR/report.md (per-output and per-class tables) and PNG
+plots under WORKDIR/plots/ (learning curves, PR curves, regression scatters).
+
+Per-class numbers are recomputed from the test predictions with
+`metrics.per_class`, so they follow its conventions (masks, ties, NaN where
+undefined); undefined values print as `n/a`, never as 0. Every column names
+the threshold it predicts at: each head's own (`@0.5`; a softmax over C
+classes `@1/C`), from the summary's `default_thresholds`, or `@tuned`
+(per-class thresholds tuned on validation).
+"""
+
+import os
+import re
+
+import numpy as np
+
+from mlheads.evaluation import markdown
+from mlheads.evaluation import metrics
+from mlheads.evaluation import plots
+from mlheads.state import writers
+
+HEADLINE = {
+    'average_precision_macro': 'mAP (macro AP)', 'f1_micro': 'F1 micro',
+    'f1_macro': 'F1 macro', 'roc_auc_macro': 'ROC AUC macro',
+    'label_ranking_average_precision': 'LRAP',
+    'subset_accuracy': 'subset accuracy', 'hamming_loss': 'Hamming loss',
+    'precision_at_1': 'precision@1', 'precision_at_3': 'precision@3',
+    'loss': 'loss'}
+
+
+def default_threshold(summary, out) -> float:
+  """The head's own decision threshold (0.5 where the summary does not say)."""
+  t = (summary.get('default_thresholds') or {}).get(out)
+  return 0.5 if t is None else float(t)
+
+
+def _at(t: float) -> str:
+  return f'@{t:.3g}'
+
+
+def _splits(summary, out) -> dict[str, str]:
+  """Column headers of an output's metric tables: each says its threshold."""
+  at = _at(default_threshold(summary, out))
+  return {'test': f'test {at}', 'test_tuned': 'test @tuned', 'validation': f'validation {at}'}
+
+
+def write(workdir: str, summary: dict, predictions: dict,
+          class_names: dict[str, list[str]]) -> list[str]:
+  """Writes WORKDIR/report.md and WORKDIR/plots/*.png; returns the paths.
+
+  Args:
+    workdir: the run directory; metrics.jsonl there (if any) gives the
+      learning curves.
+    summary: {'experiment', 'steps', 'parameters', 'validation', 'test',
+      'test_tuned', 'thresholds'} as saved in metrics.json; any of the
+      metric sections may be missing, a value may be None (undefined).
+    predictions: {'validation'|'test': {output: {'scores': [n, K],
+      'labels': [n, K], 'mask': [n, K] (optional)}}} as numpy arrays.
+    class_names: {output: [K names]}.
+
+  Returns:
+    Paths written: report.md first, then the PNGs.
+  """
+  plot_dir = os.path.join(workdir, 'plots')
+  os.makedirs(plot_dir, exist_ok=True)
+  written = []
+  test_preds = predictions.get('test', {})
+  outputs = _outputs(summary, predictions)
+  name = summary.get('experiment', os.path.basename(os.path.abspath(workdir)))
+  params = summary.get('parameters')
+  params = f'{params:,}' if isinstance(params, int) else markdown.fmt(params)
+  md = [f'# Run report: {name}', '',
+        f'steps {markdown.fmt(summary.get("steps"))} · parameters {params} · '
+        f'outputs: {", ".join(f"`{o}`" for o in outputs) or "none"}', '',
+        '`@t`: labels predicted where score > t, the head\'s own threshold '
+        '(0.5; 1/C for a softmax over C classes). `@tuned`: per-class '
+        'thresholds tuned on validation, applied to test. `n/a`: undefined '
+        '(e.g. AP of a class without a positive) or not reported.', '']
+
+  md += ['## Learning curves', '']
+  records, bad_lines = writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  path = os.path.join(plot_dir, 'learning_curves.png')
+  if plots.plot_learning_curves(records, path):
+    written.append(path)
+    md += ['![Learning curves](plots/learning_curves.png)', '']
+  else:
+    md += ['No learning curves: metrics.jsonl is missing, empty or holds no '
+           'loss values.', '']
+  if bad_lines:
+    md += [f'({bad_lines} unreadable line(s) of metrics.jsonl skipped.)', '']
+
+  for out in outputs:
+    names = list(class_names.get(out, []))
+    pred = test_preds.get(out)
+    stem = re.sub(r'[^A-Za-z0-9_.-]', '_', out)
+    section = (_regression_section if _is_regression(out, summary, predictions)
+               else _binary_section)
+    lines, paths = section(out, summary, pred, names, plot_dir, stem)
+    md += lines
+    written += paths
+
+  report = os.path.join(workdir, 'report.md')
+  writers.atomic_write(report, '\n'.join(md))
+  return [report] + written
+
+
+def _regression_section(out, summary, pred, names, plot_dir, stem):
+  """Markdown lines and PNG paths for a regression output."""
+  keys = {}  # Whatever the trainer reported, R² rows named by column.
+  for s in ('test', 'validation'):
+    keys.update((k, k) for k in _section(summary, s, out))
+  keys.update((f'r2_{i}', f'R² `{markdown.esc(n)}`') for i, n in enumerate(names)
+              if f'r2_{i}' in keys)
+  md = [f'## Output `{out}` (regression)', '']
+  md += _metric_table(out, summary, keys,
+                      {'test': 'test', 'validation': 'validation'})
+  if pred is None:
+    return md, []
+  path = os.path.join(plot_dir, f'scatter_{stem}.png')
+  sec = _section(summary, 'test', out)
+  cols = np.shape(pred['scores'])[1] if np.ndim(pred['scores']) == 2 else 1
+  plots.plot_scatter(pred, names, out, path,
+               [sec.get(f'r2_{j}') for j in range(cols)])
+  md += [f'![Predicted vs true, {out}](plots/scatter_{stem}.png)', '']
+  return md, [path]
+
+
+def _binary_section(out, summary, pred, names, plot_dir, stem):
+  """Markdown lines and PNG paths for a binary (multi-label) output."""
+  k = len(names) or (np.shape(pred['scores'])[1] if pred else 0)
+  names = names or [str(i) for i in range(k)]
+  md = [f'## Output `{out}` (binary, {k} classes)', '', '### Headline', '']
+  own = default_threshold(summary, out)
+  md += _metric_table(out, summary, HEADLINE)
+  md += [f'This head predicts a label where its score > {markdown.fmt(own)} (`{_at(own)}`).', '']
+  if pred is None:
+    return md + ['No test predictions: no per-class table.', ''], []
+  labels, scores, mask = pred['labels'], pred['scores'], pred.get('mask')
+  thr = _thresholds(summary, out, k)
+  at_own = metrics.per_class(labels, scores, own, mask)
+  tuned = None if thr is None else metrics.per_class(labels, scores, thr,
+                                                     mask)
+  md += ['### Per class (test)', '']
+  md += _class_table(names, at_own, _at(own), tuned, thr)
+  why = lambda i: ('no unmasked entry' if at_own['count'][i] == 0 else
+                   'no positive' if at_own['support'][i] == 0 else
+                   'no negative')
+  left_out = [f'`{markdown.esc(names[i])}` ({why(i)})' for i in range(k)
+              if np.isnan(at_own['average_precision'][i])]
+  md += ['Left out of the macro AP / ROC AUC averages (no positive or no '
+         'negative in test): ' + (', '.join(left_out) or 'none') + '.', '']
+  path = os.path.join(plot_dir, f'pr_{stem}.png')
+  note = plots.plot_pr(pred, names, at_own, out, path)
+  md += [f'![Precision-recall curves, {out}](plots/pr_{stem}.png)', '']
+  md += [note, ''] if note else []
+  # Everything else the trainer reported, folded away.
+  keys = {key: key for key in ('loss',) + metrics.KEYS
+          if any(key in _section(summary, s, out) for s in _splits(summary, out))}
+  md += ['<details><summary>All metrics</summary>', '']
+  md += _metric_table(out, summary, keys) + ['</details>', '']
+  return md, [path]
+
+
+def _section(summary, split, out) -> dict:
+  return (summary.get(split) or {}).get(out) or {}
+
+
+def _metric_table(out, summary, labels, splits=None) -> list[str]:
+  """Rows `labels` {key: row label} by columns `splits` {split: header}."""
+  splits = splits or _splits(summary, out)
+  cols = [_section(summary, s, out) for s in splits]
+  rows = [[label] + [markdown.fmt(c.get(key), key) for c in cols]
+          for key, label in labels.items()]
+  return markdown.table(['metric'] + list(splits.values()), rows)
+
+
+def _class_table(names, at_own, own_label, tuned, thr) -> list[str]:
+  """Per-class rows at the head's own threshold; tuned columns only when thresholds exist."""
+  fmt = markdown.fmt
+  prf = ('precision', 'recall', 'f1')
+  sets = [(at_own, own_label)] + ([(tuned, '@tuned')] if tuned is not None else [])
+  header = ['class', 'support', 'n'] + [f'{c} {t}' for _, t in sets
+                                        for c in ('P', 'R', 'F1')]
+  header += ['AP', 'ROC AUC'] + (['threshold'] if tuned is not None else [])
+  rows = []
+  for i, name in enumerate(names):
+    row = [markdown.esc(name), fmt(at_own['support'][i]), fmt(at_own['count'][i])]
+    row += [fmt(d[k][i]) for d, _ in sets for k in prf]
+    row += [fmt(at_own['average_precision'][i]), fmt(at_own['roc_auc'][i])]
+    rows.append(row + ([fmt(thr[i])] if tuned is not None else []))
+  return markdown.table(header, rows)
+
+
+# ----------------------------------------------------------------------------
+# Summary and predictions helpers.
+
+
+def _outputs(summary, predictions) -> list[str]:
+  """Output names in first-seen order over the summary and predictions."""
+  seen = []
+  for part in [summary.get(s) or {} for s in ('test', 'validation',
+                                              'test_tuned')] + [
+                   predictions.get(s) or {} for s in ('test', 'validation')]:
+    seen += [o for o in part if o not in seen]
+  return seen
+
+
+def _is_regression(out, summary, predictions) -> bool:
+  for s in ('test', 'validation'):
+    sec = _section(summary, s, out)
+    if 'mse' in sec:
+      return True
+    if any(k in sec for k in metrics.KEYS):
+      return False
+  # No metrics to tell by: anything but 0/1 labels is a regression target.
+  pred = (predictions.get('test') or {}).get(out)
+  return pred is not None and not np.isin(pred['labels'], (0, 1)).all()
+
+
+def _thresholds(summary, out, k):
+  """`[K]` tuned thresholds, or None if the run tuned none for `out`.
+
+  A missing per-class entry falls back to the global tuned threshold: that
+  is the best validation-based choice left for the class.
+  """
+  t = (summary.get('thresholds') or {}).get(out)
+  if not t:
+    return None
+  glob = t.get('global')
+  per = list(t.get('per_class') or [glob] * k)
+  per = [glob if v is None else v for v in per]
+  if len(per) != k or any(v is None for v in per):
+    return None
+  return np.asarray(per, np.float32)
+
+

@@ -1,0 +1,176 @@
+"""Evaluation over a whole split: the jitted eval step, predictions, each output's metrics,
+thresholds tuned on validation, and the metric that picks the best checkpoint.
+
+    eval_fn = make_eval_fn(model, heads, parallel)          # jitted once
+    preds = predict_split(eval_fn, params, ds, arrays, batch_size, heads)
+    metrics = all_metrics(heads, preds)                       # each head's own threshold
+    tuned = all_metrics(heads, preds, tune_thresholds(heads, preds_on_validation))
+"""
+
+import functools
+from collections.abc import Callable, Mapping
+
+from absl import logging
+import jax
+import numpy as np
+
+from mlheads import errors
+from mlheads.data import pipeline
+from mlheads.evaluation import metrics as metrics_lib
+from mlheads.evaluation import thresholds as thresholds_lib
+
+# Metrics where lower is better (for picking the best checkpoint).
+LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'hamming_loss', 'coverage_error', 'label_ranking_loss',
+                   'one_error')
+
+
+def eval_step(params, batch, *, apply_fn, heads):
+  """Scores `[batch, K]` and per-example losses `[batch]` of every output."""
+  logits = apply_fn({'params': params}, batch['inputs'], train=False)
+  scores, losses = {}, {}
+  for name, head in heads.items():
+    labels, mask = batch['targets'][head.target], batch['masks'][head.target]
+    head.check(name, logits[name], labels)
+    scores[name] = head.scores(logits[name])
+    losses[name] = head.loss_fn(logits[name], labels, mask)
+  return scores, losses
+
+
+def make_eval_fn(model, heads, parallel) -> Callable:
+  """`(params, host batch) -> (scores, losses)`: `eval_step` jitted once over the mesh."""
+  step = jax.jit(functools.partial(eval_step, apply_fn=model.apply, heads=heads),
+                 in_shardings=(parallel.replicated, parallel.batch),
+                 out_shardings=parallel.replicated)
+  return lambda params, batch: step(params, parallel.shard(batch))
+
+
+def predict_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
+                  batch_size: int, heads) -> dict[str, dict]:
+  """Runs the model over every example once.
+
+  Returns output name -> {'scores' [n, K], 'labels' [n, K], 'mask' [n, K],
+  'loss' [n]} as numpy, in split order.
+  """
+  parts = {name: {'scores': [], 'labels': [], 'mask': [], 'loss': []} for name in heads}
+  for batch in pipeline.eval_batches(ds, arrays, batch_size):
+    valid = batch['valid'] > 0
+    scores, losses = jax.device_get(eval_fn(params, batch))
+    for name, head in heads.items():
+      p = parts[name]
+      p['scores'].append(np.asarray(scores[name])[valid])
+      p['loss'].append(np.asarray(losses[name])[valid])
+      p['labels'].append(batch['targets'][head.target][valid])
+      p['mask'].append(batch['masks'][head.target][valid])
+  return {name: {k: np.concatenate(v) for k, v in p.items()} for name, p in parts.items()}
+
+
+def regression_metrics(targets, preds, mask) -> dict[str, float]:
+  """MSE, MAE and R^2 over the known entries, plus R^2 per column (`r2_<k>`)."""
+  known = mask > 0
+  err = np.where(known, preds - targets, 0.0)
+  n = max(int(known.sum()), 1)
+  out = {'mse': float((err**2).sum() / n), 'mae': float(np.abs(err).sum() / n)}
+  for k in range(targets.shape[1]):
+    y, e = targets[known[:, k], k], err[known[:, k], k]
+    var = float(((y - y.mean())**2).sum()) if len(y) else 0.0
+    out[f'r2_{k}'] = 1.0 - float((e**2).sum()) / var if var > 0 else float('nan')
+  return out
+
+
+def head_metrics(head, out: Mapping[str, np.ndarray], threshold=None) -> dict[str, float]:
+  """One output's metrics: its loss plus classification or regression metrics.
+
+  `threshold` (scalar or `[K]`) defaults to the head's own (0.5; 1/C for softmax).
+  """
+  known_rows = np.asarray(head.known_rows(out['labels'], out['mask']))
+  res = {'loss': float(out['loss'][known_rows].mean()) if known_rows.any() else float('nan')}
+  if head.target_kind == 'real':
+    res.update(regression_metrics(out['labels'], out['scores'], out['mask']))
+  else:
+    res.update(metrics_lib.compute(out['labels'], out['scores'],
+                                   threshold=head.threshold if threshold is None else threshold,
+                                   mask=out['mask']))
+  return res
+
+
+def all_metrics(heads, preds, thresholds=None) -> dict[str, dict[str, float]]:
+  """Every output's metrics; binary outputs at `thresholds[out]['per_class']` if given."""
+  out = {}
+  for name, head in heads.items():
+    if thresholds is None:
+      out[name] = head_metrics(head, preds[name])
+    elif name in thresholds:
+      out[name] = head_metrics(head, preds[name], np.asarray(thresholds[name]['per_class']))
+  return out
+
+
+def tune_thresholds(heads, preds) -> dict[str, dict]:
+  """Per-class thresholds maximizing F1 (and one global one) for each binary output."""
+  out = {}
+  for name, head in heads.items():
+    if head.target_kind == 'binary':
+      p = preds[name]
+      per_class, global_t = thresholds_lib.tune(p['labels'], p['scores'], p['mask'])
+      out[name] = {'per_class': [float(t) for t in per_class], 'global': float(global_t)}
+  return out
+
+
+def default_thresholds(heads) -> dict[str, float]:
+  """Each binary output's own decision threshold (0.5; 1/C for softmax), for the report."""
+  return {name: float(h.threshold) for name, h in heads.items() if h.target_kind == 'binary'}
+
+
+def summarize(heads, preds, thresholds: dict) -> dict:
+  """The final evaluation's metric sections: validation and test at each head's own threshold,
+  test at the per-class `thresholds` tuned on validation, and both sets of thresholds."""
+  return {
+      'validation': all_metrics(heads, preds['validation']),
+      'test': all_metrics(heads, preds['test']),
+      'test_tuned': all_metrics(heads, preds['test'], thresholds),
+      'thresholds': thresholds,
+      'default_thresholds': default_thresholds(heads),
+  }
+
+
+_SHOWN = ('loss', 'average_precision_macro', 'roc_auc_macro', 'f1_micro', 'f1_macro',
+          'subset_accuracy', 'accuracy', 'mse', 'mae')
+
+
+def log_summary(summary: dict) -> None:
+  """One log line per split and output with the headline metrics."""
+  for split in ('validation', 'test', 'test_tuned'):
+    for name, m in summary[split].items():
+      logging.info('%s %s: %s', split, name,
+                   ', '.join(f'{k} {m[k]:.4f}' for k in _SHOWN if k in m))
+
+
+def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:
+  """'main loss 0.4123 mAP 0.9012 AUC 0.8990, aux ...': an epoch's validation in one line."""
+  return ', '.join(
+      f'{n} loss {m["loss"]:.4f}' + ''.join(
+          f' {short} {m[key]:.4f}' for key, short in (
+              ('average_precision_macro', 'mAP'), ('roc_auc_macro', 'AUC'))
+          if key in m and np.isfinite(m[key]))
+      for n, m in metrics.items())
+
+
+def flatten(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  """{'main': {'loss': x}} -> {'main/loss': x}."""
+  return {f'{out}/{k}': v for out, m in metrics.items() for k, v in m.items()}
+
+
+def best_metric(config, target_kinds: Mapping[str, str]) -> tuple[str, str]:
+  """The validation metric that picks the best checkpoint, and 'max' or 'min'.
+
+  target_kinds: output name -> 'binary' or 'real' (`ModelSpec.target_kinds`).
+  """
+  name = config.best_metric
+  if not name:
+    first = next(iter(target_kinds))
+    name = (f'{first}/average_precision_macro' if target_kinds[first] == 'binary'
+            else f'{first}/loss')
+  out, _, metric = name.partition('/')
+  if out not in target_kinds:
+    raise errors.UsageError(f'--config.best_metric={name!r}: no output {out!r}; outputs are '
+                            f'{sorted(target_kinds)} (write OUTPUT/METRIC)')
+  return name, 'min' if metric in LOWER_IS_BETTER else 'max'

@@ -1,0 +1,1 @@
+"""The model: layers, trunks and heads by name, their losses, and Model = trunk + named heads."""

@@ -1,0 +1,389 @@
+"""Heads by name: each owns its output layer, its loss and its decoding.
+
+A head is a frozen dataclass (hashable, so it can sit inside a Flax module).
+`Model` calls `head.output(...)` inside its own compact scope, so a head can
+create any parameters it needs: a Dense layer, K two-way softmaxes, or K whole
+networks. The train step only sees `head.loss_fn(...)`; evaluation only
+`head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
+`head.predict(...)` (a label set `[batch, K]` of 0/1).
+
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md
+compares them.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlheads import errors
+from mlheads.model import layers
+from mlheads.model import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a head may read besides its source tensor."""
+  inputs: Mapping[str, jax.Array]
+  intermediates: Mapping[str, jax.Array]
+  trunk: nn.Module  # the trunk, for heads that own whole networks (clone it)
+  labels: jax.Array | None  # this head's targets during training (teacher forcing)
+  train: bool
+  mask: jax.Array | None = None  # 1 where `labels` is known
+
+
+def _ones_if_none(mask, labels):
+  return jnp.ones(labels.shape, jnp.float32) if mask is None else mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """Base head: a Dense layer on a source tensor, scores by sigmoid.
+
+  Attributes:
+    num_classes: K, the width of the head's target.
+    target: the data set key the head predicts.
+    weight: the loss weight in the total.
+    source: 'features' or the name of a trunk intermediate.
+    loss: a name in losses.LOSSES (checked when the head's config is resolved).
+    loss_options: keyword options for the loss (e.g. pos_weight).
+  """
+  num_classes: int
+  target: str
+  weight: float = 1.0
+  source: str = 'features'
+  loss: str = 'bce'
+  loss_options: tuple[tuple[str, Any], ...] = ()
+
+  target_kind: ClassVar[str] = 'binary'
+  needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
+  needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+
+  @property
+  def threshold(self) -> float:
+    """The score above which `predict` calls a label present."""
+    return 0.5
+
+  def fit(self, labels: np.ndarray, mask: np.ndarray | None = None) -> 'Head':
+    """Returns the head adapted to the train split's targets `[n, K]` (default: itself)."""
+    del labels, mask
+    return self
+
+  def select(self, features, ctx: Context):
+    if self.source == 'features':
+      return features
+    if self.source not in ctx.intermediates:
+      raise errors.UsageError(f'head source {self.source!r} is not a trunk output; the trunk '
+                              f"gives 'features' and {sorted(ctx.intermediates)}")
+    return ctx.intermediates[self.source]
+
+  def output(self, features, ctx: Context, name: str) -> jax.Array:
+    """Logits `[batch, K]` (called inside the model's compact scope)."""
+    return layers.dense(self.num_classes, name=name)(self.select(features, ctx))
+
+  def label_shape(self, batch: int) -> tuple[int, ...]:
+    return (batch, self.num_classes)
+
+  def check(self, name: str, logits: jax.Array, labels: jax.Array) -> None:
+    """Exact shape check at trace time: no silent `[B, 1]` vs `[B, K]` broadcast."""
+    want = self.label_shape(logits.shape[0])
+    if tuple(labels.shape) != want:
+      raise errors.UsageError(
+          f'head {name!r} ({type(self).__name__}): targets {self.target!r} have shape '
+          f'{tuple(labels.shape)}, the head expects {want} (its logits are '
+          f'{tuple(logits.shape)})')
+
+  def known_rows(self, labels, mask) -> jax.Array:
+    """`[batch]` bool: rows that carry a training signal (the loss mean's denominator)."""
+    del labels
+    return mask.sum(-1) > 0
+
+  def loss_fn(self, logits, labels, mask=None) -> jax.Array:
+    """Per-example loss `[batch]`; mask `[batch, K]` (None: every label known)."""
+    return losses.LOSSES[self.loss].fn(logits, labels, _ones_if_none(mask, labels),
+                                       **dict(self.loss_options))
+
+  def scores(self, logits) -> jax.Array:
+    """Per-class scores `[batch, K]` in [0, 1]."""
+    return nn.sigmoid(logits)
+
+  def predict(self, logits) -> jax.Array:
+    """The predicted label set `[batch, K]` as 0/1."""
+    return (self.scores(logits) > self.threshold).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SigmoidHead(Head):
+  """K independent sigmoid units with binary cross-entropy."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxHead(Head):
+  """One softmax over the K classes; the target spreads evenly over the true labels.
+
+  Scores are the softmax probabilities (they sum to 1 over the classes, so a
+  row with m true labels ideally gives each 1/m). `predict` calls a label
+  present when its probability is at least the uniform share 1/C (C softmax
+  classes); rank metrics (mAP, AUC) and top-k read the probabilities directly.
+
+  Rows with no positive label have no target: they are left out of the loss
+  and its mean. Unless `none_class` adds an explicit "no label" class that
+  such rows target. `none_class=None` (auto) adds it only for K == 1, where a
+  softmax over one class would be the constant 1 and learn nothing: with it,
+  K == 1 is a two-way softmax, the same family as a sigmoid.
+  """
+  loss: str = 'softmax_ce'
+  none_class: bool | None = None
+
+  @property
+  def _none(self) -> bool:
+    return self.num_classes == 1 if self.none_class is None else bool(self.none_class)
+
+  @property
+  def threshold(self) -> float:
+    return 1.0 / (self.num_classes + int(self._none))
+
+  def output(self, features, ctx, name):
+    width = self.num_classes + int(self._none)
+    return layers.dense(width, name=name)(self.select(features, ctx))
+
+  def _extend(self, labels, mask):
+    """Appends the none class's target: 1 where every label is known and negative."""
+    known = mask > 0
+    none = (known.all(-1) & ~(jnp.where(known, labels, 0.0) > 0).any(-1)).astype(labels.dtype)
+    return (jnp.concatenate([labels, none[:, None]], -1),
+            jnp.concatenate([mask, jnp.ones_like(none)[:, None]], -1))
+
+  def known_rows(self, labels, mask):
+    if self._none:
+      labels, mask = self._extend(labels, mask)
+    return (jnp.where(mask > 0, labels, 0.0) > 0).any(-1)
+
+  def loss_fn(self, logits, labels, mask=None):
+    mask = _ones_if_none(mask, labels)
+    if self._none:
+      labels, mask = self._extend(labels, mask)
+    return super().loss_fn(logits, labels, mask)
+
+  def scores(self, logits):
+    return jax.nn.softmax(logits, axis=-1)[:, :self.num_classes]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinarySoftmaxHead(Head):
+  """Per class its own two-way softmax on the penultimate features: logits `[B, K, 2]`.
+
+  Softmax([a, b])[1] = sigmoid(b - a), so this is the sigmoid head's function
+  family with two weight vectors per class; the loss (any per-label loss,
+  bce by default, which equals the two-way softmax cross-entropy) reads the
+  logit difference.
+  """
+
+  def output(self, features, ctx, name):
+    h = layers.dense(2 * self.num_classes, name=name)(self.select(features, ctx))
+    return h.reshape(h.shape[:-1] + (self.num_classes, 2))
+
+  def loss_fn(self, logits, labels, mask=None):
+    return super().loss_fn(logits[..., 1] - logits[..., 0], labels, mask)
+
+  def scores(self, logits):
+    return jax.nn.softmax(logits, axis=-1)[..., 1]
+
+
+class _OneNetwork(nn.Module):
+  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
+  trunk: nn.Module
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, inputs):
+    h, _ = self.trunk(inputs, train=self.train)
+    return layers.dense(1, name='out')(h)[..., 0]
+
+
+def per_class_networks(trunk: nn.Module, num_classes: int, train: bool, name: str):
+  """K copies of `_OneNetwork` with stacked parameters (leading axis K), one program."""
+  stacked = nn.vmap(_OneNetwork, variable_axes={'params': 0},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=None, out_axes=-1, axis_size=num_classes)
+  return stacked(trunk=trunk.clone(parent=None, name=None), train=train, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerClassHead(Head):
+  """One whole network (trunk + binary output) per class, all K trained in one step.
+
+  The K networks are `nn.vmap`ped over stacked parameters: one jitted
+  program, K independent initialisations, nothing shared. Each reads the
+  model inputs, not the shared trunk's features (so `source` must stay
+  'features'); scores are sigmoids.
+  """
+  needs_features: ClassVar[bool] = False
+
+  def output(self, features, ctx, name):
+    del features
+    return per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
+
+
+class _ChainLayer(nn.Module):
+  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, h, labels=None):
+    k = self.num_classes
+    base = layers.dense(k, name='features')(h)  # [batch, K]
+    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
+    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
+    if labels is not None:  # teacher forcing: all K logits at once
+      return base + labels.astype(base.dtype) @ a.T
+
+    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
+      idx, base_k, a_k = inp
+      logit = base_k + y @ a_k
+      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
+
+    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
+                             (jnp.arange(k), base.T, a))
+    return logits.T
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainHead(Head):
+  """A classifier chain in label order 0..K-1: label k also sees labels < k.
+
+  Training feeds the true earlier labels (teacher forcing; an unknown label
+  is fed as 0.5); prediction decodes sequentially (a `lax.scan` over K), label
+  k seeing the chain's own 0/1 decisions (score > 0.5) for labels < k. Scores
+  are the sigmoids of those sequential logits.
+  """
+
+  def output(self, features, ctx, name):
+    labels = None
+    if ctx.labels is not None:
+      labels = ctx.labels
+      if ctx.mask is not None:
+        labels = jnp.where(ctx.mask > 0, labels, 0.5)
+      if labels.shape[-1] != self.num_classes:
+        self.check(name, jnp.zeros(labels.shape[:1] + (self.num_classes,)), labels)
+    return _ChainLayer(self.num_classes, name=name)(self.select(features, ctx), labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class PowersetHead(Head):
+  """A softmax over the label sets seen in training; rare sets share an 'other' class.
+
+  `fit` keeps the sets that occur at least `min_count` times among the train
+  rows whose labels are all known (at most `max_sets`, most frequent first);
+  the last class, 'other', stands for every other set. The loss is the
+  configured row loss (softmax_ce) on the classes consistent with the row's
+  known labels, spread evenly ('other' counts as consistent when some
+  completion of the known labels is not a kept set). Scores are each label's
+  marginal probability: sum over kept sets of p(set) * [label in set], plus
+  p(other) times the label's rate among the folded-in train rows. `predict`
+  returns the most probable kept set, or thresholded marginals when 'other'
+  wins.
+  """
+  loss: str = 'softmax_ce'
+  min_count: int = 2
+  max_sets: int = 256
+  sets: tuple[tuple[int, ...], ...] = ()
+  other_rates: tuple[float, ...] = ()
+
+  needs_train_labels: ClassVar[bool] = True
+
+  def fit(self, labels, mask=None):
+    y = np.asarray(labels) > 0.5
+    if mask is not None:
+      y = y[(np.asarray(mask) > 0).all(-1)]
+    if len(y) == 0:
+      raise errors.UsageError(f'powerset head for {self.target!r}: no train row has all '
+                              'labels known, so there are no label sets to learn')
+    uniq, inverse, counts = np.unique(y, axis=0, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind='stable')
+    keep = [i for i in order if counts[i] >= self.min_count][:self.max_sets]
+    folded = ~np.isin(inverse.reshape(-1), keep)
+    rates = y[folded].mean(0) if folded.any() else y.mean(0)
+    return dataclasses.replace(
+        self, sets=tuple(tuple(int(v) for v in uniq[i]) for i in keep),
+        other_rates=tuple(float(r) for r in rates))
+
+  @property
+  def num_sets(self) -> int:
+    """Softmax width: the kept sets plus 'other'."""
+    return len(self.sets) + 1
+
+  def _table(self):
+    return jnp.asarray(np.array(self.sets, np.float32).reshape(-1, self.num_classes))
+
+  def output(self, features, ctx, name):
+    if not self.other_rates:
+      raise errors.UsageError(f'head {name!r} (powerset) was not fitted on the train labels')
+    return layers.dense(self.num_sets, name=name)(self.select(features, ctx))
+
+  def consistent(self, labels, mask) -> jax.Array:
+    """`[batch, num_sets]` bool: the classes that agree with the row's known labels."""
+    known = mask > 0
+    y = jnp.where(known, labels, 0.0) > 0.5
+    table = self._table() > 0.5  # [S, K]
+    agree = (table[None] == y[:, None]) | ~known[:, None]  # [B, S, K]
+    listed = agree.all(-1)
+    completions = 2.0 ** (~known).sum(-1)  # label sets consistent with the known labels
+    other = listed.sum(-1) < completions
+    return jnp.concatenate([listed, other[:, None]], -1)
+
+  def encode(self, labels) -> jax.Array:
+    """Fully known label sets `[batch, K]` -> class index `[batch]` ('other' is last)."""
+    return jnp.argmax(self.consistent(labels, jnp.ones_like(labels)), -1)
+
+  def decode(self, index) -> jax.Array:
+    """Class index `[batch]` -> label set `[batch, K]`; 'other' -> thresholded rates."""
+    other = (jnp.asarray(self.other_rates) > 0.5).astype(jnp.float32)
+    table = jnp.concatenate([self._table(), other[None]], 0)
+    return table[index]
+
+  def loss_fn(self, logits, labels, mask=None):
+    mask = _ones_if_none(mask, labels)
+    target = self.consistent(labels, mask).astype(logits.dtype)
+    per_example = losses.LOSSES[self.loss].fn(logits, target, jnp.ones_like(logits),
+                                              **dict(self.loss_options))
+    return jnp.where((mask > 0).any(-1), per_example, 0.0)
+
+  def scores(self, logits):
+    p = jax.nn.softmax(logits, axis=-1)
+    marg = p[:, :-1] @ self._table() + p[:, -1:] * jnp.asarray(self.other_rates)[None]
+    return jnp.clip(marg, 0.0, 1.0)
+
+  def predict(self, logits):
+    best = jnp.argmax(logits, -1)
+    by_set = self.decode(best)
+    by_marginal = (self.scores(logits) > self.threshold).astype(jnp.float32)
+    return jnp.where((best == self.num_sets - 1)[:, None], by_marginal, by_set)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionHead(Head):
+  """Real-valued outputs (counts on a log scale, ...); squared error by default."""
+  loss: str = 'mse'
+  target_kind: ClassVar[str] = 'real'
+
+  def scores(self, logits):
+    return logits
+
+  def predict(self, logits):
+    return logits
+
+
+HEADS = {
+    'softmax': SoftmaxHead,
+    'sigmoid': SigmoidHead,
+    'binary_softmax': BinarySoftmaxHead,
+    'per_class': PerClassHead,
+    'chain': ChainHead,
+    'powerset': PowersetHead,
+    'regression': RegressionHead,
+}

@@ -1,0 +1,179 @@
+"""Trunks by name: a trunk maps the input dict to `(features, intermediates)`.
+
+`features` is `[batch, width]`; `intermediates` names other tensors a head may
+read instead (the headline model's auxiliary output sits on `'lstm'`).
+TRUNKS maps `config.trunk.kind` to a Flax module class; the rest of
+`config.trunk` becomes its attributes. A trunk declares what it reads from the
+data set (`reads`: input key -> the field kinds it accepts) and what it takes
+from it (`fit_to`: the vocabulary size of its token input), so a new trunk is
+one class plus one line in TRUNKS, and the model builder passes it nothing it
+did not ask for.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlheads import errors
+from mlheads.model import layers
+
+
+class Trunk(nn.Module):
+  """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
+
+  def reads(self) -> Mapping[str, tuple[str, ...]]:
+    """Input key -> the data set field kinds it may have ('tokens', 'features', 'image')."""
+    raise NotImplementedError
+
+  def fit_to(self, inputs: Mapping[str, object]) -> 'Trunk':
+    """The trunk with what it takes from the data set's input fields (default: nothing)."""
+    del inputs
+    return self
+
+
+def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object]
+          ) -> Trunk:
+  """`cls(**settings)`, checked against and fitted to the data set's input fields."""
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+  kind = next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
+  try:
+    trunk = cls(**settings)
+  except TypeError as e:
+    raise errors.UsageError(f'trunk {kind!r}: {e}') from None
+  for key, kinds in trunk.reads().items():
+    field = inputs.get(key)
+    if field is None:
+      raise errors.UsageError(f'trunk {kind!r} reads input {key!r}, which the data set does '
+                              f'not have; its inputs are {sorted(inputs)}')
+    if field.kind not in kinds:
+      raise errors.UsageError(f'trunk {kind!r} reads input {key!r} as {"/".join(kinds)}, but '
+                              f'the data set\'s {key!r} is {field.kind}')
+  return trunk.fit_to(inputs)
+
+
+class TextTrunk(Trunk):
+  """Token ids -> Embedding -> LSTM, then optional side features -> Dense stack.
+
+  With the defaults of `headline` this is the seed's two-branch body: the LSTM
+  output (intermediate `'lstm'`) is concatenated with the 5 side numbers and
+  passed through 3 x Dense(64, relu).
+
+  Attributes:
+    vocab_size: number of token ids (taken from the data set's token field).
+    embed_dim: embedding width.
+    lstm_units: LSTM hidden size.
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids.
+    side_inputs: input keys of `[batch, n]` numbers concatenated to the LSTM output.
+    mask_padding: if True, padding ids (0) do not update the LSTM state.
+      The seed's Keras model does not mask; left padding makes this matter little.
+  """
+  vocab_size: int = 0
+  embed_dim: int = 128
+  lstm_units: int = 64
+  hidden: Sequence[int] = ()
+  text_input: str = 'tokens'
+  side_inputs: Sequence[str] = ()
+  mask_padding: bool = True
+
+  def reads(self):
+    return {self.text_input: ('tokens',), **{k: ('features',) for k in self.side_inputs}}
+
+  def fit_to(self, inputs):
+    return self.clone(vocab_size=inputs[self.text_input].vocab_size)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    tokens = inputs[self.text_input]
+    embed = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=layers.embed_init,
+                     name='embedding')
+    valid = (tokens != 0) if self.mask_padding else None
+    # The LSTM reads the table itself: it can then skip materializing the embeddings.
+    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens,
+                                                      table=embed.embedding)
+    h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
+    return h, {'lstm': lstm}
+
+
+class HeadlineTrunk(TextTrunk):
+  """The seed's body: Embedding(512), LSTM(32), [lstm, extra] -> 3 x Dense(64), no masking."""
+  embed_dim: int = 512
+  lstm_units: int = 32
+  hidden: Sequence[int] = (64, 64, 64)
+  side_inputs: Sequence[str] = ('extra',)
+  mask_padding: bool = False
+
+
+class MLPTrunk(Trunk):
+  """Numeric inputs concatenated -> Dense(relu) stack.
+
+  Attributes:
+    inputs_keys: input keys of `[batch, ...]` numbers (flattened).
+    hidden: Dense widths.
+  """
+  inputs_keys: Sequence[str] = ('features',)
+  hidden: Sequence[int] = (64, 64)
+
+  def reads(self):
+    return {k: ('features', 'image') for k in self.inputs_keys}
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    h = jnp.concatenate([inputs[k].reshape(inputs[k].shape[0], -1).astype(jnp.float32)
+                         for k in self.inputs_keys], -1)
+    inter = {}
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
+      inter[f'dense_{i}'] = h
+    return h, inter
+
+
+class ConvTrunk(Trunk):
+  """A small CNN for the digit mosaics: [Conv 3x3 (relu) -> max-pool 2] per width,
+  then flatten -> Dense(relu) stack.
+
+  Attributes:
+    image_input: input key of the `[batch, height, width, channels]` images.
+    channels: output channels of each conv block.
+    hidden: Dense widths after flattening.
+  """
+  image_input: str = 'image'
+  channels: Sequence[int] = (32, 64)
+  hidden: Sequence[int] = (128,)
+
+  def reads(self):
+    return {self.image_input: ('image',)}
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    del train
+    h = inputs[self.image_input].astype(jnp.float32)
+    for i, c in enumerate(self.channels):
+      h = nn.relu(nn.Conv(c, (3, 3), kernel_init=layers.glorot, name=f'conv_{i}')(h))
+      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    inter = {'conv': h}  # [batch, flattened conv features], for a head that skips the Dense.
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
+    return h, inter
+
+
+TRUNKS = {
+    'headline': HeadlineTrunk,
+    'text': TextTrunk,
+    'mlp': MLPTrunk,
+    'conv': ConvTrunk,
+}
+
+
+def get(kind: str) -> type[Trunk]:
+  """The trunk class `config.trunk.kind` names; the one place that name is checked (B14)."""
+  if kind not in TRUNKS:
+    raise errors.UsageError(f'unknown trunk {kind!r}; known: {sorted(TRUNKS)}')
+  return TRUNKS[kind]
