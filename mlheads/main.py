@@ -8,10 +8,10 @@ import os
 import time
 
 from absl import flags
-import jax
 from absl import logging
 from ml_collections import config_flags
 
+from mlheads import distributed
 from mlheads import errors
 from mlheads import train
 
@@ -41,9 +41,7 @@ class _LibraryChatter(logging.logging.Filter):
 def main(argv):
   logging.get_absl_handler().addFilter(_LibraryChatter())
   if FLAGS.coordinator_address or FLAGS.distributed:
-    # CPU processes need a collectives backend to all-reduce gradients; GPUs/TPUs ignore it.
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
   name = FLAGS.experiment or 'run'

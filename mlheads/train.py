@@ -4,12 +4,15 @@
   set-up            every setting, name and the workdir is checked before any data is
                     read, the data before anything compiles; the model, the state (or
                     the one resumed from the workdir) and the compiled steps;
-  the loop          one step per batch, the state donated; the host reads the losses
+  the loop          one step per batch (streamed from the prepared files, each process
+                    reading its own rows), the state donated; the host reads the losses
                     only every `log_every_steps` steps; validation and a checkpoint at
-                    the end of each epoch; SIGTERM saves and exits 143;
+                    the end of each epoch; SIGTERM saves (the same step on every
+                    process) and exits 143;
   final evaluation  the best checkpoint on validation and test, at each head's own
                     threshold and at per-class thresholds tuned on validation, into
-                    metrics.json and the report.
+                    metrics.json (with `params_sha256`, the trained parameters'
+                    fingerprint) and the report.
 """
 
 import functools
@@ -24,6 +27,7 @@ import optax
 import tqdm
 
 from mlheads import configs
+from mlheads import distributed
 from mlheads import optimizers
 from mlheads import sharding
 from mlheads.data import pipeline
@@ -32,6 +36,7 @@ from mlheads.evaluation import runner
 from mlheads.model import model as model_lib
 from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
+from mlheads.state import manifest as manifest_lib
 from mlheads.state import train_state
 from mlheads.state import workdir as workdir_lib
 from mlheads.state import writers
@@ -115,35 +120,41 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Writes into `workdir`: config.json, metrics.jsonl, tensorboard/, checkpoints/
   (latest and best, with thresholds tuned on validation), metrics.json and the
   report. Everything that can be wrong with the data or the config is raised
-  before the workdir is created. Returns the summary written to metrics.json.
+  before the workdir is created. With several processes (jax.distributed), every
+  process runs this; each reads only its rows of every batch, all write the
+  checkpoints together, and only process 0 writes the other files. Returns the
+  summary written to metrics.json.
   """
   # ---------------------------------------------------------------- set-up
   spec, tx, (best_name, best_mode) = check_config(config)
   workdir_lib.check_resumable(config, workdir)
-  ds, arrays = data_lib.load_checked(config)
-  model, heads = spec.build(ds, arrays['train'])
+  ds = distributed.first_on_process_0(lambda: data_lib.load_checked(config),
+                                      'to prepare or check the data set')
+  train_keys = spec.train_keys(ds)
+  model, heads = spec.build(ds, pipeline.read_split(ds.split('train'), train_keys)
+                            if train_keys else None)
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),
-                             parallel.replicated)
+                             parallel.replicated, config.dtype)
   step_fn = make_train_step(heads, parallel)
-  eval_fn = runner.make_eval_fn(model, heads, parallel)
+  eval_fn = runner.make_eval_fn(model, heads, parallel, config.dtype)
 
   def predict(params, split):
-    return runner.predict_split(eval_fn, params, ds, arrays[split], config.eval_batch_size,
+    return runner.predict_split(eval_fn, params, ds, ds.split(split), config.eval_batch_size,
                                 heads)
 
   table, n_params = model_lib.parameter_overview(state.params)
   logging.info('Parameters:\n%s', table)
   logging.info('Total parameters: %s', f'{n_params:,}')
-  logging.info('Devices: %s (%d processes)', jax.devices(), jax.process_count())
-  n_train = pipeline.num_rows(arrays['train'])
+  logging.info('%s; computing in %s', distributed.describe(), config.dtype)
+  n_train = pipeline.num_rows(ds.split('train'))
   steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
   total_steps = steps_per_epoch * config.epochs
   logging.info('Train %d examples: %d steps/epoch x %d epochs = %d steps of batch %d.',
                n_train, steps_per_epoch, config.epochs, total_steps, config.batch_size)
 
   os.makedirs(workdir, exist_ok=True)
-  primary = jax.process_index() == 0
+  primary = distributed.is_primary()
   with workdir_lib.WorkdirLock(workdir, enabled=primary), \
       workdir_lib.PreemptionFlag() as preempted, \
       checkpoints.Checkpointer(workdir, max_to_keep=2, best_metric=best_name,
@@ -161,22 +172,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writers.atomic_write(os.path.join(workdir, 'config.json'),
                            config.to_json_best_effort(indent=2))
 
-    with writers.MetricWriter(workdir) as writer:
+    with writers.MetricWriter(workdir, enabled=primary) as writer:  # B30: process 0 only
       # ------------------------------------------------------------ the loop
       start_step = int(state.step)
-      batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
-                                       config.epochs, start_step)
+      batches = pipeline.train_batches(ds, ds.split('train'), config.batch_size, config.seed,
+                                       config.epochs, start_step,
+                                       rows=parallel.process_rows(config.batch_size))
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
-      with tqdm.tqdm(total=total_steps, initial=start_step, disable=not config.progress,
-                     unit='step', dynamic_ncols=True) as bar:
+      with tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
+                     disable=not (config.progress and primary)) as bar:
         for step in range(start_step, total_steps):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
           seen += config.batch_size
           bar.update(1)
           done = step + 1
+          stop = preempted.reached(done - start_step)  # the same `done` on every process
           end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
-          if len(history) >= config.log_every_steps or end_of_epoch or preempted.requested:
+          if len(history) >= config.log_every_steps or end_of_epoch or stop:
             host = jax.device_get(history)
             check_finite(host, hist_start)
             mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -196,15 +209,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
               extras = extras_lib.make(config, ds, heads, runner.tune_thresholds(heads, preds),
                                        epoch)
               ckpt.save(done, state, extras=extras, metrics=runner.flatten(val))
-          if preempted.requested:
+          if stop:
             ckpt.save(done, state, extras=extras_lib.make(config, ds, heads, {},
                                                           done // steps_per_epoch))
+            logging.warning('SIGTERM: saved step %d; exiting with %d.', done,
+                            workdir_lib.PREEMPTED_EXIT_CODE)
             bar.write(f'SIGTERM: saved step {done}; exiting with '
                       f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
 
     # -------------------------------------------------------- final evaluation
     trained_steps = int(state.step)
+    params_sha256 = manifest_lib.tree_sha256(state.params)  # the parameters training ended with
+    logging.info('Trained %d steps; params_sha256 %s', trained_steps, params_sha256)
     state, extras, _ = ckpt.restore_best(state)
     preds = {s: predict(state.params, s) for s in ('validation', 'test')}
     thresholds = extras.get('thresholds') or runner.tune_thresholds(heads, preds['validation'])
@@ -215,6 +232,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'parameters': n_params,
         **runner.summarize(heads, preds, thresholds),
         'steps': trained_steps,
+        'params_sha256': params_sha256,
     }
     runner.log_summary(summary)
     if primary:

@@ -11,10 +11,10 @@ PACKAGE = pathlib.Path(ROOT) / 'mlheads'
 # Who may import whom: commands -> train -> model / data / evaluation / state -> errors.
 # A module of a layer imports modules of its own layer or of layers to its right.
 LAYERS = ('commands', 'main', 'train', 'evaluation', 'state', 'model', 'data',
-          'configs', 'optimizers', 'sharding', 'errors')
+          'configs', 'optimizers', 'sharding', 'distributed', 'errors')
 BELOW = {
     'commands': set(LAYERS) - {'main'},
-    'main': {'train', 'errors'},
+    'main': {'train', 'distributed', 'errors'},
     'train': set(LAYERS) - {'commands', 'main', 'train'},
     'evaluation': {'evaluation', 'state', 'model', 'data', 'errors'},
     'state': {'state', 'model', 'data', 'errors'},
@@ -23,6 +23,7 @@ BELOW = {
     'configs': {'errors'},
     'optimizers': {'errors'},
     'sharding': set(),
+    'distributed': {'errors'},
     'errors': set(),
 }
 

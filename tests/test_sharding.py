@@ -67,7 +67,7 @@ state = trainer.init_state(0)
 batch = _batch(ds, arrays, 16)
 losses = []
 for _ in range(5):
-  state, s = trainer.train_step(state, trainer.shard(batch))
+  state, s = trainer.train_step(state, trainer.parallel.shard_global(batch))
   losses.append(float(s['loss']))
 print(json.dumps({'process': jax.process_index(), 'devices': jax.device_count(),
                   'losses': losses}))

@@ -121,8 +121,10 @@ def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarra
   batch_size = -(-batch_size // devices) * devices  # whole batches per device
   model, heads = model_lib.build_model(config, ds, fitted_heads=ckpt.heads)
   parallel = sharding.DataParallel.over_all_devices()
+  # Runs saved before config.dtype existed computed in float32.
+  dtype = config.get('dtype', 'float32')
   target = train_state.create(model, optimizers.make(config), config.seed,
-                              pipeline.example_inputs(ds), parallel.replicated)
+                              pipeline.example_inputs(ds), parallel.replicated, dtype)
   with checkpoints.Checkpointer(workdir) as ck:
     state, _, _ = ck.restore(target, ckpt.step)
   n = len(next(iter(inputs.values())))
@@ -131,8 +133,8 @@ def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarra
     arrays[key] = np.zeros((n,) + f.shape, np.float32)
     if f.has_mask:
       arrays[f'{key}_mask'] = np.ones((n,) + f.shape, np.float32)
-  preds = runner.predict_split(runner.make_eval_fn(model, heads, parallel), state.params, ds,
-                               arrays, batch_size, heads)
+  preds = runner.predict_split(runner.make_eval_fn(model, heads, parallel, dtype), state.params,
+                               ds, arrays, batch_size, heads)
   return {name: p['scores'] for name, p in preds.items()}
 
 

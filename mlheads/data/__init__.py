@@ -8,8 +8,9 @@ inputs `{key: [n, ...]}` with the data set's metadata (tokenizer, scaling). Each
 builder makes its records with it, and predict encodes new rows with it. A new
 data set is one module plus one line here.
 
-`load_checked(config)` is what training calls: the prepared splits, read into
-memory and checked (B01-B11) before anything compiles.
+`load_checked(config)` is what training calls: the prepared splits as sources
+read batch by batch from their files (records.py), whose contents were checked
+(B01-B11) when they were prepared; a run checks only what was recorded then.
 """
 
 import dataclasses
@@ -26,7 +27,6 @@ from mlheads.data import checks
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
-from mlheads.data import pipeline
 from mlheads.data import tweets
 
 
@@ -69,23 +69,20 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             f'(splits {planned}); use more rows or a smaller '
                             '--config.batch_size')
   meta = base.prepare(b)
-  fields = b.fields()
-  inputs = {k: f for k, f in fields.items() if f.kind in ('tokens', 'features', 'image')}
-  targets = {k: f for k, f in fields.items() if f.kind in ('binary', 'real')}
-  splits = {s: b.as_data_source(s) for s in b.info.splits}
+  inputs, targets = base.split_fields(b.fields())
+  splits = base.prepared_splits(b)
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
   return base.Dataset(name=data_config.name, splits=splits, inputs=inputs, targets=targets,
                       meta=meta)
 
 
-def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
-  """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
+def load_checked(config) -> base.Dataset:
+  """The data set, its records checked (B01-B11) when prepared and its splits as sources;
+  raises before anything compiles."""
   ds = load(config.data, batch_size=config.batch_size)
-  arrays = {}
-  for split in base.SPLITS:
-    arrays[split] = pipeline.read_split(ds.split(split))
-    checks.check_split(ds, split, arrays[split])
-  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), config.batch_size)
-  logging.info('Labels in train: %s', checks.label_summary(ds, arrays['train']))
-  return ds, arrays
+  recorded = base.meta_entry(ds.meta, 'checks', ds.name)
+  checks.check_recorded(ds, recorded, {s: len(ds.split(s)) for s in base.SPLITS},
+                        config.batch_size)
+  logging.info('Labels in train: %s', recorded['train']['labels'])
+  return ds

@@ -1,11 +1,15 @@
 """What every data set gives the trainer, and the tfds builder they share.
 
 A data set is prepared once by a tfds builder (array_record files, no
-TensorFlow), then read back as random-access data sources. Each record is a flat
-dict of numpy arrays: the model inputs, the targets, and for a target with
-missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
+TensorFlow), then read back by index, a batch at a time (records.RecordSource). Each
+record is a flat dict of numpy arrays: the model inputs, the targets, and for a target
+with missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
 `Dataset` says which keys are which, so the pipeline can hand the train step
 `{'inputs': {...}, 'targets': {...}, 'masks': {...}}`.
+
+The record checks (checks.py, B01-B11) run once, on the arrays a builder makes, before
+tfds writes anything; what they counted goes into the data set's metadata (`checks`),
+so a run reads it instead of reading whole splits into memory.
 """
 
 import abc
@@ -21,6 +25,8 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
+from mlheads.data import checks
+from mlheads.data import records
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -50,7 +56,7 @@ class Field:
 class Dataset:
   """A prepared data set: its splits and what its keys mean."""
   name: str
-  splits: Mapping[str, Sequence[dict[str, np.ndarray]]]
+  splits: Mapping[str, Any]  # split -> a source: len() and read(indices) (pipeline.py)
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
@@ -67,14 +73,37 @@ class Dataset:
     return self.splits[name]
 
 
-def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
-  """The tfds feature spec for records made of `fields` (and their masks)."""
-  spec = {}
+INPUT_KINDS = ('tokens', 'features', 'image')
+# The release note of the builder versions that store tensors this way (every builder's).
+RAW_BYTES_NOTE = 'tensors stored as raw bytes; metadata: the record checks'
+
+
+
+def split_fields(fields: Mapping[str, Field]) -> tuple[dict[str, Field], dict[str, Field]]:
+  """(inputs, targets) of a record layout, by field kind."""
+  return ({k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
+          {k: f for k, f in fields.items() if f.kind not in INPUT_KINDS})
+
+
+def record_layout(fields: Mapping[str, Field]) -> dict[str, tuple[tuple[int, ...], str]]:
+  """Every key a record holds (fields and their masks) -> (shape, dtype name)."""
+  layout = {}
   for key, f in fields.items():
-    spec[key] = tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype))
+    layout[key] = (f.shape, f.dtype)
     if f.has_mask:
-      spec[f'{key}_mask'] = tfds.features.Tensor(shape=f.shape, dtype=np.float32)
-  return tfds.features.FeaturesDict(spec)
+      layout[f'{key}_mask'] = (f.shape, 'float32')
+  return layout
+
+
+def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
+  """The tfds feature spec for records made of `fields` (and their masks).
+
+  Tensors are stored as raw bytes, which records.RecordSource decodes a batch at a time.
+  """
+  return tfds.features.FeaturesDict({
+      key: tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype),
+                                encoding=tfds.features.Encoding.BYTES)
+      for key, (shape, dtype) in record_layout(fields).items()})
 
 
 class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
@@ -105,6 +134,9 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
+    inputs, targets = split_fields(self.fields())
+    layout = Dataset(name=self.name, splits={}, inputs=inputs, targets=targets, meta={})
+    meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
     # Stored as one JSON string: MetadataDict round-trips it exactly.
     self.info.metadata['mlheads'] = json.dumps(meta)
     return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
@@ -145,11 +177,24 @@ def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
 
 
 def prepare(builder: ArrayBuilder) -> dict:
-  """Builds the data set once (cached in the builder's data_dir); returns its metadata."""
+  """Builds the data set once (cached in the builder's data_dir), checks that its files are
+  the ones prepared (B12), and returns its metadata."""
   if not builder.is_prepared():
     logging.info('Preparing %s in %s (once; later runs reuse it).', builder.name, builder.data_dir)
-  builder.download_and_prepare()
-  return builder.metadata()
+    builder.download_and_prepare()
+    records.record_files(builder.data_dir)
+  records.verify_files(builder.data_dir)
+  try:
+    return builder.metadata()
+  except (KeyError, ValueError) as e:  # metadata.json damaged in a way its hash missed
+    raise errors.UsageError(f'prepared data in {builder.data_dir}: unreadable metadata ({e}); '
+                            'delete the folder to prepare the data set again') from None
+
+
+def prepared_splits(builder: ArrayBuilder) -> dict[str, records.RecordSource]:
+  """Each split of a prepared builder as a source read from its files."""
+  layout = record_layout(builder.fields())
+  return {s: records.RecordSource(builder, s, layout) for s in builder.info.splits}
 
 
 # The packaged tables' fixed split: rows permuted by this seed, then cut 80/10/10.

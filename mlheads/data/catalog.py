@@ -4,8 +4,8 @@ The catalog builder prepares its own data once (it needs the network the
 first time; a copy prepared elsewhere with
 `tfds build goemotions --file_format=array_record` and placed in the data dir
 works offline), and is read through `tfds.builder(name).as_data_source`. Its
-records are then mapped, in memory at each run, to the record layout every
-mlheads data set has:
+records are then mapped, in memory at each run (and checked there, B01-B11), to the
+record layout every mlheads data set has:
   tokens  `[max_len]` int32: the text as word ids (vocabulary built on the
           train split, as for the tweets; 1 = out of vocabulary).
   labels  `[K]` float32 0/1: one column per boolean label feature.
@@ -27,6 +27,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import checks
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -133,20 +134,23 @@ def loader(data_config) -> base.Dataset:
   tok = tokenizer_lib.Tokenizer.fit(raw['train'][0], data_config.vocab_size,
                                     data_config.max_len)
   coding = {'tokenizer': tok.to_json()}
-  splits, truncated = {}, {}
+  arrays, truncated = {}, {}
   for name, (texts, labels) in raw.items():
     inputs, truncated[name] = encode(pd.DataFrame({'text': texts}, dtype=object), coding,
                                      f'{data_config.name} {name}')
-    splits[name] = pipeline.ArraySource({**inputs, TARGET: labels})
+    arrays[name] = {**inputs, TARGET: labels}
   logging.info('%s (tfds catalog, %s): %s rows; vocabulary %d words; texts truncated to %d '
                'tokens: %s.', data_config.name, b.data_dir,
-               {k: len(v) for k, v in splits.items()}, tok.vocab_size, data_config.max_len,
-               truncated)
+               {k: len(v[TARGET]) for k, v in arrays.items()}, tok.vocab_size,
+               data_config.max_len, truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset(
-      name=data_config.name, splits=splits,
+  ds = base.Dataset(
+      name=data_config.name, splits={k: pipeline.ArraySource(v) for k, v in arrays.items()},
       inputs={'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
                                    vocab_size=data_config.vocab_size)},
       targets={TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)},
       meta=meta)
+  # Mapped in memory at each run, so checked here, as a builder checks what it writes.
+  meta['checks'] = checks.check_splits(ds, arrays)
+  return ds

@@ -1,13 +1,19 @@
-"""Input checks run once per split before anything compiles (RELIABILITY.md B01-B11).
+"""Input checks (RELIABILITY.md B01-B11), run once per split on the arrays a data set is
+prepared from, before anything is written (base.ArrayBuilder), or at load for data sets
+mapped in memory (catalog.py).
 
 Each failure is one line naming the data set and split, the row, the key and
-column, and the bad value.
+column, and the bad value. What the checks counted (`check_splits`) is recorded in the
+data set's metadata; a run reads it back (`check_recorded`) instead of the whole splits.
+
+`ds` below is a base.Dataset (or anything with its `name`, `inputs` and `targets`).
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from mlheads import errors
-from mlheads.data import base
 
 
 def _first_bad(bad: np.ndarray):
@@ -16,7 +22,7 @@ def _first_bad(bad: np.ndarray):
   return int(idx[0]), (int(idx[1]) if len(idx) > 1 else 0)
 
 
-def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> None:
+def check_split(ds, split: str, arrays: dict[str, np.ndarray]) -> None:
   """Raises UsageError at the first bad value in one split's arrays."""
   where = f'data set {ds.name}, split {split}'
   n = len(next(iter(arrays.values()))) if arrays else 0
@@ -56,13 +62,13 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
                                 f'{float(flat[r, c])}, not 0 or 1')
 
 
-def check_batch_size(ds: base.Dataset, split: str, n: int, batch_size: int) -> None:
+def check_batch_size(ds, split: str, n: int, batch_size: int) -> None:
   if n < batch_size:
     raise errors.UsageError(f'data set {ds.name}, split {split}: {n} examples, fewer than '
                             f'one batch of {batch_size}')
 
 
-def label_summary(ds: base.Dataset, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
+def label_summary(ds, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
   """Per binary target: positives per class, all-negative rows, classes with no positive (B05)."""
   out = {}
   for key, f in ds.targets.items():
@@ -79,3 +85,25 @@ def label_summary(ds: base.Dataset, arrays: dict[str, np.ndarray]) -> dict[str, 
                                      for c in np.flatnonzero(pos == 0)],
     }
   return out
+
+
+def check_splits(ds, splits: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+  """Checks every split (raising at the first bad value) and returns what to record in the
+  metadata: `{split: {'examples': n, 'labels': label_summary}}`."""
+  out = {}
+  for split, arrays in splits.items():
+    check_split(ds, split, arrays)
+    out[split] = {'examples': len(next(iter(arrays.values()))),
+                  'labels': label_summary(ds, arrays)}
+  return out
+
+
+def check_recorded(ds, recorded: Mapping, sizes: Mapping[str, int], batch_size: int) -> None:
+  """A prepared data set's recorded checks against its splits as read now (`sizes`: split
+  -> examples), and the train split against one batch (B11)."""
+  for split in sizes:
+    want = recorded.get(split, {}).get('examples')
+    if want != sizes.get(split):
+      raise errors.UsageError(f'data set {ds.name}, split {split}: {sizes.get(split)} examples, '
+                              f'but {want} were checked when it was prepared; prepare it again')
+  check_batch_size(ds, 'train', sizes['train'], batch_size)

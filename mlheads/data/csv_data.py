@@ -272,8 +272,9 @@ class CsvConfig(tfds.core.BuilderConfig):
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
   # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'metadata: columns', '1.0.0': 'first version'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': base.RAW_BYTES_NOTE, '1.1.0': 'metadata: columns',
+                   '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):

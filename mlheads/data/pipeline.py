@@ -1,15 +1,20 @@
-"""Grain pipelines: shuffled training batches and complete evaluation batches.
+"""Grain pipelines that stream a split by index: shuffled training batches, complete
+evaluation batches.
 
-The training order is a pure function of (seed, step): batch `s` is element `s`
-of a grain MapDataset that reshuffles every epoch, so a resumed run sees exactly
-the batches an uninterrupted one would. Evaluation covers every example: the
-last partial batch is padded and its padding masked out through `valid`.
+A split is a *source*: `len(source)` examples and `source.read(indices)` returning
+`{key: [len(indices), ...]}`, either `ArraySource` (arrays in memory) or
+`records.RecordSource` (the prepared array_record files, read batch by batch, so a data
+set need not fit in memory). The training order is a pure function of (seed, step): batch
+`s` is element `s` of a grain MapDataset of example indices that reshuffles every epoch,
+so a resumed run sees exactly the batches an uninterrupted one would. With several
+processes each reads only its own rows of every global batch. Evaluation covers every example: the last
+partial batch is padded and its padding masked out through `valid`.
 
 A batch is `{'inputs': {key: [B, ...]}, 'targets': {key: [B, K]},
 'masks': {key: [B, K]}, 'valid': [B]}`.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -18,7 +23,7 @@ from mlheads.data import base
 
 
 class ArraySource:
-  """A grain random-access source over a dict of equally long arrays."""
+  """A split held in memory: a dict of equally long arrays, read by index."""
 
   def __init__(self, arrays: Mapping[str, np.ndarray]):
     self.arrays = dict(arrays)
@@ -30,20 +35,28 @@ class ArraySource:
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     return {k: v[i] for k, v in self.arrays.items()}
 
+  def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[indices] for k, v in self.arrays.items()}
 
-def read_split(source, chunk: int = 4096) -> dict[str, np.ndarray]:
-  """Reads a whole tfds data source into `{key: [n, ...]}` arrays.
 
-  The data sets here are small (at most tens of MB), so each split is read once
-  and checked as a whole before anything compiles.
+def as_source(split):
+  """A source as it is; a `{key: [n, ...]}` dict of arrays as an ArraySource."""
+  return ArraySource(split) if isinstance(split, Mapping) else split
+
+
+def read_split(split, keys: Sequence[str] | None = None,
+               chunk: int = 65_536) -> dict[str, np.ndarray]:
+  """A whole split (or only its `keys`) as `{key: [n, ...]}` arrays, read in chunks.
+
+  For what must see every example at once (a head fitted on the train labels, tests);
+  training and evaluation stream instead.
   """
+  source = as_source(split)
   n = len(source)
   parts = []
   for start in range(0, n, chunk):
-    keys = list(range(start, min(n, start + chunk)))
-    records = source.__getitems__(keys) if hasattr(source, '__getitems__') else [
-        source[i] for i in keys]
-    parts.append({k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]})
+    got = source.read(np.arange(start, min(n, start + chunk)))
+    parts.append({k: got[k] for k in (keys or got)})
   if not parts:
     return {}
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -63,9 +76,11 @@ def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray)
   return batch
 
 
-def num_rows(arrays: Mapping[str, np.ndarray]) -> int:
-  """The number of examples in a split's `{key: [n, ...]}` arrays."""
-  return len(next(iter(arrays.values())))
+def num_rows(split) -> int:
+  """The number of examples in a split (a source or `{key: [n, ...]}` arrays)."""
+  if isinstance(split, Mapping):
+    return len(next(iter(split.values())))
+  return len(split)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -77,36 +92,51 @@ def example_inputs(ds: base.Dataset) -> dict[str, np.ndarray]:
   return {k: np.zeros((1,) + f.shape, f.dtype) for k, f in ds.inputs.items()}
 
 
-def train_dataset(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
-                  seed: int, num_epochs: int) -> grain.MapDataset:
-  """Batch `s` of the result is training step `s`'s batch (drop_remainder)."""
-  ones = np.ones((batch_size,), np.float32)
-  return (grain.MapDataset.source(ArraySource(arrays))
+def train_dataset(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,
+                  rows: slice | None = None) -> grain.MapDataset:
+  """Element `s` is training step `s`'s batch (drop_remainder), or its `rows` only: the
+  part this process feeds (`sharding.DataParallel.process_rows`).
+
+  Only indices are shuffled and batched; each element reads its own rows from the source
+  when it is asked for, so nothing but the prefetched batches is held in memory.
+  """
+  source = as_source(split)
+  rows = slice(0, batch_size) if rows is None else rows
+  ones = np.ones((rows.stop - rows.start,), np.float32)
+  return (grain.MapDataset.range(len(source))
           .shuffle(seed=seed)
           .repeat(num_epochs)
           .batch(batch_size, drop_remainder=True)
-          .map(lambda b: _structure(ds, b, ones)))
+          .map(lambda idx: _structure(ds, source.read(idx[rows]), ones)))
 
 
-def train_batches(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
-                  seed: int, num_epochs: int, start_step: int = 0,
-                  prefetch: int = 8) -> Iterator[dict]:
-  """Training batches from `start_step` on, prefetched by background threads."""
-  data = train_dataset(ds, arrays, batch_size, seed, num_epochs)[start_step:]
+def train_batches(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,
+                  start_step: int = 0, prefetch: int = 8,
+                  rows: slice | None = None) -> Iterator[dict]:
+  """Training batches from `start_step` on (their `rows`), read ahead by threads."""
+  data = train_dataset(ds, split, batch_size, seed, num_epochs, rows)[start_step:]
   return iter(data.to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch)))
 
 
-def eval_batches(ds: base.Dataset, arrays: dict[str, np.ndarray],
-                 batch_size: int) -> Iterator[dict]:
-  """Every example once, in order; the last batch padded with `valid` = 0."""
-  n = len(next(iter(arrays.values())))
-  for start in range(0, n, batch_size):
+def eval_batches(ds: base.Dataset, split, batch_size: int, prefetch: int = 4) -> Iterator[dict]:
+  """Every example once, in order, in global batches; the last one padded with `valid` = 0.
+
+  Every process reads whole batches (evaluation splits are a fraction of the data), read
+  ahead by a thread while the previous batch is evaluated.
+  """
+  source = as_source(split)
+  n = len(source)
+
+  def batch(start):
     stop = min(n, start + batch_size)
-    flat = {k: v[start:stop] for k, v in arrays.items()}
+    idx = np.arange(start, stop)
     valid = np.ones((batch_size,), np.float32)
     if stop - start < batch_size:
-      pad = batch_size - (stop - start)
-      flat = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in flat.items()}
       valid[stop - start:] = 0.0
-    yield _structure(ds, flat, valid)
+      idx = np.concatenate([idx, np.full((batch_size - (stop - start),), stop - 1)])
+    return _structure(ds, source.read(idx), valid)
+
+  starts = grain.MapDataset.source(range(0, n, batch_size)).map(batch)
+  return iter(starts.to_iter_dataset(
+      grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)))

@@ -2,7 +2,7 @@
 thresholds tuned on validation, and the metric that picks the best checkpoint.
 
     eval_fn = make_eval_fn(model, heads, parallel)          # jitted once
-    preds = predict_split(eval_fn, params, ds, arrays, batch_size, heads)
+    preds = predict_split(eval_fn, params, ds, split, batch_size, heads)
     metrics = all_metrics(heads, preds)                       # each head's own threshold
     tuned = all_metrics(heads, preds, tune_thresholds(heads, preds_on_validation))
 """
@@ -18,6 +18,7 @@ from mlheads import errors
 from mlheads.data import pipeline
 from mlheads.evaluation import metrics as metrics_lib
 from mlheads.evaluation import thresholds as thresholds_lib
+from mlheads.model import model as model_lib
 
 # Metrics where lower is better (for picking the best checkpoint).
 LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'hamming_loss', 'coverage_error', 'label_ranking_loss',
@@ -36,23 +37,26 @@ def eval_step(params, batch, *, apply_fn, heads):
   return scores, losses
 
 
-def make_eval_fn(model, heads, parallel) -> Callable:
-  """`(params, host batch) -> (scores, losses)`: `eval_step` jitted once over the mesh."""
-  step = jax.jit(functools.partial(eval_step, apply_fn=model.apply, heads=heads),
+def make_eval_fn(model, heads, parallel, dtype: str = 'float32') -> Callable:
+  """`(params, global host batch) -> (scores, losses)`: `eval_step` jitted once over the
+  mesh, computing in `dtype` (model.ComputeIn), as training does."""
+  step = jax.jit(functools.partial(eval_step, apply_fn=model_lib.ComputeIn(model.apply, dtype),
+                                   heads=heads),
                  in_shardings=(parallel.replicated, parallel.batch),
                  out_shardings=parallel.replicated)
-  return lambda params, batch: step(params, parallel.shard(batch))
+  return lambda params, batch: step(params, parallel.shard_global(batch))
 
 
-def predict_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
-                  batch_size: int, heads) -> dict[str, dict]:
-  """Runs the model over every example once.
+def predict_split(eval_fn: Callable, params, ds, split, batch_size: int,
+                  heads) -> dict[str, dict]:
+  """Runs the model over every example of `split` (a source or `{key: [n, ...]}` arrays)
+  once, streaming it in batches.
 
   Returns output name -> {'scores' [n, K], 'labels' [n, K], 'mask' [n, K],
   'loss' [n]} as numpy, in split order.
   """
   parts = {name: {'scores': [], 'labels': [], 'mask': [], 'loss': []} for name in heads}
-  for batch in pipeline.eval_batches(ds, arrays, batch_size):
+  for batch in pipeline.eval_batches(ds, split, batch_size):
     valid = batch['valid'] > 0
     scores, losses = jax.device_get(eval_fn(params, batch))
     for name, head in heads.items():

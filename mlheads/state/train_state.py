@@ -5,6 +5,8 @@ import functools
 from flax.training import train_state
 import jax
 
+from mlheads.model import model as model_lib
+
 
 class TrainState(train_state.TrainState):
   # Raw uint32 key data (checkpointable); step s uses fold_in(rng, s): a pure function of
@@ -12,14 +14,16 @@ class TrainState(train_state.TrainState):
   rng: jax.Array
 
 
-def create(model, tx, seed: int, example_inputs, sharding) -> TrainState:
+def create(model, tx, seed: int, example_inputs, sharding, dtype: str = 'float32') -> TrainState:
   """A fresh state: `model` initialized on `example_inputs` (`{key: [1, ...]}`) from `seed`,
-  placed with `sharding` (replicated)."""
+  placed with `sharding` (replicated). Parameters are float32; `apply_fn` computes in
+  `dtype` (model.ComputeIn)."""
   params_key, rng = jax.random.split(jax.random.PRNGKey(seed))
 
   @functools.partial(jax.jit, out_shardings=sharding)
   def init(params_key, rng):
     params = model.init(params_key, example_inputs)['params']
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng)
+    return TrainState.create(apply_fn=model_lib.ComputeIn(model.apply, dtype), params=params,
+                             tx=tx, rng=rng)
 
   return init(params_key, rng)
