@@ -48,6 +48,8 @@ def _run(devices: int) -> dict:
 
 
 def test_four_devices_train_like_one():
+  """B15: on 4 devices the same step gives the same losses, and a batch not divisible by the devices
+  is refused."""
   one, four = _run(1), _run(4)
   assert four['devices'] == 4 and "'data'" in four['spec']
   for a, b in zip(one['losses'], four['losses']):

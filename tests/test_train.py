@@ -133,6 +133,8 @@ def test_padding_rows_and_masked_labels_change_nothing():
 
 
 def test_label_width_mismatch_is_caught_at_trace_time():
+  """B03: `[B, 1]` labels that would broadcast against `[B, K]` logits fail at trace time, naming
+  the head."""
   ds, arrays = _toy()
   trainer = compiled(_config(), ds)
   batch = _batch(ds, arrays)
@@ -143,6 +145,7 @@ def test_label_width_mismatch_is_caught_at_trace_time():
 
 
 def test_unknown_target_head_kind_and_optimizer_list_the_known_names():
+  """B14: an unknown target, head kind or optimizer is one line listing the known names."""
   ds, _ = _toy()
   c = _config()
   c.heads.a.target = 'nope'
