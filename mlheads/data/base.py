@@ -107,13 +107,16 @@ def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
 
 
 class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
-  """A tfds builder whose splits are computed in memory from a packaged table.
+  """A tfds builder whose splits are computed as arrays: from a packaged table in memory,
+  or chunk by chunk from a file larger than memory.
 
-  Subclasses define `fields()` (every record key) and `make_splits()`, which
-  returns `{split: {key: [n, ...] array}}` and a JSON-serialisable metadata
-  dict (vocabulary, scaling, split rule) saved next to the data. tfds writes
-  into a temporary folder and renames it when done, so an interrupted build
-  leaves no half-written data set behind.
+  Subclasses define `fields()` (every record key) and `make_splits()`, which returns
+  `{split: {key: [n, ...] array}}` (or, per split, an iterable of such chunks) and a
+  JSON-serialisable metadata dict (vocabulary, scaling, split rule) saved next to the
+  data. The record checks (B01-B11) run on whole splits before anything is written, or
+  on each chunk as it is written; what they counted is recorded in the metadata
+  (`checks`). tfds writes into a temporary folder and renames it when done, so an
+  interrupted or failed build (a bad chunk) leaves no half-written data set behind.
   """
 
   @abc.abstractmethod
@@ -121,8 +124,8 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     """Every record key, inputs and targets alike."""
 
   @abc.abstractmethod
-  def make_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """Returns `({split: {key: array}}, metadata)`."""
+  def make_splits(self) -> tuple[dict[str, Any], dict]:
+    """Returns `({split: {key: array} or an iterable of them}, metadata)`."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -136,15 +139,36 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     splits, meta = self.make_splits()
     inputs, targets = split_fields(self.fields())
     layout = Dataset(name=self.name, splits={}, inputs=inputs, targets=targets, meta={})
-    meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
-    # Stored as one JSON string: MetadataDict round-trips it exactly.
-    self.info.metadata['mlheads'] = json.dumps(meta)
-    return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
+    if all(isinstance(v, Mapping) for v in splits.values()):
+      meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
+      self._set_metadata(meta)
+      return {name: self._generate_examples([arrays]) for name, arrays in splits.items()}
+    meta['checks'] = {}
+    self._set_metadata(meta)
+    return {name: self._generate_examples(chunks, layout, name, meta)
+            for name, chunks in splits.items()}
 
-  def _generate_examples(self, arrays):
-    n = len(next(iter(arrays.values())))
-    for i in range(n):
-      yield i, {k: v[i] for k, v in arrays.items()}
+  def _set_metadata(self, meta: dict) -> None:
+    # Stored as one JSON string: MetadataDict round-trips it exactly. tfds writes it to disk
+    # after the last split is generated, so chunked splits can record their checks late.
+    self.info.metadata['mlheads'] = json.dumps(meta)
+
+  def _generate_examples(self, chunks, layout=None, split=None, meta=None):
+    """Keys 0.. over a split's chunks; with `layout`, checks each chunk and records the
+    split's counts in `meta['checks']` once it is done."""
+    i, summary = 0, None
+    for arrays in chunks:
+      if layout is not None:
+        checks.check_split(layout, split, arrays, first_row=i)
+        summary = checks.merge_summaries(layout, summary, checks.label_summary(layout, arrays))
+      for j in range(len(next(iter(arrays.values())))):
+        yield i, {k: v[j] for k, v in arrays.items()}
+        i += 1
+    if layout is not None:
+      if not i:
+        raise errors.UsageError(f'data set {self.name}, split {split}: the split is empty')
+      meta['checks'][split] = {'examples': i, 'labels': summary}
+      self._set_metadata(meta)
 
   def metadata(self) -> dict:
     return json.loads(self.info.metadata['mlheads'])
@@ -222,12 +246,33 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndar
   return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+class Moments:
+  """Column means and stds of `[n, F]` rows added in chunks (Chan et al.'s pairwise update,
+  float64); rows added at once give numpy's `mean` and `std` bit for bit."""
+
+  def __init__(self, width: int):
+    self.n, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
+
+  def add(self, x: np.ndarray) -> 'Moments':
+    if len(x):
+      n, mean = len(x), x.mean(axis=0)
+      m2 = ((x - mean)**2).sum(axis=0)
+      if self.n:
+        total, delta = self.n + n, mean - self.mean
+        mean = self.mean + delta * (n / total)
+        m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
+      self.n, self.mean, self.m2 = self.n + n, mean, m2
+    return self
+
+  def scaling(self) -> dict:
+    """`{'mean', 'std'}` as JSON lists (a constant column gets std 1)."""
+    std = np.sqrt(self.m2 / max(self.n, 1))
+    return {'mean': self.mean.tolist(), 'std': np.where(std > 0, std, 1.0).tolist()}
+
+
 def fit_scaling(train: np.ndarray) -> dict:
   """The train split's column means and stds (a constant column gets std 1), as JSON lists."""
-  mean = train.mean(axis=0)
-  std = train.std(axis=0)
-  std = np.where(std > 0, std, 1.0)
-  return {'mean': mean.tolist(), 'std': std.tolist()}
+  return Moments(train.shape[1]).add(train).scaling()
 
 
 def apply_scaling(a: np.ndarray, scaling: Mapping[str, Any]) -> np.ndarray:

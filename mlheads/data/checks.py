@@ -22,8 +22,9 @@ def _first_bad(bad: np.ndarray):
   return int(idx[0]), (int(idx[1]) if len(idx) > 1 else 0)
 
 
-def check_split(ds, split: str, arrays: dict[str, np.ndarray]) -> None:
-  """Raises UsageError at the first bad value in one split's arrays."""
+def check_split(ds, split: str, arrays: dict[str, np.ndarray], first_row: int = 0) -> None:
+  """Raises UsageError at the first bad value in one split's arrays (or a chunk of them
+  whose first row is the split's row `first_row`)."""
   where = f'data set {ds.name}, split {split}'
   n = len(next(iter(arrays.values()))) if arrays else 0
   if n == 0:
@@ -39,27 +40,28 @@ def check_split(ds, split: str, arrays: dict[str, np.ndarray]) -> None:
       bad = (a < 0) | (a >= f.vocab_size)
       if bad.any():
         r, c = _first_bad(bad.reshape(n, -1))
-        raise errors.UsageError(f'{where}, row {r}: key {key!r} position {c}: token id '
-                                f'{a.reshape(n, -1)[r, c]} outside [0, {f.vocab_size})')
+        raise errors.UsageError(f'{where}, row {first_row + r}: key {key!r} position {c}: '
+                                f'token id {a.reshape(n, -1)[r, c]} outside '
+                                f'[0, {f.vocab_size})')
       continue
     flat = a.reshape(n, -1).astype(np.float64)
     mask = arrays.get(f'{key}_mask')
     known = np.ones_like(flat, bool) if mask is None else mask.reshape(n, -1) > 0
     if mask is not None and not np.isin(mask, (0.0, 1.0)).all():
       r, c = _first_bad(~np.isin(mask.reshape(n, -1), (0.0, 1.0)))
-      raise errors.UsageError(f'{where}, row {r}: {key}_mask column {col(c)} is '
+      raise errors.UsageError(f'{where}, row {first_row + r}: {key}_mask column {col(c)} is '
                               f'{float(mask.reshape(n, -1)[r, c])}, not 0 or 1')
     bad = ~np.isfinite(flat) & known
     if bad.any():
       r, c = _first_bad(bad)
-      raise errors.UsageError(f'{where}, row {r}: key {key!r} column {col(c)} is '
+      raise errors.UsageError(f'{where}, row {first_row + r}: key {key!r} column {col(c)} is '
                               f'{float(flat[r, c])}; values must be finite')
     if f.kind == 'binary':
       bad = ~np.isin(flat, (0.0, 1.0)) & known
       if bad.any():
         r, c = _first_bad(bad)
-        raise errors.UsageError(f'{where}, row {r}: label {key!r} column {col(c)} is '
-                                f'{float(flat[r, c])}, not 0 or 1')
+        raise errors.UsageError(f'{where}, row {first_row + r}: label {key!r} column '
+                                f'{col(c)} is {float(flat[r, c])}, not 0 or 1')
 
 
 def check_batch_size(ds, split: str, n: int, batch_size: int) -> None:
@@ -84,6 +86,21 @@ def label_summary(ds, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
         'classes_without_positive': [f.names[c] if c < len(f.names) else c
                                      for c in np.flatnonzero(pos == 0)],
     }
+  return out
+
+
+def merge_summaries(ds, a: dict | None, b: dict) -> dict:
+  """The label summary of two parts of a split (`a` None: `b` alone)."""
+  if a is None:
+    return b
+  out = {}
+  for key, x in a.items():
+    pos = [p + q for p, q in zip(x['positives'], b[key]['positives'])]
+    names = ds.targets[key].names
+    out[key] = {'positives': pos,
+                'all_negative_rows': x['all_negative_rows'] + b[key]['all_negative_rows'],
+                'classes_without_positive': [names[c] if c < len(names) else c
+                                             for c, p in enumerate(pos) if p == 0]}
   return out
 
 

@@ -23,13 +23,17 @@ Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
 metadata's `columns`) into `tokens` and `features`, for the builder and for
 predict alike.
 
-Every cell is checked before anything is written into the tfds folder; a bad
-cell is one UsageError naming the file, the line, the column and the value.
+The file is read CHUNK rows at a time, twice: `scan` checks every cell (a bad one
+is one UsageError naming the file, the line, the column and the value) and fits
+the vocabulary, scaling and class list on train, before anything is written into
+the tfds folder; `generate` then encodes each split's rows, so a file larger than
+memory can be prepared.
 The prepared data is cached under `<data dir>/from_csv/<file stem>_<hash>/`,
 the hash covering the file's bytes and every setting above, so an edited file
 or a changed setting is prepared afresh.
 """
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -145,7 +149,7 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 @dataclasses.dataclass
 class Table:
-  """The checked file, one entry per data row."""
+  """Checked rows of the file, one entry per data row."""
   rows: pd.DataFrame  # the cells as read, indexed by line number
   texts: list[str]
   features: np.ndarray  # [n, F] float64, finite
@@ -153,23 +157,14 @@ class Table:
   lines: list[int]
 
 
-def parse(s: Settings) -> Table:
-  """Reads and checks every cell the settings name."""
-  columns, rows, lines = files.read_rows(s.path)
-  if s.max_rows:
-    rows, lines = rows[:s.max_rows], lines[:s.max_rows]
-  needed = ([s.text] if s.text else []) + list(s.features) + list(s.labels) + (
-      [s.label_list] if s.label_list else [])
-  base.require_columns(pd.DataFrame(columns=columns), needed, s.path)
+def parse_rows(s: Settings, columns: list[str], rows: list[dict], lines: list[int]) -> Table:
+  """Checks every cell the settings name in `rows` (some or all of the file's)."""
   at = lambda line, col: f'{s.path}, line {line}, column {col!r}'
   table = files.frame(columns, rows, lines)
   texts = base.texts(table, s.text) if s.text else [''] * len(rows)
   features = raw_features(table, s.features, s.path)
   if s.labels:
     cells = [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
-    for k, c in enumerate(s.labels):
-      if all(row[k] is None for row in cells):
-        raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
   else:
     cells = []
     for r, line in zip(rows, lines):
@@ -184,81 +179,160 @@ def parse(s: Settings) -> Table:
             raise errors.UsageError(f'{at(line, s.label_list)}: label {name!r} is not one of '
                                     f'the given classes {list(s.classes)}')
       cells.append(names)
-    if all(c is None for c in cells):
-      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: empty on every row; '
-                              'nothing to learn')
   return Table(rows=table, texts=texts, features=features, label_cells=cells, lines=lines)
+
+
+def _chunks(s: Settings, n: int):
+  """(first row index, rows, lines) of the file's first `n` data rows, CHUNK at a time."""
+  start = 0
+  for rows, lines in files.chunks(s.path, CHUNK):
+    rows, lines = rows[:n - start], lines[:n - start]
+    if rows:
+      yield start, rows, lines
+    start += len(rows)
+    if start >= n:
+      return
 
 
 # ----------------------------------------------------------------------------- arrays
 
-def split_sizes(n: int, seed: int) -> dict[str, int]:
-  return {k: len(v) for k, v in zip(base.SPLITS, base.split_indices(n, FRACTIONS, seed))}
+# Rows parsed at a time: what bounds the memory of preparing a file, whatever its size.
+CHUNK = 50_000
 
 
-def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-  """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
-  table = parse(s)
-  n = len(table.texts)
-  parts = dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed)))
-  for name, idx in parts.items():
+@dataclasses.dataclass
+class Plan:
+  """What the first pass over the file learns, before anything is written.
+
+  Attributes:
+    settings: the settings.
+    columns: the file's column names.
+    split_of: `[n]` each data row's split, an index into base.SPLITS.
+    classes: the class list (given, or learned on train).
+    meta: the data set's metadata (coding, split rule, counts); `encode` reads it.
+  """
+  settings: Settings
+  columns: list[str]
+  split_of: np.ndarray
+  classes: tuple[str, ...]
+  meta: dict
+
+  def sizes(self) -> dict[str, int]:
+    return {name: int((self.split_of == k).sum()) for k, name in enumerate(base.SPLITS)}
+
+
+def scan(s: Settings) -> Plan:
+  """The first pass: every cell checked (one UsageError naming file, line, column), each
+  row's split, and what is fitted on the train split (vocabulary, scaling, class list),
+  reading the file CHUNK rows at a time."""
+  columns, n = files.scan(s.path)
+  n = min(n, s.max_rows) if s.max_rows else n
+  needed = [c for c in (s.text, *s.features, *s.labels, s.label_list) if c]
+  base.require_columns(pd.DataFrame(columns=columns), needed, s.path)
+  parts = base.split_indices(n, FRACTIONS, s.split_seed)
+  for name, idx in zip(base.SPLITS, parts):
     if len(idx) == 0:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
                               f'(split {FRACTIONS}); the file needs more rows')
-  if s.labels:
-    classes = s.labels
-    y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
-                 np.float32).reshape(n, len(classes))
-    mask = np.array([[v is not None for v in row] for row in table.label_cells],
-                    np.float32).reshape(n, len(classes))
-    dropped = {}
-  else:
-    classes = s.classes or tuple(sorted({name for i in parts['train']
-                                         for name in (table.label_cells[i] or ())}))
-    if not classes:
-      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                              'split; nothing to learn')
-    index = {c: k for k, c in enumerate(classes)}
-    y = np.zeros((n, len(classes)), np.float32)
-    mask = np.zeros((n, len(classes)), np.float32)
-    dropped = {name: 0 for name in base.SPLITS}
-    split_of = np.empty(n, object)
-    for name, idx in parts.items():
-      split_of[idx] = name
-    for i, names in enumerate(table.label_cells):
-      if names is None:
-        continue
-      mask[i] = 1.0
-      for name in names:
-        if name in index:
-          y[i, index[name]] = 1.0
-        else:
-          dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
-  tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
-                                    s.max_len)
-  coding = {'columns': {'text': s.text, 'features': list(s.features)},
-            'tokenizer': tok.to_json(),
-            'scaling': {'features': base.fit_scaling(table.features[parts['train']])}}
-  splits, truncated = {}, {}
-  for name, idx in parts.items():
-    inputs, truncated[name] = encode(table.rows.iloc[idx], coding, s.path)
-    splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
+  split_of = np.empty(n, np.int8)
+  for k, idx in enumerate(parts):
+    split_of[idx] = k
+  words, moments = collections.Counter(), base.Moments(len(s.features))
+  names = [collections.Counter() for _ in base.SPLITS]  # label_list: names seen per split
+  known = [False] * max(len(s.labels), 1)
+  unknown_cells = unknown_rows = 0
+  truncated, first = [0] * len(base.SPLITS), [[] for _ in base.SPLITS]
+  for start, rows, lines in _chunks(s, n):
+    table = parse_rows(s, columns, rows, lines)
+    where = split_of[start:start + len(rows)]
+    for text, line, k, cell in zip(table.texts, table.lines, where, table.label_cells):
+      tokens = tokenizer_lib.split_words(text)
+      truncated[k] += len(tokens) > s.max_len
+      if k == 0:
+        words.update(tokens)
+      if len(first[k]) < 3:
+        first[k].append(line)
+      if s.labels:
+        known = [a or v is not None for a, v in zip(known, cell)]
+        unknown_cells += sum(v is None for v in cell)
+      elif cell is None:
+        unknown_rows += 1
+      else:
+        known = [True]
+        names[k].update(cell)
+    moments.add(table.features[where == 0])
+  for c, k in zip(list(s.labels) or [s.label_list], known):
+    if not k:
+      raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
+  classes = s.labels or s.classes or tuple(sorted(names[0]))
+  if not classes:
+    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                            'split; nothing to learn')
+  # Only possible for a learned list, outside train.
+  dropped = {} if s.labels else {
+      split: sum(c for name, c in names[k].items() if name not in classes)
+      for k, split in enumerate(base.SPLITS)}
+  tok = tokenizer_lib.Tokenizer.from_counts(words, s.vocab_size, s.max_len)
   rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
+  truncated = dict(zip(base.SPLITS, truncated))
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
                'texts truncated to %d tokens: %s; label names outside the class list '
-               'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
-               len(classes), list(classes), int((mask == 0).sum()), s.max_len, truncated,
-               dropped)
+               'dropped: %s.', s.path, n, {k: len(v) for k, v in zip(base.SPLITS, parts)},
+               rule, len(classes), list(classes),
+               unknown_cells + unknown_rows * len(classes), s.max_len, truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
-      **coding,
+      'columns': {'text': s.text, 'features': list(s.features)},
+      'tokenizer': tok.to_json(),
+      'scaling': {'features': moments.scaling()},
       'split_rule': rule,
       'truncated': truncated,
       'dropped_label_names': dropped,
-      'first_line_of_each_row': {k: [table.lines[i] for i in v[:3]] for k, v in parts.items()},
+      'first_line_of_each_row': dict(zip(base.SPLITS, first)),
   }
-  return splits, meta
+  return Plan(settings=s, columns=columns, split_of=split_of, classes=tuple(classes),
+              meta=meta)
+
+
+def _labels(s: Settings, classes, cells) -> tuple[np.ndarray, np.ndarray]:
+  """`[n, K]` 0/1 labels and their mask (0 = unknown) from parsed label cells."""
+  n, index = len(cells), {c: k for k, c in enumerate(classes)}
+  y = np.zeros((n, len(classes)), np.float32)
+  mask = np.zeros((n, len(classes)), np.float32)
+  for i, cell in enumerate(cells):
+    if s.labels:
+      for k, v in enumerate(cell):
+        y[i, k], mask[i, k] = (0.0, 0.0) if v is None else (v, 1.0)
+    elif cell is not None:
+      mask[i] = 1.0
+      for name in cell:
+        if name in index:
+          y[i, index[name]] = 1.0
+  return y, mask
+
+
+def generate(plan: Plan, split: str):
+  """The second pass: one split's records, `{key: [m, ...]}` a chunk at a time, in file order."""
+  s, k = plan.settings, base.SPLITS.index(split)
+  for start, rows, lines in _chunks(s, len(plan.split_of)):
+    mine = np.flatnonzero(plan.split_of[start:start + len(rows)] == k)
+    if not len(mine):
+      continue
+    table = parse_rows(s, plan.columns, [rows[i] for i in mine], [lines[i] for i in mine])
+    inputs, _ = encode(table.rows, plan.meta, s.path)
+    y, mask = _labels(s, plan.classes, table.label_cells)
+    yield {**inputs, TARGET: y, f'{TARGET}_mask': mask}
+
+
+def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+  """Parses, checks and converts the whole file: `({split: {key: array}}, metadata)`."""
+  plan = scan(s)
+  splits = {}
+  for split in base.SPLITS:
+    chunks = list(generate(plan, split))
+    splits[split] = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
+  return splits, plan.meta
 
 
 # ----------------------------------------------------------------------------- the builder
@@ -277,9 +351,9 @@ class FromCsv(base.ArrayBuilder):
                    '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
-  def __init__(self, *, arrays=None, **kwargs):
+  def __init__(self, *, plan: Plan | None = None, **kwargs):
     super().__init__(**kwargs)
-    self._arrays = arrays  # (splits, meta) parsed and checked before tfds writes anything.
+    self._plan = plan  # the first pass, done (every cell checked) before tfds writes anything.
 
   def fields(self):
     c = self.builder_config
@@ -292,12 +366,11 @@ class FromCsv(base.ArrayBuilder):
     }
 
   def make_splits(self):
-    return self._arrays if self._arrays is not None else make_arrays(self.builder_config.settings)
+    plan = self._plan or scan(self.builder_config.settings)
+    return {split: generate(plan, split) for split in base.SPLITS}, dict(plan.meta)
 
   def planned_sizes(self):
-    if self._arrays is None:
-      return None
-    return {k: len(v[TARGET]) for k, v in self._arrays[0].items()}
+    return None if self._plan is None else self._plan.sizes()
 
 
 def cache_key(s: Settings) -> str:
@@ -323,6 +396,5 @@ def builder(data_config) -> FromCsv:
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
     classes = tuple(probe.metadata()['classes'])
     return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), **kw)
-  arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
-  classes = tuple(arrays[1]['classes'])
-  return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), arrays=arrays, **kw)
+  plan = scan(s)  # raises on any bad cell, before tfds writes anything.
+  return FromCsv(config=CsvConfig(name=key, settings=s, classes=plan.classes), plan=plan, **kw)

@@ -7,8 +7,8 @@ A split is a *source*: `len(source)` examples and `source.read(indices)` returni
 set need not fit in memory). The training order is a pure function of (seed, step): batch
 `s` is element `s` of a grain MapDataset of example indices that reshuffles every epoch,
 so a resumed run sees exactly the batches an uninterrupted one would. With several
-processes each reads only its own rows of every global batch. Evaluation covers every example: the last
-partial batch is padded and its padding masked out through `valid`.
+processes each reads only its own rows of every global batch. Evaluation covers every
+example: the last partial batch is padded and its padding masked out through `valid`.
 
 A batch is `{'inputs': {key: [B, ...]}, 'targets': {key: [B, K]},
 'masks': {key: [B, K]}, 'valid': [B]}`.

@@ -41,8 +41,8 @@ class RecordSource:
   """
 
   def __init__(self, builder, split: str, layout: Mapping[str, tuple[tuple[int, ...], str]]):
-    self._records = builder.as_data_source(split,
-                                           deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    self._records = builder.as_data_source(
+        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
     self._layout = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in layout.items()}
     self.where = f'{builder.name} split {split} in {builder.data_dir}'
 

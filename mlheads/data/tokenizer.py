@@ -10,7 +10,7 @@ does, so an LSTM's last state sits right after the last real word.
 import collections
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +51,12 @@ class Tokenizer:
     counts = collections.Counter()
     for t in texts:
       counts.update(split_words(t))
+    return cls.from_counts(counts, vocab_size, max_len)
+
+  @classmethod
+  def from_counts(cls, counts: Mapping[str, int], vocab_size: int,
+                  max_len: int) -> 'Tokenizer':
+    """`fit` from word counts gathered elsewhere (a file read in chunks)."""
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     words = [w for w, _ in ranked[:vocab_size - len(_RESERVED)]]
     return cls(list(_RESERVED) + words, max_len)

@@ -125,7 +125,7 @@ class MLPTrunk(Trunk):
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
-    h = jnp.concatenate([inputs[k].reshape(inputs[k].shape[0], -1).astype(jnp.float32)
+    h = jnp.concatenate([layers.as_float(inputs[k].reshape(inputs[k].shape[0], -1))
                          for k in self.inputs_keys], -1)
     inter = {}
     for i, width in enumerate(self.hidden):
@@ -153,7 +153,7 @@ class ConvTrunk(Trunk):
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
-    h = inputs[self.image_input].astype(jnp.float32)
+    h = layers.as_float(inputs[self.image_input])
     for i, c in enumerate(self.channels):
       h = nn.relu(nn.Conv(c, (3, 3), kernel_init=layers.glorot, name=f'conv_{i}')(h))
       h = nn.max_pool(h, (2, 2), strides=(2, 2))
