@@ -8,6 +8,7 @@
 #   ./launch.sh score --labels=L.npy --scores=S.npy [--mask=M.npy]   (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh synthetic --rows=N --output=F.csv   a synthetic multi-label table (scale tests)
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -41,7 +42,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -56,6 +57,7 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
+  synthetic) exec "$venv/bin/python" -m mlheads.commands.synthetic "$@" ;;
   compare)
     # The experiment is the first argument, checked as below; the rest are compare's flags.
     name=${1:-}

@@ -187,7 +187,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           seen += config.batch_size
           bar.update(1)
           done = step + 1
-          stop = preempted.reached(done - start_step)  # the same `done` on every process
+          # Counted from this launch's first step: the same count on every process (B29).
+          stop = preempted.reached(done - start_step)
           end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
           if len(history) >= config.log_every_steps or end_of_epoch or stop:
             host = jax.device_get(history)
@@ -214,8 +215,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                           done // steps_per_epoch))
             logging.warning('SIGTERM: saved step %d; exiting with %d.', done,
                             workdir_lib.PREEMPTED_EXIT_CODE)
-            bar.write(f'SIGTERM: saved step {done}; exiting with '
-                      f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
 
     # -------------------------------------------------------- final evaluation
