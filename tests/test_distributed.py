@@ -24,14 +24,9 @@ pytestmark = pytest.mark.slow
 
 EPOCHS, SPE = 4, 24  # 240 rows -> 192 train examples -> 24 steps of 8 per epoch.
 TOTAL = EPOCHS * SPE
+# conftest's session compilation cache is in os.environ: the processes share it.
 _ENV = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu',
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
             XLA_FLAGS='--xla_force_host_platform_device_count=1')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _compilation_cache(tmp_path_factory):
-  _ENV['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('xla_cache'))
 
 
 def _args(data_dir, workdir, *extra):
