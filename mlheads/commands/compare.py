@@ -51,7 +51,6 @@ def define_flags() -> None:
                       'launch.sh passes the first argument here.')
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_RECORD = 'compare_run.json'  # written into a run's folder when it has finished.
 
 
@@ -151,25 +150,24 @@ def point_names(axes) -> list[tuple[str, dict[str, str]]]:
 
 def experiment_path(name: str) -> str:
   """experiments/NAME.py, checked as launch.sh checks it."""
-  path = os.path.join(ROOT, 'experiments', f'{name}.py')
-  if not re.fullmatch(r'[a-z][a-z0-9_]*', name or '') or not os.path.isfile(path):
-    raise errors.UsageError(f'unknown experiment {name!r}; known: '
-                            f'{sorted(experiments_lib.experiments())}')
-  return path
+  return experiments_lib.path(name)
 
 
 def load_config(experiment: str, overrides: list[tuple[str, str]], what: str = ''):
   """The experiment's locked config with `--config.KEY=VALUE` overrides, parsed by ml_collections'
   config flags exactly as `./launch.sh EXPERIMENT --config.KEY=VALUE` parses them."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  path = experiment_path(experiment)
-  argv = ['compare', f'--config={path}'] + [f'--config.{k}={v}' for k, v in overrides]
+  argv = ['compare'] + [f'--config.{k}={v}' for k, v in overrides]
+  config = experiments_lib.get_config(experiment)
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
   try:
+    # The override flags are made here, from argv: an unknown key fails here, not in fv(argv).
+    config_flags.DEFINE_config_dict('config', config, flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
     fv(argv)
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
+    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
+      e = e.args[0]  # ml_collections wraps the KeyError of an unknown key
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     msg = ' '.join(str(msg).split()) or type(e).__name__
     raise errors.UsageError(f'{what}: {msg}' if what else msg) from None

@@ -117,6 +117,15 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def metadata(self) -> dict:
     return json.loads(self.info.metadata['mlheads'])
 
+  # tfds prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+  # prepared" on stdout, on purpose, for downloads one might cancel. Nothing is downloaded
+  # here, and `prepare` logs what happens.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def planned_sizes(self) -> dict[str, int] | None:
     """Split sizes known before preparing (None if not known yet), so that a split
     too small for one batch is rejected before anything is written."""
