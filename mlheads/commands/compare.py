@@ -28,6 +28,7 @@ import time
 from absl import flags
 from absl import logging
 
+from mlheads import console
 from mlheads import errors
 from mlheads import train
 from mlheads.commands import compare_report
@@ -282,6 +283,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; give the experiment first, then '
                             '--grid, --seeds, --set, --workdir')
+  console.quiet()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # one progress line per run instead of the run logs.
   experiment = FLAGS.experiment

@@ -290,6 +290,14 @@ def _first_bad(name, values, bad, why):
     raise ValueError(f'{name}{list(pos)} = {values[pos].item()!r}: {why}')
 
 
+def sigmoid(logits) -> np.ndarray:
+  """Scores from logits (`--from_logits`): the sigmoid in float64, then float32, as every
+  metric compares scores. float32 holds no value between 1 - 2**-24 and 1, so logits above
+  about 16.6 tie at 1.0 (below about -87 at 0): rank such outputs by scores, not logits."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  return special.expit(np.asarray(logits, np.float64)).astype(np.float32)
+
+
 def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
   """All metrics (see `KEYS` and the module docstring) as Python floats.
 
