@@ -1,6 +1,6 @@
 """Trains one experiment over a grid of settings and seeds, and tabulates the results.
 
-  ./launch.sh compare EXPERIMENT --grid='heads.genres.kind=sigmoid,softmax' --seeds=0,1,2 \
+  ./launch.sh compare EXPERIMENT --grid='heads.genres.kind=sigmoid,softmax' --seeds=0,1,2
       [--set='epochs=3' ...] [--workdir=runs/compare/NAME]
 
 Every run is `train.train_and_evaluate` in this process, in `WORKDIR/<point>/seed<k>`. Every
@@ -13,11 +13,13 @@ A run that finished under the same config (its `compare_run.json` and `metrics.j
 is skipped; an unfinished one resumes from its checkpoints. So rerunning the same command after
 an interruption finishes the grid without retraining anything.
 
-Writes WORKDIR/compare.json (every run's metrics, config point, seed, wall time, parameters,
-validation curve), WORKDIR/compare.md (per output: mean ± std over seeds) and WORKDIR/curves.png.
+Writes WORKDIR/compare.json (every run's metrics, config point, seed, wall and compile time,
+parameters, validation curve), WORKDIR/compare.md (per output: mean ± std over seeds, each point
+against the best by validation mAP in a paired t-test over seeds) and WORKDIR/curves.png.
 docs/compare.md describes the columns.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +29,7 @@ import time
 
 from absl import flags
 from absl import logging
+import jax
 
 from mlheads import console
 from mlheads import errors
@@ -238,6 +241,30 @@ def _read_summary(run_dir: str) -> dict:
     return json.load(f)
 
 
+# JAX's own timings of a compilation: tracing to a jaxpr, lowering to MLIR, XLA's compile.
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+
+
+@contextlib.contextmanager
+def compile_timer():
+  """`{'s': seconds}` JAX spent tracing and compiling inside the block (jax.monitoring), so
+  that a run's time can be given without it: compiling dominates small runs and does not
+  scale with the data."""
+  spent = {'s': 0.0}
+
+  def listen(event, duration, **_):
+    if event in COMPILE_EVENTS:
+      spent['s'] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield spent
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
 def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
   """Trains (or skips, or resumes) each run; returns one result dict per run."""
   results = []
@@ -249,9 +276,11 @@ def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
       print(f'{head}: training in {run_dir} ...', file=out, flush=True)
       resumed = os.path.isdir(os.path.join(run_dir, 'checkpoints'))
       t0 = time.perf_counter()
-      train.train_and_evaluate(run['config'], run_dir)
+      with compile_timer() as compiling:
+        train.train_and_evaluate(run['config'], run_dir)
       record = {'config': _config_json(run['config']), 'wall_s': time.perf_counter() - t0,
-                'resumed': resumed, 'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
+                'compile_s': compiling['s'], 'resumed': resumed,
+                'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
       writers.write_json(os.path.join(run_dir, RUN_RECORD), record)
       how = 'resumed and finished' if resumed else 'done'
     else:
@@ -259,7 +288,9 @@ def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
     summary = _read_summary(run_dir)
     result = compare_report.run_result(run, summary, record, run_dir)
     results.append(result)
-    print(f'{head}: {how} ({record["wall_s"]:.1f} s): '
+    took = f'{record["wall_s"]:.1f} s' + (f', {record["compile_s"]:.1f} s of it compiling'
+                                          if 'compile_s' in record else '')
+    print(f'{head}: {how} ({took}): '
           + compare_report.one_line(result), file=out, flush=True)
   return results
 
