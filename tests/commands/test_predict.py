@@ -218,6 +218,26 @@ def test_from_csv_cli_equals_the_trainers_eval_and_reads_jsonl(csv_run, tmp_path
                              got, atol=1e-6)
 
 
+def test_the_python_api_predicts_what_the_command_writes(csv_run, tmp_path):
+  from mlheads import api  # pylint: disable=g-import-not-at-top
+  rows = csv_run['rows'].drop(columns=['genres']).reset_index(drop=True)
+  inp, out = str(tmp_path / 'in.csv'), str(tmp_path / 'out.csv')
+  rows.to_csv(inp, index=False)
+  predict.run(csv_run['workdir'], inp, out, keep='id', top_k=2)
+  written = _read_output(out)
+  run = api.load_run(csv_run['workdir'])
+  assert run.step == csv_run['best'] and run.metrics['evaluated_step'] == csv_run['best']
+  table = run.predict(rows, keep='id', top_k=2)
+  assert list(table.columns) == list(written[0])
+  assert table.index.equals(rows.index) and list(table['id']) == [r['id'] for r in written]
+  for g in GENRES:
+    np.testing.assert_array_equal(table[f'labels:{g}'].to_numpy(np.float32),
+                                  _column(written, f'labels:{g}'))
+  assert list(table['labels:predicted']) == [r['labels:predicted'] for r in written]
+  probs = run.scores(rows)['labels']  # the model restored once, reused
+  np.testing.assert_array_equal(probs[:, 0], table['labels:Comedy'].to_numpy(np.float32))
+
+
 def test_label_sets_use_per_class_thresholds():
   s = np.array([[0.2, 0.6, 0.9], [0.5, 0.5, 0.1]], np.float32)
   t = np.array([0.1, 0.7, 0.5], np.float32)
