@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from mlheads import configs
+from mlheads import console
 from mlheads import distributed
 from mlheads import optimizers
 from mlheads import sharding
@@ -179,8 +179,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                        config.epochs, start_step,
                                        rows=parallel.process_rows(config.batch_size))
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
-      with tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
-                     disable=not (config.progress and primary)) as bar:
+      with console.progress_bar(total=total_steps, initial=start_step,
+                                disable=not (config.progress and primary), unit='step',
+                                dynamic_ncols=True) as bar:
         for step in range(start_step, total_steps):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
@@ -233,7 +234,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'steps': trained_steps,
         'params_sha256': params_sha256,
     }
-    runner.log_summary(summary)
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)

@@ -8,14 +8,15 @@ import re
 from conftest import ROOT
 
 PACKAGE = pathlib.Path(ROOT) / 'mlheads'
-# Who may import whom: commands -> train -> model / data / evaluation / state -> errors.
+# Who may import whom: api -> commands -> train -> model / data / evaluation / state -> errors.
 # A module of a layer imports modules of its own layer or of layers to its right.
-LAYERS = ('commands', 'main', 'train', 'evaluation', 'state', 'model', 'data',
-          'configs', 'optimizers', 'sharding', 'distributed', 'errors')
+LAYERS = ('api', 'commands', 'main', 'train', 'evaluation', 'state', 'model', 'data',
+          'configs', 'optimizers', 'sharding', 'distributed', 'console', 'errors')
 BELOW = {
-    'commands': set(LAYERS) - {'main'},
-    'main': {'train', 'distributed', 'errors'},
-    'train': set(LAYERS) - {'commands', 'main', 'train'},
+    'api': set(LAYERS) - {'main'},
+    'commands': set(LAYERS) - {'api', 'main'},
+    'main': {'train', 'distributed', 'console', 'errors'},
+    'train': set(LAYERS) - {'api', 'commands', 'main', 'train'},
     'evaluation': {'evaluation', 'state', 'model', 'data', 'errors'},
     'state': {'state', 'model', 'data', 'errors'},
     'model': {'model', 'errors'},
@@ -24,6 +25,7 @@ BELOW = {
     'optimizers': {'errors'},
     'sharding': set(),
     'distributed': {'errors'},
+    'console': set(),
     'errors': set(),
 }
 
