@@ -44,7 +44,7 @@ def main(argv):
   logging.info('Experiment %s, workdir %s, config:\n%s', name, workdir,
                console.config_lines(config))
   summary = train.train_and_evaluate(config, workdir)
-  if jax.process_index() == 0:
+  if distributed.is_primary():  # B30: one table, not one per process
     print(console.summary_table(summary, workdir), flush=True)
 
 

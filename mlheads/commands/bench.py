@@ -6,6 +6,10 @@ The headline case times the seed's model (5,200,610 parameters) through the real
 jitted train step on random data, the way ../shared/bench/keras_headline.sh
 times Keras 3 on JAX; with `--keras` it runs that script in the same sitting,
 alternating rounds, and prints the ratio of medians.
+
+The stream case runs the movie genres training loop (`pipeline.train_batches` -> the jitted
+train step, one epoch a round) fed from the prepared array_record files, as training is,
+and from the same split read into memory first, alternating rounds.
 """
 
 import json
@@ -38,6 +42,7 @@ def define_flags() -> None:
       'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
       '..', 'shared', 'bench', 'keras_headline.sh'),
       'headline: the Keras reference script.')
+  flags.DEFINE_integer('stream_rounds', 3, 'stream: alternating rounds (median).')
   flags.DEFINE_integer(
       'sklearn_rows', 0,
       'metrics: time scikit-learn on the first this many rows and extrapolate '
@@ -212,7 +217,46 @@ def bench_headline() -> list[dict]:
   return rows
 
 
-CASES = {'headline': bench_headline, 'metrics': bench_metrics}
+def bench_stream() -> dict:
+  """Movie genres' training loop, streamed from the prepared files vs read into memory."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import movie_genres  # pylint: disable=g-import-not-at-top
+  from mlheads import optimizers, sharding, train  # pylint: disable=g-import-not-at-top
+  import mlheads.data as data_lib  # pylint: disable=g-import-not-at-top
+  from mlheads.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mlheads.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mlheads.state import train_state  # pylint: disable=g-import-not-at-top
+
+  config = movie_genres.get_config()
+  ds = data_lib.load_checked(config)
+  model, heads = model_lib.build_model(config, ds)
+  parallel = sharding.DataParallel.over_all_devices()
+  state = train_state.create(model, optimizers.make(config), 0, pipeline.example_inputs(ds),
+                             parallel.replicated)
+  step_fn = train.make_train_step(heads, parallel)
+  sources = {'stream': ds.split('train'),
+             'memory': pipeline.ArraySource(pipeline.read_split(ds.split('train')))}
+  batch = next(pipeline.train_batches(ds, sources['memory'], config.batch_size, 0, 1))
+  state, scalars = step_fn(state, parallel.shard(batch))  # compiles
+  jax.block_until_ready(scalars)
+  steps = pipeline.steps_per_epoch(len(sources['stream']), config.batch_size)
+  seconds = {name: [] for name in sources}
+  for r in range(FLAGS.stream_rounds):
+    for name, source in sources.items():
+      t = time.perf_counter()
+      for b in pipeline.train_batches(ds, source, config.batch_size, r, 1):
+        state, scalars = step_fn(state, parallel.shard(b))
+      jax.block_until_ready(scalars)
+      seconds[name].append(time.perf_counter() - t)
+  med = {name: statistics.median(s) for name, s in seconds.items()}
+  return {'bench': 'stream', 'data': 'movie_genres', 'batch_size': config.batch_size,
+          'steps_per_round': steps,
+          **{f'{n}_steps_per_s': round(steps / m, 1) for n, m in med.items()},
+          **{f'{n}_rounds_s': [round(x, 2) for x in s] for n, s in seconds.items()},
+          'stream_vs_memory': round(med['memory'] / med['stream'], 3)}
+
+
+CASES = {'headline': bench_headline, 'metrics': bench_metrics, 'stream': bench_stream}
 
 
 def main(argv):
