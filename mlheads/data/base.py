@@ -214,7 +214,8 @@ def prepare(builder: ArrayBuilder) -> dict:
   the ones prepared (B12), and returns its metadata."""
   if not builder.is_prepared():
     logging.info('Preparing %s in %s (once; later runs reuse it).', builder.name, builder.data_dir)
-    builder.download_and_prepare()
+    with records.bounded_buffer():  # a large table prepares in bounded memory
+      builder.download_and_prepare()
     records.record_files(builder.data_dir)
   records.verify_files(builder.data_dir)
   try:

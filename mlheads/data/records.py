@@ -12,16 +12,23 @@ that both decode to the same arrays.
 sha256 of each of its files go into `FILES` beside them; every load checks them before
 anything is read, so a truncated, damaged or missing file fails at once, naming it,
 rather than mid-epoch or silently.
+
+`bounded_buffer()`: while a data set is prepared, tfds' writer holds each split's serialized
+records in memory up to 1 GB, then spills them to temporary files through tf.io.gfile,
+which fails without TensorFlow. Within it the writer spills past 64 MB, through local files,
+so a table of any size prepares in a small, fixed footprint (notes/perf.md).
 """
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.proto import tf_example_pb2
 
 from mlheads import errors
@@ -29,6 +36,39 @@ from mlheads import errors
 FILES = 'mlheads_files.json'
 # Rewritten by tfds itself on some loads (update_metadata); tfds parses it and fails on damage.
 _UNHASHED = (FILES, 'dataset_info.json')
+
+
+# Serialized records tfds' writer keeps in memory per split before spilling to disk.
+BUFFER_BYTES = 64 << 20
+
+
+class _LocalFiles:
+  """The names tfds' Shuffler spills through (`tf.io.gfile`, `tf.errors`) on local files:
+  TensorFlow is not a dependency, and tfds imports it only on the first spill."""
+
+  class io:  # pylint: disable=invalid-name
+    class gfile:  # pylint: disable=invalid-name
+      GFile = staticmethod(open)
+      exists = staticmethod(os.path.exists)
+      remove = staticmethod(os.remove)
+
+  class errors:  # pylint: disable=invalid-name
+    class ResourceExhaustedError(Exception):
+      """Never raised: open() reports a full table of open files as OSError."""
+
+
+@contextlib.contextmanager
+def bounded_buffer() -> Iterator[None]:
+  """tfds' writer spills a split to temporary files past BUFFER_BYTES (its own limit is
+  1 GB). The files written are the same either way: both paths order records by key
+  (tests/data/test_records.py)."""
+  saved = tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf
+  # Both are module globals the Shuffler reads as it adds records.
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf = BUFFER_BYTES, _LocalFiles
+  try:
+    yield
+  finally:
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf = saved
 
 
 class RecordSource:

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from conftest import tiny_headline_config
 from mlheads import errors
@@ -94,6 +95,28 @@ def test_b12_files_without_a_record_are_recorded_then_checked(tweets_dir, tmp_pa
   files = json.loads((version_dir / records.FILES).read_text())['files']
   assert 'trump_tweets-train.array_record-00000-of-00001' in files
   assert 'dataset_info.json' not in files  # tfds may rewrite it; it parses it itself
+
+
+def test_a_split_spilled_to_disk_while_preparing_writes_the_same_files(
+    tweets_dir, tmp_path, monkeypatch):
+  """tfds' writer spills past records.BUFFER_BYTES (memory stays bounded on a large table);
+  with a 1-byte buffer every record goes through its temporary files, and the prepared
+  files are byte for byte the ones the in-memory path wrote, and read back the same."""
+  monkeypatch.setattr(records, 'BUFFER_BYTES', 1)
+  spilled_records = []
+  to_disk = tfds_shuffle.Shuffler._add_to_bucket  # pylint: disable=protected-access
+  monkeypatch.setattr(tfds_shuffle.Shuffler, '_add_to_bucket',
+                      lambda self, *a: (spilled_records.append(1), to_disk(self, *a))[1])
+  config = tiny_headline_config(tweets_dir)
+  config.data.dir = str(tmp_path / 'tfds')
+  spilled = data_lib.load(config.data)
+  kept = json.loads((pathlib.Path(tweets.builder(tiny_headline_config(tweets_dir).data)
+                                  .data_dir) / records.FILES).read_text())['files']
+  made = json.loads((pathlib.Path(tweets.builder(config.data).data_dir) / records.FILES
+                     ).read_text())['files']
+  assert made == kept and any('train.array_record' in n for n in made)
+  assert not list((tmp_path / 'tfds').rglob('*.tmp'))  # tfds removed its spill files
+  assert len(spilled_records) == sum(len(spilled.split(s)) for s in base.SPLITS)
 
 
 class BadLabels(base.ArrayBuilder):
