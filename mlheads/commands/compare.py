@@ -170,8 +170,7 @@ def load_config(experiment: str, overrides: list[tuple[str, str]], what: str = '
   try:
     fv(argv)
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    msg = ' '.join(str(msg).split()) or type(e).__name__
+    msg = errors.flag_error(e, argv)
     raise errors.UsageError(f'{what}: {msg}' if what else msg) from None
   config = fv.config
   config.experiment = experiment

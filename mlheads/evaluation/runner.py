@@ -8,6 +8,7 @@ thresholds tuned on validation, and the metric that picks the best checkpoint.
 """
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 
 from absl import logging
@@ -159,18 +160,39 @@ def flatten(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
   return {f'{out}/{k}': v for out, m in metrics.items() for k, v in m.items()}
 
 
+def metric_names(target_kind: str) -> tuple[str, ...]:
+  """The metrics an output of this target kind reports ('r2_<k>': one per regression column)."""
+  if target_kind == 'real':
+    return ('loss', 'mse', 'mae', 'r2_<k>')
+  return ('loss',) + tuple(metrics_lib.KEYS)
+
+
 def best_metric(config, target_kinds: Mapping[str, str]) -> tuple[str, str]:
   """The validation metric that picks the best checkpoint, and 'max' or 'min'.
 
-  target_kinds: output name -> 'binary' or 'real' (`ModelSpec.target_kinds`).
+  Checked before anything runs (B26): `config.best_metric` is OUTPUT/METRIC (an optional
+  leading 'validation/' is dropped: checkpoints are always chosen on validation), and both
+  parts are names the run will report. target_kinds: output name -> 'binary' or 'real'
+  (`ModelSpec.target_kinds`).
   """
   name = config.best_metric
   if not name:
     first = next(iter(target_kinds))
     name = (f'{first}/average_precision_macro' if target_kinds[first] == 'binary'
             else f'{first}/loss')
+  flag = f'--config.best_metric={name!r}'
+  if name.startswith('validation/'):
+    name = name[len('validation/'):]
+  elif name.split('/')[0] in ('test', 'test_tuned') and name.split('/')[0] not in target_kinds:
+    raise errors.UsageError(f'{flag}: the best checkpoint is chosen on validation, never on '
+                            'test; write OUTPUT/METRIC')
   out, _, metric = name.partition('/')
   if out not in target_kinds:
-    raise errors.UsageError(f'--config.best_metric={name!r}: no output {out!r}; outputs are '
-                            f'{sorted(target_kinds)} (write OUTPUT/METRIC)')
+    raise errors.UsageError(f'{flag}: no output {out!r}; the outputs are '
+                            f'{", ".join(map(repr, sorted(target_kinds)))} (write OUTPUT/METRIC)')
+  known = metric_names(target_kinds[out])
+  if metric not in known and not (target_kinds[out] == 'real'
+                                  and re.fullmatch(r'r2_\d+', metric)):
+    raise errors.UsageError(f'{flag}: output {out!r} reports no metric {metric!r}; its metrics '
+                            f'are {", ".join(known)}')
   return name, 'min' if metric in LOWER_IS_BETTER else 'max'

@@ -12,12 +12,14 @@ compares them.
 """
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ml_collections import config_dict
 import numpy as np
 
 from mlheads import errors
@@ -62,6 +64,13 @@ class Head:
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+  # The kinds of loss (`losses.Loss.reads`) that fit the head's logits: per-label losses read
+  # each logit as a label's log-odds, which a softmax's logits are not (docs/heads.md).
+  fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
+  # The head's own settings (besides the ones every head has) and their ranges (B26).
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}
+  # Fields that `fit` sets from the train labels, never settings.
+  fitted: ClassVar[tuple[str, ...]] = ()
 
   @property
   def threshold(self) -> float:
@@ -138,6 +147,8 @@ class SoftmaxHead(Head):
   """
   loss: str = 'softmax_ce'
   none_class: bool | None = None
+
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
 
   @property
   def _none(self) -> bool:
@@ -295,6 +306,11 @@ class PowersetHead(Head):
   other_rates: tuple[float, ...] = ()
 
   needs_train_labels: ClassVar[bool] = True
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'min_count': errors.Range(1, 2**31 - 1, integer=True),
+      'max_sets': errors.Range(1, 2**20, integer=True)}
+  fitted: ClassVar[tuple[str, ...]] = ('sets', 'other_rates')
 
   def fit(self, labels, mask=None):
     y = np.asarray(labels) > 0.5
@@ -370,12 +386,42 @@ class RegressionHead(Head):
   """Real-valued outputs (counts on a log scale, ...); squared error by default."""
   loss: str = 'mse'
   target_kind: ClassVar[str] = 'real'
+  fits_losses: ClassVar[tuple[str, ...]] = ('real',)
 
   def scores(self, logits):
     return logits
 
   def predict(self, logits):
     return logits
+
+
+# Every head has these settings (`configs.head`); the rest are a head kind's own.
+COMMON = ('num_classes', 'target', 'weight', 'source', 'loss', 'loss_options')
+
+
+def own_fields(cls) -> list[dataclasses.Field]:
+  """A head class's own settings: its fields less the common ones and the fitted ones."""
+  return [f for f in dataclasses.fields(cls) if f.name not in COMMON and f.name not in cls.fitted]
+
+
+def setting_defaults() -> dict[str, Any]:
+  """Every head kind's own settings (`none_class`, `min_count`, ...) and their defaults."""
+  return {f.name: f.default for cls in HEADS.values() for f in own_fields(cls)}
+
+
+def setting_config() -> dict[str, Any]:
+  """`setting_defaults()` as config values, so that `--config.heads.<output>.kind=powerset
+  --config.heads.<output>.min_count=5` works whatever kind the experiment chose; a `None`
+  default becomes a placeholder of the type the field allows. Fresh references every call."""
+  out = {}
+  for cls in HEADS.values():
+    for f in own_fields(cls):
+      if f.default is None:
+        out[f.name] = config_dict.placeholder(
+            next(t for t in typing.get_args(f.type) if t is not type(None)))
+      else:
+        out[f.name] = f.default
+  return out
 
 
 HEADS = {

@@ -9,12 +9,15 @@ labels (powerset).
 """
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from absl import logging
 from clu import parameter_overview as clu_overview
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 
 from mlheads import errors
@@ -117,9 +120,28 @@ class ModelSpec:
     return Model(trunk=trunk, heads=heads), heads
 
 
+def _other_settings(name: str, kind: str, what: str, given: Mapping[str, Any],
+                    defaults: Mapping[str, Any], known: set[str]) -> None:
+  """Settings in `given` that the chosen head or loss does not take: an error if no head or
+  loss takes them (a typo), a warning if they differ from their defaults (they do nothing)."""
+  unknown = sorted(set(given) - set(defaults) - known)
+  if unknown:
+    hint = difflib.get_close_matches(unknown[0], sorted(set(defaults) | known), n=1)
+    raise errors.UsageError(
+        f'head {name!r}: unknown {what} {unknown[0]!r}' + (f'; did you mean {hint[0]!r}?'
+                                                           if hint else
+                                                           f'; known: {sorted(known)}'))
+  unused = [k for k in sorted(given) if k not in known and given[k] != defaults[k]]
+  if unused:
+    logging.warning('head %r (%s): %s have no effect on it and are ignored', name, kind,
+                    ', '.join(f'{k}={given[k]!r}' for k in unused))
+
+
 def resolve_head(name: str, head_config) -> HeadSpec:
-  """Looks up `config.heads.<name>`: its kind, its loss and the loss' options (B14/B15)."""
-  cfg = dict(head_config)
+  """Looks up `config.heads.<name>`: its kind, its loss and the loss' options, and checks their
+  values (B14/B15/B26): the loss must fit the head (docs/heads.md), each setting its range."""
+  # A ConfigDict resolves the references configs.head puts in (a plain dict would not).
+  cfg = ml_collections.ConfigDict(dict(head_config)).to_dict()
   kind = cfg.pop('kind')
   if kind not in heads_lib.HEADS:
     raise errors.UsageError(f'head {name!r}: unknown kind {kind!r}; known: '
@@ -128,29 +150,42 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   num_classes = cfg.pop('num_classes', 0) or 0
   options = dict(cfg.pop('loss_options', {}) or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(cfg) - set(fields))
-  if unknown:
-    raise errors.UsageError(f'head {name!r} ({kind}): unknown settings {unknown}; '
-                            f'known: {sorted(set(fields) - {"num_classes", "loss_options"})}')
-  cfg = {k: v for k, v in cfg.items() if v is not None and not (k == 'loss' and v == '')}
+  own = {f.name for f in heads_lib.own_fields(cls)}
+  _other_settings(name, kind, 'setting', {k: v for k, v in cfg.items()
+                                          if k not in heads_lib.COMMON},
+                  heads_lib.setting_defaults(), own)
+  for key, allowed in cls.ranges.items():
+    if cfg.get(key) is not None:
+      allowed.check(f'--config.heads.{name}.{key}', cfg[key])
+  cfg = {k: v for k, v in cfg.items()
+         if (k in heads_lib.COMMON or k in own) and v is not None
+         and not (k == 'loss' and v == '')}
   loss_name = cfg.get('loss', fields['loss'].default)
   try:
     loss = losses.get(loss_name)
   except errors.UsageError as e:
     raise errors.UsageError(f'head {name!r} ({kind}): {e}') from None
-  if loss.targets != cls.target_kind:
-    allowed = [n for n, l in losses.LOSSES.items() if l.targets == cls.target_kind]
-    raise errors.UsageError(f'head {name!r} ({kind}): loss {loss_name!r} does not fit '
-                            f'{cls.target_kind} targets; use one of {allowed}')
-  bad = sorted(set(options) - set(loss.options))
-  if bad:
-    raise errors.UsageError(f'head {name!r}: loss {loss_name!r} has no options {bad}; '
-                            f'its options are {list(loss.options)}')
+  if loss.reads not in cls.fits_losses:
+    allowed = [n for n, l in losses.LOSSES.items() if l.reads in cls.fits_losses]
+    what = {'per_label': "a per-label loss (it reads each logit as that label's log-odds)",
+            'softmax': 'a softmax loss (it reads a row of logits as one softmax)',
+            'real': 'a regression loss', 'any': 'a ranking loss'}[loss.reads]
+    raise errors.UsageError(f'head {name!r} ({kind}): loss {loss_name!r} is {what} and does '
+                            f'not fit a {kind} head; use one of {allowed}')
+  _other_settings(name, kind, 'loss option', options, losses.option_defaults(),
+                  set(loss.options))
+  for key, value in options.items():
+    for other in losses.LOSSES.values():
+      if key in other.ranges and value is not None:
+        other.ranges[key].check(f'--config.heads.{name}.loss_options.{key}', value)
+        break
+  chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
+            if k in loss.options and v is not None}
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')
   return HeadSpec(name=name, kind=kind, cls=cls, settings=cfg, num_classes=int(num_classes),
-                  loss_options=tuple(sorted(options.items())))
+                  loss_options=tuple(sorted(chosen.items())))
 
 
 def resolve(config) -> ModelSpec:
