@@ -11,6 +11,7 @@ from ml_collections import config_dict
 from mlheads import errors
 from mlheads.model import heads as heads_lib
 from mlheads.model import losses as losses_lib
+from mlheads.model import trunks as trunks_lib
 
 
 def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
@@ -47,6 +48,13 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
               num_classes=0, loss_options=loss_options, **settings)
 
 
+def trunk(kind: str, **settings) -> dict:
+  """`config.trunk`: the kind ('' = chosen by the data set: text if it has tokens, conv for
+  images, else an MLP) and every trunk's settings, `settings` overriding their defaults, so
+  that `--config.trunk.kind=ANY` and that trunk's settings work from the command line."""
+  return trunks_lib.setting_config(kind, **settings)
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = ''  # set by launch.sh from the experiment's file name.
@@ -72,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
 
-  c.trunk = ml_collections.ConfigDict({'kind': 'mlp'})
+  c.trunk = trunk('')
   c.heads = ml_collections.ConfigDict()
   return c
 

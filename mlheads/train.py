@@ -76,17 +76,22 @@ def make_train_step(heads, parallel: sharding.DataParallel):
                  out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0)
 
 
-def check_config(config) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
-                                  tuple[str, str]]:
-  """Everything that can be wrong with the config alone, raised before any data is read.
+def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
+                                           tuple[str, str]]:
+  """Everything that can be wrong with the config alone, raised before any data is read (B14,
+  B15, B26): every value in its range, every name looked up, and every input, target and
+  source the model names checked against the data set's schema (`ds`, else the one
+  `config.data` describes: `data.schema`, from the settings and at most a file's header).
 
-  Returns the model spec (every trunk, head and loss name looked up), the optimizer and
-  the best-checkpoint metric with its mode ('max' or 'min').
+  Returns the model spec, the optimizer and the best-checkpoint metric with its mode ('max' or
+  'min').
   """
   configs.validate(config, jax.device_count())
   spec = model_lib.resolve(config)
   tx = optimizers.make(config)
-  return spec, tx, runner.best_metric(config, spec.target_kinds)
+  best = runner.best_metric(config, spec.target_kinds)
+  spec.check(ds if ds is not None else data_lib.schema(config.data))
+  return spec, tx, best
 
 
 def check_finite(history: list[dict], first_step: int) -> None:

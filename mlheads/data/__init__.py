@@ -32,17 +32,20 @@ from mlheads.data import tweets
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """How one data set is prepared (`build`) and how its raw rows become inputs (`encode`)."""
+  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`), and
+  the record fields it will have (`schema(config.data)`, known from the settings alone: it
+  checks them, and lets every name in the config be checked before any data is read)."""
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]
+  schema: Callable[..., dict[str, base.Field]]
 
 
 DATASETS = {
-    'trump_tweets': Source(tweets.builder, tweets.encode),
-    'movie_genres': Source(movies.builder, movies.encode),
-    'digit_mosaics': Source(digits.builder, digits.encode),
-    'from_csv': Source(csv_data.builder, csv_data.encode),
-    **{name: Source(catalog.loader, catalog.encode) for name in catalog.CATALOG},
+    'trump_tweets': Source(tweets.builder, tweets.encode, tweets.schema),
+    'movie_genres': Source(movies.builder, movies.encode, movies.schema),
+    'digit_mosaics': Source(digits.builder, digits.encode, digits.schema),
+    'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.schema),
+    **{name: Source(catalog.loader, catalog.encode, catalog.schema) for name in catalog.CATALOG},
 }
 
 
@@ -51,6 +54,12 @@ def get(name: str) -> Source:
   if name not in DATASETS:
     raise errors.UsageError(f'unknown data set {name!r}; known: {sorted(DATASETS)}')
   return DATASETS[name]
+
+
+def schema(data_config) -> base.Dataset:
+  """The data set's fields (no splits, no metadata) from `config.data` alone: no data is read
+  or prepared. Raises UsageError for a bad `data` setting (B26)."""
+  return base.Dataset.of_fields(data_config.name, get(data_config.name).schema(data_config))
 
 
 def load(data_config, batch_size: int = 1) -> base.Dataset:
@@ -69,14 +78,10 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             f'(splits {planned}); use more rows or a smaller '
                             '--config.batch_size')
   meta = base.prepare(b)
-  fields = b.fields()
-  inputs = {k: f for k, f in fields.items() if f.kind in ('tokens', 'features', 'image')}
-  targets = {k: f for k, f in fields.items() if f.kind in ('binary', 'real')}
   splits = {s: b.as_data_source(s) for s in b.info.splits}
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
-  return base.Dataset(name=data_config.name, splits=splits, inputs=inputs, targets=targets,
-                      meta=meta)
+  return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta)
 
 
 def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:

@@ -144,9 +144,13 @@ def loader(data_config) -> base.Dataset:
                truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset(
-      name=data_config.name, splits=splits,
-      inputs={'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
-                                   vocab_size=data_config.vocab_size)},
-      targets={TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)},
-      meta=meta)
+  return base.Dataset.of_fields(data_config.name, schema(data_config), splits=splits,
+                                meta=meta)
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `loader(data_config)` gives, without reading anything."""
+  spec = CATALOG[data_config.name]
+  return {'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
+                               vocab_size=data_config.vocab_size),
+          TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)}

@@ -67,16 +67,47 @@ class HeadSpec:
   num_classes: int  # 0: the target's width
   loss_options: tuple[tuple[str, Any], ...]
 
-  def build(self, target_field, train_labels=None, train_mask=None) -> heads_lib.Head:
-    """The head sized to its target field (and fitted on the train labels if it learns them)."""
-    width = int(target_field.shape[-1])
-    if self.num_classes and self.num_classes != width:
+  def check(self, targets: Mapping[str, Any], trunk: trunks.Trunk | None) -> None:
+    """Its target against the data set's target fields (a width of 0 is not known yet) and
+    its source against the trunk's intermediates: before any data is read (B26)."""
+    target = self.settings['target']
+    if target not in targets:
+      raise errors.UsageError(f'head {self.name!r}: target {target!r} is not in the data set; '
+                              f'its targets are {sorted(targets)} '
+                              f'(--config.heads.{self.name}.target)')
+    field = targets[target]
+    width = int(field.shape[-1])
+    if self.num_classes and width and self.num_classes != width:
       raise errors.UsageError(f'head {self.name!r}: num_classes is {self.num_classes} but target '
-                              f'{self.settings["target"]!r} has {width} columns')
-    if self.cls.target_kind != target_field.kind:
+                              f'{target!r} has {width} columns')
+    if self.cls.target_kind != field.kind:
       raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs {self.cls.target_kind} '
-                              f'targets; {self.settings["target"]!r} is {target_field.kind}')
-    head = self.cls(num_classes=width, loss_options=self.loss_options, **self.settings)
+                              f'targets; {target!r} is {field.kind}')
+    source = self.settings.get('source', 'features')
+    if trunk is not None and source != 'features' and source not in trunk.intermediates():
+      raise errors.UsageError(
+          f'head {self.name!r}: source {source!r} is not an output of trunk '
+          f'{type(trunk).__name__}; it gives \'features\' and {list(trunk.intermediates())} '
+          f'(--config.heads.{self.name}.source)')
+
+  def build(self, target_field, train_labels=None, train_mask=None) -> heads_lib.Head:
+    """The head sized to its target field, fitted on the train labels where it learns from
+    them (powerset) or weighs by them (`pos_weight='balanced'`)."""
+    self.check({self.settings['target']: target_field}, None)
+    width = int(target_field.shape[-1])
+    options = dict(self.loss_options)
+    if options.get('pos_weight') == 'balanced':
+      if train_labels is None:
+        raise errors.UsageError(f"head {self.name!r}: pos_weight='balanced' needs the train "
+                                f"split's {self.settings['target']!r} labels")
+      options['pos_weight'] = losses.balanced_pos_weight(train_labels, train_mask)
+      logging.info('head %s: balanced pos_weight per class %s', self.name,
+                   [round(w, 3) for w in options['pos_weight']])
+    elif isinstance(options.get('pos_weight'), tuple) and len(options['pos_weight']) != width:
+      raise errors.UsageError(f'head {self.name!r}: pos_weight has '
+                              f'{len(options["pos_weight"])} values for {width} classes')
+    head = self.cls(num_classes=width, loss_options=tuple(sorted(options.items())),
+                    **self.settings)
     if self.cls.needs_train_labels:
       if train_labels is None:
         raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs the train split\'s '
@@ -89,7 +120,7 @@ class HeadSpec:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """The config's trunk and heads with every name looked up; `build` sizes them to data."""
-  trunk_cls: type[trunks.Trunk]
+  trunk_kind: str  # '' = chosen by the data set's inputs (trunks.default_kind)
   trunk_settings: Mapping[str, Any]
   heads: Mapping[str, HeadSpec]
 
@@ -98,25 +129,36 @@ class ModelSpec:
     """Output name -> 'binary' or 'real'."""
     return {name: h.cls.target_kind for name, h in self.heads.items()}
 
+  def trunk(self, inputs: Mapping[str, Any], quiet: bool = False) -> trunks.Trunk:
+    """The trunk fitted to the data set's input fields (its kind chosen by them if unset)."""
+    kind = self.trunk_kind or trunks.default_kind(inputs)
+    return trunks.build(trunks.get(kind), trunks.settings_for(kind, self.trunk_settings, quiet),
+                        inputs, quiet)
+
+  def check(self, ds, quiet: bool = True) -> trunks.Trunk:
+    """Every input, target and source name against data set `ds`'s fields, without data: the
+    data set's schema is enough (`mlheads.data.schema`). Returns the fitted trunk."""
+    trunk = self.trunk(ds.inputs, quiet)
+    for spec in self.heads.values():
+      spec.check(ds.targets, trunk)
+    return trunk
+
   def build(self, ds, train_arrays: Mapping[str, np.ndarray] | None = None,
             fitted_heads: Mapping[str, heads_lib.Head] | None = None
             ) -> tuple[Model, dict[str, heads_lib.Head]]:
     """The model for data set `ds`'s fields.
 
     train_arrays: the train split (`{key: [n, ...]}`), for heads fitted on its
-      labels (powerset).
+      labels (powerset, balanced pos_weight).
     fitted_heads: heads restored from a checkpoint (predict), used as they are.
     """
+    trunk = self.check(ds, quiet=False)
     heads, split = dict(fitted_heads or {}), train_arrays or {}
     for name, spec in self.heads.items():
-      if name in heads:
-        continue
-      target = spec.settings['target']
-      if target not in ds.targets:
-        raise errors.UsageError(f'head {name!r}: target {target!r} is not in data set '
-                                f'{ds.name}; its targets are {sorted(ds.targets)}')
-      heads[name] = spec.build(ds.targets[target], split.get(target), split.get(f'{target}_mask'))
-    trunk = trunks.build(self.trunk_cls, self.trunk_settings, ds.inputs)
+      if name not in heads:
+        target = spec.settings['target']
+        heads[name] = spec.build(ds.targets[target], split.get(target),
+                                 split.get(f'{target}_mask'))
     return Model(trunk=trunk, heads=heads), heads
 
 
@@ -189,11 +231,14 @@ def resolve_head(name: str, head_config) -> HeadSpec:
 
 
 def resolve(config) -> ModelSpec:
-  """Looks up every name in `config.trunk` and `config.heads`; raises UsageError on the first
-  unknown one, listing the known names, before any data is read."""
+  """Looks up every name in `config.trunk` and `config.heads` and checks every value; raises
+  UsageError on the first bad one, listing the known names, before any data is read."""
   settings = dict(config.trunk)
-  trunk_cls = trunks.get(settings.pop('kind'))
-  return ModelSpec(trunk_cls=trunk_cls, trunk_settings=settings,
+  kind = settings.pop('kind')
+  if kind:
+    trunks.get(kind)
+  trunks.check_settings(settings)
+  return ModelSpec(trunk_kind=kind, trunk_settings=settings,
                    heads={name: resolve_head(name, h) for name, h in config.heads.items()})
 
 
