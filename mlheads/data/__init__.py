@@ -25,6 +25,7 @@ from mlheads.data import catalog
 from mlheads.data import checks
 from mlheads.data import csv_data
 from mlheads.data import digits
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import movies
 from mlheads.data import pipeline
 from mlheads.data import tweets
@@ -81,16 +82,25 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
   splits = {s: b.as_data_source(s) for s in b.info.splits}
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
-  return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta)
+  fingerprint = fingerprint_lib.of_files(
+      {s: [str(p) for p in b.info.splits[s].filepaths] for s in splits},
+      {s: len(v) for s, v in splits.items()}, meta)
+  return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta,
+                                fingerprint=fingerprint)
 
 
 def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
   """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
   ds = load(config.data, batch_size=config.batch_size)
+  return ds, read_checked(ds, config.batch_size)
+
+
+def read_checked(ds: base.Dataset, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
+  """A loaded data set's splits read into memory and checked (B01-B11), before compiling."""
   arrays = {}
   for split in base.SPLITS:
     arrays[split] = pipeline.read_split(ds.split(split))
     checks.check_split(ds, split, arrays[split])
-  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), config.batch_size)
+  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), batch_size)
   logging.info('Labels in train: %s', checks.label_summary(ds, arrays['train']))
-  return ds, arrays
+  return arrays

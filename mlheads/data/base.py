@@ -58,15 +58,18 @@ class Dataset:
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
+  # What the data holds, in hashes (data/fingerprint.py): checkpoints carry it (B28).
+  fingerprint: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @classmethod
-  def of_fields(cls, name: str, fields: Mapping[str, Field], splits=None, meta=None
-                ) -> 'Dataset':
+  def of_fields(cls, name: str, fields: Mapping[str, Field], splits=None, meta=None,
+                fingerprint=None) -> 'Dataset':
     """A data set of these record fields, sorted into inputs and targets by kind; without
     splits and metadata it is a schema: what the checks before any data is read look at."""
     return cls(name=name, splits=splits or {}, meta=meta or {},
                inputs={k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
-               targets={k: f for k, f in fields.items() if f.kind in TARGET_KINDS})
+               targets={k: f for k, f in fields.items() if f.kind in TARGET_KINDS},
+               fingerprint=fingerprint or {})
 
   def class_names(self, target: str) -> list[str]:
     """The names of target `target`'s columns ('0', '1', ... where the data set names none)."""

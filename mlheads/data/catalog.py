@@ -27,6 +27,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -144,8 +145,9 @@ def loader(data_config) -> base.Dataset:
                truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset.of_fields(data_config.name, schema(data_config), splits=splits,
-                                meta=meta)
+  return base.Dataset.of_fields(
+      data_config.name, schema(data_config), splits=splits, meta=meta,
+      fingerprint=fingerprint_lib.of_arrays({k: v.arrays for k, v in splits.items()}, meta))
 
 
 def schema(data_config) -> dict[str, base.Field]:

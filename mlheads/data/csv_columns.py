@@ -114,13 +114,16 @@ def numeric(table: pd.DataFrame, features: Sequence[str], source: str) -> np.nda
   return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
 
 
-def fields(cols: dict, coding: dict | None, vocab_size: int) -> dict[str, base.Field]:
+def fields(cols: dict, coding: dict | None) -> dict[str, base.Field]:
   """The input fields `encode` gives; with `coding` None (a schema, before the data is read)
-  the one-hot width and the category table's size are 0: not known yet."""
+  the vocabulary, the one-hot width and the category table's size are 0: not known yet. The
+  vocabulary is the tokenizer's (at most `vocab_size`: no embedding rows for words the
+  train split does not have)."""
   out = {}
   if cols['text']:
+    vocab = 0 if coding is None else len(coding['tokenizer']['words'])
     out['tokens'] = base.Field((len(cols['text']) * cols['max_len'],), 'int32', 'tokens',
-                               vocab_size=vocab_size, names=tuple(cols['text']))
+                               vocab_size=vocab, names=tuple(cols['text']))
   onehot = cols['encoding'] == 'onehot' and cols['categorical']
   if cols['features'] or onehot:
     width = names_of = None

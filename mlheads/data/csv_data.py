@@ -148,7 +148,7 @@ def schema(data_config) -> dict[str, base.Field]:
   """The record fields, from the settings and the files' headers alone (no row is read)."""
   s = settings_from_config(data_config)
   classes = s.labels or s.classes
-  return {**csv_columns.fields(_layout(s), None, s.vocab_size),
+  return {**csv_columns.fields(_layout(s), None),
           TARGET: base.Field((len(classes),), 'float32', 'binary', names=classes,
                              has_mask=True)}
 
@@ -348,7 +348,8 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
-  coding: dict | None = None  # the metadata's coding, once known: the fields' widths.
+  # The metadata's coding, once known: the fields' widths.
+  coding: dict | None = dataclasses.field(default=None, repr=False)
 
 
 class FromCsv(base.ArrayBuilder):
@@ -367,8 +368,8 @@ class FromCsv(base.ArrayBuilder):
   def fields(self):
     c = self.builder_config
     s = c.settings
-    inputs = (csv_columns.fields(c.coding['columns'], c.coding, s.vocab_size) if c.coding
-              else csv_columns.fields(_layout(s), None, s.vocab_size))  # a probe's
+    inputs = (csv_columns.fields(c.coding['columns'], c.coding) if c.coding
+              else csv_columns.fields(_layout(s), None))  # a probe's
     return {
         **inputs,
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,

@@ -95,8 +95,15 @@ class Trunk(nn.Module):
     return ()
 
 
-def _kind_of(cls) -> str:
+def kind_of(cls) -> str:
+  """The TRUNKS name of a trunk class."""
   return next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
+
+
+def resolved_settings(trunk: Trunk) -> dict[str, Any]:
+  """A built trunk's settings as it runs: its input patterns resolved to keys, sizes fitted."""
+  return {f.name: getattr(trunk, f.name) for f in dataclasses.fields(trunk)
+          if f.init and f.name not in ('parent', 'name')}
 
 
 def own_settings(cls: type[Trunk]) -> dict[str, Any]:
@@ -150,7 +157,7 @@ def build(cls: type[Trunk], settings: Mapping[str, Any], inputs: Mapping[str, An
           quiet: bool = False) -> Trunk:
   """`cls(**settings)` fitted to the data set's input fields, and checked against them; logs
   the inputs it leaves unused unless `quiet`."""
-  kind = _kind_of(cls)
+  kind = kind_of(cls)
   try:
     trunk = cls(**settings)
   except TypeError as e:
@@ -233,7 +240,7 @@ class TextTrunk(Trunk):
     return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    kind = _kind_of(type(self))
+    kind = kind_of(type(self))
     text = only(kind, 'text_input', self.text_input, inputs, 'tokens')
     if text not in inputs:
       match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming the inputs
