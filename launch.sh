@@ -8,6 +8,8 @@
 #   ./launch.sh score --labels=L.npy --scores=S.npy [--mask=M.npy]   (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
+#   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -41,7 +43,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -56,15 +58,19 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare)
-    # The experiment is the first argument, checked as below; the rest are compare's flags.
+  compare|cv)
+    # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: compare: unknown experiment '$name'. Known experiments:" >&2
+      echo "launch.sh: $cmd: unknown experiment '$name'. Known experiments:" >&2
       list_experiments >&2
       exit 2
     fi
     shift
+    if [[ $cmd == cv ]]; then
+      exec "$venv/bin/python" -m mlheads.commands.cv --config="experiments/$name.py" \
+        --experiment="$name" "$@"
+    fi
     exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
 esac
 

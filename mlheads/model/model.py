@@ -175,7 +175,8 @@ def _other_settings(name: str, kind: str, what: str, given: Mapping[str, Any],
                                                            f'; known: {sorted(known)}'))
   unused = [k for k in sorted(given) if k not in known and given[k] != defaults[k]]
   if unused:
-    logging.warning('head %r (%s): %s have no effect on it and are ignored', name, kind,
+    logging.warning('head %r (%s) does not use %s %s; ignored', name, kind,
+                    what + 's' if len(unused) > 1 else what,
                     ', '.join(f'{k}={given[k]!r}' for k in unused))
 
 
@@ -193,12 +194,14 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   options = dict(cfg.pop('loss_options', {}) or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
   own = {f.name for f in heads_lib.own_fields(cls)}
+  for key, value in cfg.items():  # every head kind's ranges: a bad value is bad for any kind.
+    for other in heads_lib.HEADS.values():
+      if key in other.ranges and value is not None:
+        other.ranges[key].check(f'--config.heads.{name}.{key}', value)
+        break
   _other_settings(name, kind, 'setting', {k: v for k, v in cfg.items()
                                           if k not in heads_lib.COMMON},
                   heads_lib.setting_defaults(), own)
-  for key, allowed in cls.ranges.items():
-    if cfg.get(key) is not None:
-      allowed.check(f'--config.heads.{name}.{key}', cfg[key])
   cfg = {k: v for k, v in cfg.items()
          if (k in heads_lib.COMMON or k in own) and v is not None
          and not (k == 'loss' and v == '')}
@@ -214,13 +217,13 @@ def resolve_head(name: str, head_config) -> HeadSpec:
             'real': 'a regression loss', 'any': 'a ranking loss'}[loss.reads]
     raise errors.UsageError(f'head {name!r} ({kind}): loss {loss_name!r} is {what} and does '
                             f'not fit a {kind} head; use one of {allowed}')
-  _other_settings(name, kind, 'loss option', options, losses.option_defaults(),
-                  set(loss.options))
   for key, value in options.items():
     for other in losses.LOSSES.values():
       if key in other.ranges and value is not None:
         other.ranges[key].check(f'--config.heads.{name}.loss_options.{key}', value)
         break
+  _other_settings(name, kind, 'loss option', options, losses.option_defaults(),
+                  set(loss.options))
   chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
             if k in loss.options and v is not None}
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':

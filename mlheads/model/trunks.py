@@ -24,6 +24,7 @@ others' (logged).
 import dataclasses
 import difflib
 import fnmatch
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -137,9 +138,18 @@ def check_settings(settings: Mapping[str, Any]) -> None:
       raise errors.UsageError(f'unknown trunk setting {key!r} (--config.trunk.{key})'
                               + (f'; did you mean {hint[0]!r}?' if hint else
                                  f'; known: {sorted(every)}'))
+    value = settings[key]
+    cls = next(c for c in TRUNKS.values() if key in own_settings(c))
+    want = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+    item = typing.get_args(want)[0] if typing.get_args(want) else None
+    if want is str and not isinstance(value, str) or item in (str, int) and not (
+        isinstance(value, (tuple, list)) and all(isinstance(v, item) and not isinstance(v, bool)
+                                                 for v in value)):
+      what = 'a name' if want is str else f'a tuple of {"names" if item is str else "integers"}'
+      raise errors.UsageError(f'--config.trunk.{key} must be {what}, got {value!r}')
     for c in TRUNKS.values():
       if key in c.ranges:
-        c.ranges[key].check(f'--config.trunk.{key}', settings[key])
+        c.ranges[key].check(f'--config.trunk.{key}', value)
         break
 
 
