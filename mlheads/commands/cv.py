@@ -30,6 +30,7 @@ from mlheads.state import writers
 
 FLAGS = flags.FLAGS
 SECTIONS = ('test', 'test_tuned')
+FOLDABLE = ('from_csv',)  # data sets whose split `data.folds` / `data.fold` choose.
 
 
 def define_flags() -> None:
@@ -45,7 +46,7 @@ def define_flags() -> None:
 
 def fold_configs(config, folds: int) -> list:
   """One config per fold, each checked (train.check_config) before anything trains."""
-  if 'folds' not in config.data:
+  if config.data.name not in FOLDABLE or 'folds' not in config.data:
     raise errors.UsageError(f'cv: data set {config.data.name} has fixed splits; '
                             'cross-validation needs a data set with --config.data.folds '
                             '(from_csv)')
