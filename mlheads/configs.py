@@ -9,9 +9,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from mlheads import errors
-from mlheads.model import heads as heads_lib
-from mlheads.model import losses as losses_lib
-from mlheads.model import trunks as trunks_lib
+from mlheads.model import settings as settings_lib
 
 
 def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
@@ -33,8 +31,8 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
     **options: loss options (pos_weight, gamma, ...) and head settings (none_class,
       min_count, ...) that differ from their defaults.
   """
-  loss_options = losses_lib.option_config()
-  settings = heads_lib.setting_config()
+  loss_options = settings_lib.loss_config()
+  settings = settings_lib.head_config()
   for name, value in options.items():
     group = loss_options if name in loss_options else settings if name in settings else None
     if group is None:
@@ -52,7 +50,7 @@ def trunk(kind: str, **settings) -> dict:
   """`config.trunk`: the kind ('' = chosen by the data set: text if it has tokens, conv for
   images, else an MLP) and every trunk's settings, `settings` overriding their defaults, so
   that `--config.trunk.kind=ANY` and that trunk's settings work from the command line."""
-  return trunks_lib.setting_config(kind, **settings)
+  return settings_lib.trunk_config(kind, **settings)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -94,7 +92,7 @@ RANGES = {
     'epochs': errors.Range(1, 100_000, integer=True),
     'batch_size': errors.Range(1, 2**20, integer=True),
     'eval_batch_size': errors.Range(1, 2**20, integer=True),
-    'learning_rate': errors.Range(0, 100, low_open=True),
+    'learning_rate': errors.Range(0, low_open=True),  # a huge one diverges: exit 3 (B21).
     'grad_clip': errors.Range(0),  # 0 = off; a huge value never clips.
     'log_every_steps': errors.Range(1, INT32, integer=True),
     'eval_every_epochs': errors.Range(1, INT32, integer=True),

@@ -42,7 +42,7 @@ def _main(tmp_path, *overrides):
     ('--config.batch_sise=3', 'batch_sise'),
     ('--config.batch_size=abc', 'batch_size'),
     ('--config.batch_size=0', 'batch_size must be an integer from 1'),
-    ('--config.learning_rate=-1', 'learning_rate must be a number in (0, 100]'),
+    ('--config.learning_rate=-1', 'learning_rate must be a number > 0'),
     ('--config.heads.aux.weight=-0.5', 'heads.aux.weight must be a number from 0 to'),
     ('--config.optimizer=adamm', "unknown optimizer 'adamm'"),
     ('--config.heads.main.kind=nope', "unknown kind 'nope'"),

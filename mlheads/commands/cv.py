@@ -14,7 +14,6 @@ test split at each head's threshold and at the tuned thresholds) and prints a ta
 the sample standard deviation over folds (ddof 1).
 """
 
-import json
 import math
 import os
 import sys

@@ -1,4 +1,5 @@
-"""from_csv's input columns: which columns are read, and how rows become model inputs.
+"""from_csv's columns: which are read, how rows become model inputs, and the label and split
+cells.
 
 Column settings name columns or glob patterns over the header (`px*`); `features='*'` is
 every column that no other setting uses. Records (each only if some column feeds it):
@@ -29,6 +30,8 @@ from mlheads.data import base
 from mlheads.data import tokenizer as tokenizer_lib
 
 ENCODINGS = ('onehot', 'embed')
+SPLIT_NAMES = {'train': 'train', 'validation': 'validation', 'valid': 'validation',
+               'val': 'validation', 'dev': 'validation', 'test': 'test'}
 
 
 def names(s: str) -> tuple[str, ...]:
@@ -179,3 +182,63 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
   if ids:
     out['categories'] = np.stack(ids, axis=1)
   return out, truncated
+
+
+# ----------------------------------------------------------------------------- labels, splits
+
+def _binary(cell, where: str) -> float | None:
+  """A 0/1 label cell; None when empty (unknown)."""
+  if base.blank(cell):
+    return None
+  if isinstance(cell, bool):
+    return float(cell)
+  try:
+    v = float(cell.strip() if isinstance(cell, str) else cell)
+  except (TypeError, ValueError):
+    v = None
+  if v not in (0.0, 1.0):
+    raise errors.UsageError(f'{where} is {cell!r}; a label cell must be 0, 1 or empty (unknown)')
+  return v
+
+
+def _name_list(cell, separator: str) -> list[str] | None:
+  """Label names in a label_list cell; None when empty (unknown)."""
+  if base.blank(cell):
+    return None
+  parts = cell if isinstance(cell, list) else str(cell).split(separator)
+  return [str(p).strip() for p in parts if str(p).strip()]
+
+
+def label_cells(s, rows, lines, path) -> list:
+  """Each row's labels, checked: `[K]` of 0/1/None (the `labels` layout), or the names (None:
+  unknown) of the `label_list` column; `s` is csv_data.Settings."""
+  at = lambda line, col: f'{path}, line {line}, column {col!r}'
+  if s.labels:
+    return [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
+  cells = []
+  for r, line in zip(rows, lines):
+    cell = r.get(s.label_list)
+    if cell is not None and not isinstance(cell, (str, list)):
+      raise errors.UsageError(f'{at(line, s.label_list)} is {cell!r}; expected names joined '
+                              f'by {s.separator!r}')
+    names = _name_list(cell, s.separator)
+    if names is not None and s.classes:
+      for name in names:
+        if name not in s.classes:
+          raise errors.UsageError(f'{at(line, s.label_list)}: label {name!r} is not one of '
+                                  f'the given classes {list(s.classes)}')
+    cells.append(names)
+  return cells
+
+
+def split_cells(s, rows, lines, path) -> list[str]:
+  """Each row's split from the `split_column` cell (train, validation or test)."""
+  out = []
+  for r, line in zip(rows, lines):
+    cell = r.get(s.split_column)
+    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not base.blank(cell) else None
+    if name is None:
+      raise errors.UsageError(f'{path}, line {line}, column {s.split_column!r} is {cell!r}; '
+                              'expected train, validation (or val, valid, dev) or test')
+    out.append(name)
+  return out

@@ -50,8 +50,6 @@ from mlheads.data import files
 
 FRACTIONS = (0.8, 0.1, 0.1)
 TARGET = 'labels'
-SPLIT_NAMES = {'train': 'train', 'validation': 'validation', 'valid': 'validation',
-               'val': 'validation', 'dev': 'validation', 'test': 'test'}
 RANGES = {
     'split_seed': errors.Range(0, 2**31 - 1, integer=True),
     'folds': errors.Range(0, 1000, integer=True),
@@ -153,33 +151,7 @@ def schema(data_config) -> dict[str, base.Field]:
                              has_mask=True)}
 
 
-# ----------------------------------------------------------------------------- parsing cells
-
-_blank = base.blank
-
-
-def _binary(cell, where: str) -> float | None:
-  """A 0/1 label cell; None when empty (unknown)."""
-  if _blank(cell):
-    return None
-  if isinstance(cell, bool):
-    return float(cell)
-  try:
-    v = float(cell.strip() if isinstance(cell, str) else cell)
-  except (TypeError, ValueError):
-    v = None
-  if v not in (0.0, 1.0):
-    raise errors.UsageError(f'{where} is {cell!r}; a label cell must be 0, 1 or empty (unknown)')
-  return v
-
-
-def _name_list(cell, separator: str) -> list[str] | None:
-  """Label names in a label_list cell; None when empty (unknown)."""
-  if _blank(cell):
-    return None
-  parts = cell if isinstance(cell, list) else str(cell).split(separator)
-  return [str(p).strip() for p in parts if str(p).strip()]
-
+# ----------------------------------------------------------------------------- parsing
 
 @dataclasses.dataclass
 class Table:
@@ -191,38 +163,6 @@ class Table:
   sources: list[str]  # each row's file
   splits: list[str | None]  # each row's split, where the files or split_column say it
   columns: dict  # csv_columns.layout
-
-
-def _labels(s: Settings, rows, lines, path) -> list:
-  at = lambda line, col: f'{path}, line {line}, column {col!r}'
-  if s.labels:
-    return [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
-  cells = []
-  for r, line in zip(rows, lines):
-    cell = r.get(s.label_list)
-    if cell is not None and not isinstance(cell, (str, list)):
-      raise errors.UsageError(f'{at(line, s.label_list)} is {cell!r}; expected names joined '
-                              f'by {s.separator!r}')
-    names = _name_list(cell, s.separator)
-    if names is not None and s.classes:
-      for name in names:
-        if name not in s.classes:
-          raise errors.UsageError(f'{at(line, s.label_list)}: label {name!r} is not one of '
-                                  f'the given classes {list(s.classes)}')
-    cells.append(names)
-  return cells
-
-
-def _split_cells(s: Settings, rows, lines, path) -> list[str]:
-  out = []
-  for r, line in zip(rows, lines):
-    cell = r.get(s.split_column)
-    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not _blank(cell) else None
-    if name is None:
-      raise errors.UsageError(f'{path}, line {line}, column {s.split_column!r} is {cell!r}; '
-                              'expected train, validation (or val, valid, dev) or test')
-    out.append(name)
-  return out
 
 
 def parse(s: Settings) -> Table:
@@ -239,8 +179,9 @@ def parse(s: Settings) -> Table:
     table = files.frame(columns, rows, file_lines)
     frames.append(table[needed])
     numeric.append(csv_columns.numeric(table, cols['features'], path))
-    cells += _labels(s, rows, file_lines, path)
-    splits += _split_cells(s, rows, file_lines, path) if s.split_column else [split] * len(rows)
+    cells += csv_columns.label_cells(s, rows, file_lines, path)
+    splits += (csv_columns.split_cells(s, rows, file_lines, path) if s.split_column
+               else [split] * len(rows))
     lines += file_lines
     sources += [path] * len(rows)
   label_col = s.label_list or None

@@ -7,19 +7,16 @@ networks. The train step only sees `head.loss_fn(...)`; evaluation only
 `head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
 `head.predict(...)` (a label set `[batch, K]` of 0/1).
 
-HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md
-compares them.
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them.
 """
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from ml_collections import config_dict
 import numpy as np
 
 from mlheads import errors
@@ -64,13 +61,10 @@ class Head:
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
-  # The kinds of loss (`losses.Loss.reads`) that fit the head's logits: per-label losses read
-  # each logit as a label's log-odds, which a softmax's logits are not (docs/heads.md).
+  # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
   fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
-  # The head's own settings (besides the ones every head has) and their ranges (B26).
-  ranges: ClassVar[Mapping[str, errors.Range]] = {}
-  # Fields that `fit` sets from the train labels, never settings.
-  fitted: ClassVar[tuple[str, ...]] = ()
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}  # its own settings' ranges (B26)
+  fitted: ClassVar[tuple[str, ...]] = ()  # fields `fit` sets from the train labels
 
   @property
   def threshold(self) -> float:
@@ -393,35 +387,6 @@ class RegressionHead(Head):
 
   def predict(self, logits):
     return logits
-
-
-# Every head has these settings (`configs.head`); the rest are a head kind's own.
-COMMON = ('num_classes', 'target', 'weight', 'source', 'loss', 'loss_options')
-
-
-def own_fields(cls) -> list[dataclasses.Field]:
-  """A head class's own settings: its fields less the common ones and the fitted ones."""
-  return [f for f in dataclasses.fields(cls) if f.name not in COMMON and f.name not in cls.fitted]
-
-
-def setting_defaults() -> dict[str, Any]:
-  """Every head kind's own settings (`none_class`, `min_count`, ...) and their defaults."""
-  return {f.name: f.default for cls in HEADS.values() for f in own_fields(cls)}
-
-
-def setting_config() -> dict[str, Any]:
-  """`setting_defaults()` as config values, so that `--config.heads.<output>.kind=powerset
-  --config.heads.<output>.min_count=5` works whatever kind the experiment chose; a `None`
-  default becomes a placeholder of the type the field allows. Fresh references every call."""
-  out = {}
-  for cls in HEADS.values():
-    for f in own_fields(cls):
-      if f.default is None:
-        out[f.name] = config_dict.placeholder(
-            next(t for t in typing.get_args(f.type) if t is not type(None)))
-      else:
-        out[f.name] = f.default
-  return out
 
 
 HEADS = {

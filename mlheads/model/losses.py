@@ -7,7 +7,7 @@ labels by 0 (so a NaN or a 7 there cannot leak through a `0 * inf` in the
 backward pass), and each loss drops masked terms with `jnp.where` (not a
 multiplication) before reducing. LOSSES maps a name to such a function and the targets it reads;
 `**options` come from `config.heads.<output>.loss_options`: every loss declares its options
-(keyword-only arguments, their defaults, and `Loss.ranges`), and `option_defaults()` puts all
+(keyword-only arguments, their defaults, and `Loss.ranges`), and `settings.loss_config()` puts all
 of them into each head's config, so `--config.heads.<output>.loss_options.gamma=1.0` works
 from the command line whichever loss the experiment chose.
 
@@ -29,7 +29,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from ml_collections import config_dict
 import numpy as np
 import optax
 
@@ -244,27 +243,3 @@ def get(name: str) -> Loss:
   return LOSSES[name]
 
 
-def option_defaults() -> dict[str, Any]:
-  """Every option of every loss and its default; losses that share a name share its default."""
-  out = {}
-  for loss in LOSSES.values():
-    for name, default in loss.defaults.items():
-      out.setdefault(name, default)
-  return out
-
-
-def option_config() -> dict[str, Any]:
-  """`option_defaults()` as config values the flags can override: a `None` default becomes a
-  float placeholder and `pos_weight` a reference of any type, so that
-  `--config.heads.x.loss_options.alpha=0.25` and `...pos_weight=balanced` parse. Fresh
-  references on every call: two heads must never share one."""
-  ranges = {k: r for loss in LOSSES.values() for k, r in loss.ranges.items()}
-  out = {}
-  for name, default in option_defaults().items():
-    if isinstance(ranges.get(name), PosWeight):
-      out[name] = config_dict.FieldReference(default, field_type=object)
-    elif default is None:
-      out[name] = config_dict.placeholder(float)
-    else:
-      out[name] = default
-  return out

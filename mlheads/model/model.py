@@ -9,7 +9,6 @@ labels (powerset).
 """
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import heads as heads_lib
 from mlheads.model import losses
+from mlheads.model import settings as settings_lib
 from mlheads.model import trunks
 
 
@@ -132,8 +132,8 @@ class ModelSpec:
   def trunk(self, inputs: Mapping[str, Any], quiet: bool = False) -> trunks.Trunk:
     """The trunk fitted to the data set's input fields (its kind chosen by them if unset)."""
     kind = self.trunk_kind or trunks.default_kind(inputs)
-    return trunks.build(trunks.get(kind), trunks.settings_for(kind, self.trunk_settings, quiet),
-                        inputs, quiet)
+    own = settings_lib.trunk_settings_for(kind, self.trunk_settings, quiet)
+    return trunks.build(trunks.get(kind), own, inputs, quiet)
 
   def check(self, ds, quiet: bool = True) -> trunks.Trunk:
     """Every input, target and source name against data set `ds`'s fields, without data: the
@@ -162,24 +162,6 @@ class ModelSpec:
     return Model(trunk=trunk, heads=heads), heads
 
 
-def _other_settings(name: str, kind: str, what: str, given: Mapping[str, Any],
-                    defaults: Mapping[str, Any], known: set[str]) -> None:
-  """Settings in `given` that the chosen head or loss does not take: an error if no head or
-  loss takes them (a typo), a warning if they differ from their defaults (they do nothing)."""
-  unknown = sorted(set(given) - set(defaults) - known)
-  if unknown:
-    hint = difflib.get_close_matches(unknown[0], sorted(set(defaults) | known), n=1)
-    raise errors.UsageError(
-        f'head {name!r}: unknown {what} {unknown[0]!r}' + (f'; did you mean {hint[0]!r}?'
-                                                           if hint else
-                                                           f'; known: {sorted(known)}'))
-  unused = [k for k in sorted(given) if k not in known and given[k] != defaults[k]]
-  if unused:
-    logging.warning('head %r (%s) does not use %s %s; ignored', name, kind,
-                    what + 's' if len(unused) > 1 else what,
-                    ', '.join(f'{k}={given[k]!r}' for k in unused))
-
-
 def resolve_head(name: str, head_config) -> HeadSpec:
   """Looks up `config.heads.<name>`: its kind, its loss and the loss' options, and checks their
   values (B14/B15/B26): the loss must fit the head (docs/heads.md), each setting its range."""
@@ -193,17 +175,17 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   num_classes = cfg.pop('num_classes', 0) or 0
   options = dict(cfg.pop('loss_options', {}) or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  own = {f.name for f in heads_lib.own_fields(cls)}
+  own = {f.name for f in settings_lib.head_fields(cls)}
   for key, value in cfg.items():  # every head kind's ranges: a bad value is bad for any kind.
     for other in heads_lib.HEADS.values():
       if key in other.ranges and value is not None:
         other.ranges[key].check(f'--config.heads.{name}.{key}', value)
         break
-  _other_settings(name, kind, 'setting', {k: v for k, v in cfg.items()
-                                          if k not in heads_lib.COMMON},
-                  heads_lib.setting_defaults(), own)
+  settings_lib.check_unused(name, kind, 'setting', {k: v for k, v in cfg.items()
+                                                    if k not in settings_lib.COMMON},
+                            settings_lib.head_defaults(), own)
   cfg = {k: v for k, v in cfg.items()
-         if (k in heads_lib.COMMON or k in own) and v is not None
+         if (k in settings_lib.COMMON or k in own) and v is not None
          and not (k == 'loss' and v == '')}
   loss_name = cfg.get('loss', fields['loss'].default)
   try:
@@ -222,8 +204,8 @@ def resolve_head(name: str, head_config) -> HeadSpec:
       if key in other.ranges and value is not None:
         other.ranges[key].check(f'--config.heads.{name}.loss_options.{key}', value)
         break
-  _other_settings(name, kind, 'loss option', options, losses.option_defaults(),
-                  set(loss.options))
+  settings_lib.check_unused(name, kind, 'loss option', options, settings_lib.loss_defaults(),
+                            set(loss.options))
   chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
             if k in loss.options and v is not None}
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
@@ -236,12 +218,12 @@ def resolve_head(name: str, head_config) -> HeadSpec:
 def resolve(config) -> ModelSpec:
   """Looks up every name in `config.trunk` and `config.heads` and checks every value; raises
   UsageError on the first bad one, listing the known names, before any data is read."""
-  settings = dict(config.trunk)
-  kind = settings.pop('kind')
+  trunk_settings = dict(config.trunk)
+  kind = trunk_settings.pop('kind')
   if kind:
     trunks.get(kind)
-  trunks.check_settings(settings)
-  return ModelSpec(trunk_kind=kind, trunk_settings=settings,
+  settings_lib.check_trunk(trunk_settings)
+  return ModelSpec(trunk_kind=kind, trunk_settings=trunk_settings,
                    heads={name: resolve_head(name, h) for name, h in config.heads.items()})
 
 

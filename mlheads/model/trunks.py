@@ -16,15 +16,13 @@ the only one (the text trunk's token input), a plain name that very input.
 So any trunk runs on any data set that has inputs of its kinds, with no
 setting changed: `--config.trunk.kind=mlp` on a table of numbers.
 
-`config.trunk` carries every trunk's settings (`setting_config`), so the
+`config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
 command line reaches them all; the chosen trunk takes its own and leaves the
 others' (logged).
 """
 
 import dataclasses
-import difflib
 import fnmatch
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -105,62 +103,6 @@ def resolved_settings(trunk: Trunk) -> dict[str, Any]:
   """A built trunk's settings as it runs: its input patterns resolved to keys, sizes fitted."""
   return {f.name: getattr(trunk, f.name) for f in dataclasses.fields(trunk)
           if f.init and f.name not in ('parent', 'name')}
-
-
-def own_settings(cls: type[Trunk]) -> dict[str, Any]:
-  """A trunk class's settings and their defaults (Flax's own fields and fitted ones left out)."""
-  return {f.name: f.default for f in dataclasses.fields(cls)
-          if f.init and f.name not in ('parent', 'name') and f.name not in cls.fitted}
-
-
-def setting_config(kind: str, **settings) -> dict[str, Any]:
-  """`config.trunk` for trunk `kind` ('' = chosen by the data set's inputs): every trunk's
-  settings, this kind's defaults first, then `settings`; so `--config.trunk.kind=mlp
-  --config.trunk.hidden=(32,)` works on any experiment. An unknown setting is an error (a
-  typo in an experiment file)."""
-  out = {}
-  for cls in ([get(kind)] if kind else []) + list(TRUNKS.values()):
-    for k, v in own_settings(cls).items():
-      out.setdefault(k, v)
-  unknown = sorted(set(settings) - set(out))
-  if unknown:
-    raise errors.UsageError(f'trunk {kind!r}: unknown setting {unknown[0]!r}; known: '
-                            f'{sorted(out)}')
-  return {'kind': kind, **out, **settings}
-
-
-def check_settings(settings: Mapping[str, Any]) -> None:
-  """Every setting in `config.trunk` (less `kind`) is some trunk's, within its range (B26)."""
-  every = {k for c in TRUNKS.values() for k in own_settings(c)}
-  for key in settings:
-    if key not in every:
-      hint = difflib.get_close_matches(key, sorted(every), n=1)
-      raise errors.UsageError(f'unknown trunk setting {key!r} (--config.trunk.{key})'
-                              + (f'; did you mean {hint[0]!r}?' if hint else
-                                 f'; known: {sorted(every)}'))
-    value = settings[key]
-    cls = next(c for c in TRUNKS.values() if key in own_settings(c))
-    want = {f.name: f.type for f in dataclasses.fields(cls)}[key]
-    item = typing.get_args(want)[0] if typing.get_args(want) else None
-    if want is str and not isinstance(value, str) or item in (str, int) and not (
-        isinstance(value, (tuple, list)) and all(isinstance(v, item) and not isinstance(v, bool)
-                                                 for v in value)):
-      what = 'a name' if want is str else f'a tuple of {"names" if item is str else "integers"}'
-      raise errors.UsageError(f'--config.trunk.{key} must be {what}, got {value!r}')
-    for c in TRUNKS.values():
-      if key in c.ranges:
-        c.ranges[key].check(f'--config.trunk.{key}', value)
-        break
-
-
-def settings_for(kind: str, settings: Mapping[str, Any], quiet: bool = False
-                 ) -> dict[str, Any]:
-  """The settings trunk `kind` takes; those of other trunks are left out (and logged)."""
-  mine = own_settings(get(kind))
-  unused = sorted(set(settings) - set(mine))
-  if unused and not quiet:
-    logging.info('trunk %s does not use %s (settings of other trunks)', kind, ', '.join(unused))
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in mine}
 
 
 def build(cls: type[Trunk], settings: Mapping[str, Any], inputs: Mapping[str, Any],

@@ -200,4 +200,4 @@ def test_other_trunks_settings_are_left_out_and_a_typo_is_refused(tmp_path):
   bad['lstm_unit'] = 3
   with pytest.raises(errors.UsageError, match="unknown trunk setting 'lstm_unit'.*did you mean "
                      "'lstm_units'"):
-    model_lib.trunks.check_settings({k: v for k, v in bad.items() if k != 'kind'})
+    model_lib.settings_lib.check_trunk({k: v for k, v in bad.items() if k != 'kind'})
