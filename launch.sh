@@ -10,7 +10,7 @@
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
 #   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
-#   ./launch.sh score|predict|compare --help     that command's flags
+#   ./launch.sh score|predict|compare|cv --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -57,12 +57,12 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+    predict|compare|cv) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
 case $cmd in
-  test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -q "$@" ;;  # pyproject: testpaths = tests
   list) list_experiments; exit 0 ;;
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;

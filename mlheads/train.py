@@ -94,7 +94,10 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   spec = model_lib.resolve(config)
   tx = optimizers.make(config)
   best = runner.best_metric(config, spec.target_kinds)
-  spec.check(ds if ds is not None else data_lib.schema(config.data))
+  schema = ds if ds is not None else data_lib.schema(config.data)
+  spec.check(schema)
+  runner.check_reported(best[0], {name: (schema.targets[h.settings['target']].shape or (1,))[-1]
+                                  for name, h in spec.heads.items()})
   return spec, tx, best
 
 

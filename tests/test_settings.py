@@ -175,9 +175,17 @@ def test_b26_best_metric_output_and_metric_checked_up_front_naming_the_known_one
   with pytest.raises(errors.UsageError, match=r"no output 'labels'; the outputs are 'genres'"):
     train.check_config(config)
   config = compare.load_config('movie_genres', [('best_metric', 'genres/f1')])
-  with pytest.raises(errors.UsageError, match=r"output 'genres' reports no metric 'f1'; its "
-                     r'metrics are loss, accuracy, .*f1_micro'):
+  with pytest.raises(errors.UsageError, match=r"output 'genres' reports no metric 'f1'; did "
+                     r"you mean 'f1_micro' or 'f1_macro' or 'f1_samples'\?; its metrics are "
+                     r'loss, label_accuracy, .*f1_micro'):
     train.check_config(config)
+  # A one-label output reports no ranking metric: refused up front, not after an epoch.
+  config = compare.load_config('headline', [('best_metric', 'main/precision_at_1')])
+  with pytest.raises(errors.UsageError, match=r"output 'main' has one label, and metrics that "
+                     r"rank a row's labels \(label_ranking_average_precision, .*\) say nothing"):
+    train.check_config(config)
+  config = compare.load_config('movie_genres', [('best_metric', 'genres/precision_at_1')])
+  assert train.check_config(config)[2] == ('genres/precision_at_1', 'max')
   config = compare.load_config('movie_genres', [('best_metric', 'test/genres/f1_micro')])
   with pytest.raises(errors.UsageError, match='chosen on validation, never on test'):
     train.check_config(config)
@@ -232,7 +240,8 @@ def test_loss_options_come_from_the_command_line_whichever_loss_is_chosen(caplog
   with caplog.at_level('WARNING'):
     spec = train.check_config(config)[0]
   assert dict(spec.heads['genres'].loss_options) == {'pos_weight': 1.0, 'label_smoothing': 0.0}
-  assert "head 'genres' (sigmoid) does not use loss option gamma=1.0; ignored" in caplog.text
+  assert ("head 'genres' (sigmoid, loss bce) does not use loss option gamma=1.0 (it is an "
+          "option of focal: --config.heads.genres.loss=NAME); ignored") in caplog.text
   config = compare.load_config('movie_genres', [('heads.genres.loss_options.gamma_neg', '-2')])
   with pytest.raises(errors.UsageError, match='gamma_neg must be a number from 0 to 100'):
     train.check_config(config)

@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from mlheads import console
 from mlheads import errors
 from mlheads import train
 from mlheads.state import writers
@@ -62,6 +63,8 @@ def fold_configs(config, folds: int) -> list:
     try:
       train.check_config(c)
     except errors.UsageError as e:
+      if i == 0:  # a setting wrong for every fold: said as a run would say it.
+        raise
       raise errors.UsageError(f'fold {i}: {e}') from None
     out.append(c)
   return out
@@ -122,6 +125,7 @@ def cross_validate(config, folds: int, workdir: str, out=sys.stdout) -> dict:
 
 
 def main(argv):
+  console.quiet()
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
   if not flags.FLAGS['verbosity'].present:

@@ -7,6 +7,7 @@ thresholds tuned on validation, and the metric that picks the best checkpoint.
     tuned = all_metrics(heads, preds, tune_thresholds(heads, preds_on_validation))
 """
 
+import difflib
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -182,6 +183,22 @@ def best_metric(config, target_kinds: Mapping[str, str]) -> tuple[str, str]:
   known = metric_names(target_kinds[out])
   if metric not in known and not (target_kinds[out] == 'real'
                                   and re.fullmatch(r'r2_\d+', metric)):
-    raise errors.UsageError(f'{flag}: output {out!r} reports no metric {metric!r}; its metrics '
-                            f'are {", ".join(known)}')
+    near = [k for k in known if metric and k.startswith(metric)] or difflib.get_close_matches(
+        metric, known, n=2)
+    raise errors.UsageError(f'{flag}: output {out!r} reports no metric {metric!r}'
+                            + (f'; did you mean {" or ".join(map(repr, near))}?' if near else '')
+                            + f'; its metrics are {", ".join(known)}')
   return name, 'min' if metric in LOWER_IS_BETTER else 'max'
+
+
+def check_reported(best: str, widths: Mapping[str, int]) -> None:
+  """The best-checkpoint metric `best` (OUTPUT/METRIC) is one its output reports at its width
+  (`widths`: output -> number of labels, 0 if not known before the data is read): a one-label
+  output reports no ranking metric (B26), so choosing by one would fail after the first epoch."""
+  out, _, metric = best.partition('/')
+  if widths.get(out) == 1 and metric in metrics_lib.RANKING_KEYS:
+    raise errors.UsageError(
+        f'--config.best_metric={best!r}: output {out!r} has one label, and metrics that rank a '
+        f'row\'s labels ({", ".join(metrics_lib.RANKING_KEYS)}) say nothing there and are not '
+        'reported; choose another, e.g. average_precision_macro or roc_auc_macro')
+

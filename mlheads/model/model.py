@@ -181,9 +181,12 @@ def resolve_head(name: str, head_config) -> HeadSpec:
       if key in other.ranges and value is not None:
         other.ranges[key].check(f'--config.heads.{name}.{key}', value)
         break
-  settings_lib.check_unused(name, kind, 'setting', {k: v for k, v in cfg.items()
-                                                    if k not in settings_lib.COMMON},
-                            settings_lib.head_defaults(), own)
+  settings_lib.check_unused(
+      name, kind, 'setting', {k: v for k, v in cfg.items() if k not in settings_lib.COMMON},
+      settings_lib.head_defaults(), own,
+      {k: [n for n, c in heads_lib.HEADS.items()
+           if k in {f.name for f in settings_lib.head_fields(c)}] for k in cfg},
+      f'--config.heads.{name}.kind')
   cfg = {k: v for k, v in cfg.items()
          if (k in settings_lib.COMMON or k in own) and v is not None
          and not (k == 'loss' and v == '')}
@@ -204,8 +207,10 @@ def resolve_head(name: str, head_config) -> HeadSpec:
       if key in other.ranges and value is not None:
         other.ranges[key].check(f'--config.heads.{name}.loss_options.{key}', value)
         break
-  settings_lib.check_unused(name, kind, 'loss option', options, settings_lib.loss_defaults(),
-                            set(loss.options))
+  settings_lib.check_unused(
+      name, f'{kind}, loss {loss_name}', 'loss option', options, settings_lib.loss_defaults(),
+      set(loss.options), {k: [n for n, l in losses.LOSSES.items() if k in l.options]
+                          for k in options}, f'--config.heads.{name}.loss')
   chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
             if k in loss.options and v is not None}
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':

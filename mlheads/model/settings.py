@@ -143,9 +143,12 @@ def trunk_settings_for(kind: str, settings: Mapping[str, Any], quiet: bool = Fal
 # ----------------------------------------------------------------------------- checks
 
 def check_unused(name: str, kind: str, what: str, given: Mapping[str, Any],
-                    defaults: Mapping[str, Any], known: set[str]) -> None:
+                 defaults: Mapping[str, Any], known: set[str],
+                 takers: Mapping[str, list[str]] | None = None, choose: str = '') -> None:
   """Settings in `given` that the chosen head or loss does not take: an error if no head or
-  loss takes them (a typo), a warning if they differ from their defaults (they do nothing)."""
+  loss takes them (a typo), a warning if they differ from their defaults (they do nothing),
+  naming who does take them (`takers`: setting -> head kinds or losses) and the flag that
+  chooses one (`choose`)."""
   unknown = sorted(set(given) - set(defaults) - known)
   if unknown:
     hint = difflib.get_close_matches(unknown[0], sorted(set(defaults) | known), n=1)
@@ -154,7 +157,9 @@ def check_unused(name: str, kind: str, what: str, given: Mapping[str, Any],
                                                            if hint else
                                                            f'; known: {sorted(known)}'))
   unused = [k for k in sorted(given) if k not in known and given[k] != defaults[k]]
-  if unused:
-    logging.warning('head %r (%s) does not use %s %s; ignored', name, kind,
-                    what + 's' if len(unused) > 1 else what,
-                    ', '.join(f'{k}={given[k]!r}' for k in unused))
+  for k in unused:
+    owners = (takers or {}).get(k)
+    whose = (f' (it is an option of {", ".join(owners)}: {choose}=NAME)' if owners and choose
+             else '')
+    logging.warning('head %r (%s) does not use %s %s=%r%s; ignored', name, kind, what, k,
+                    given[k], whose)
