@@ -177,10 +177,7 @@ def build_model(config, data: Data):
   train labels, powerset, fitted on them). `model.init(key, data.example_inputs())` gives the
   parameters; `model.apply({'params': p}, inputs)` the logits `{output: [batch, K]}`;
   `heads[name].scores(logits[name])` the probabilities."""
-  spec = model_lib.resolve(config)
-  keys = spec.train_keys(data.dataset)
-  train = pipeline.read_split(data.dataset.split('train'), keys) if keys else None
-  return spec.build(data.dataset, train)
+  return train_lib.build(model_lib.resolve(config), data.dataset)
 
 
 def train(config, workdir: str | None = None) -> dict:

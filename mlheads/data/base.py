@@ -29,6 +29,8 @@ from mlheads.data import checks
 from mlheads.data import records
 
 SPLITS = ('train', 'validation', 'test')
+INPUT_KINDS = ('tokens', 'features', 'image', 'categories')
+TARGET_KINDS = ('binary', 'real')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +41,11 @@ class Field:
     shape: per-example shape, e.g. `(100,)` for token ids.
     dtype: numpy dtype name.
     kind: 'tokens' (int ids < vocab_size), 'features' (finite floats),
-      'image' (finite floats), 'binary' (0/1 labels) or 'real' (regression).
-    vocab_size: for 'tokens', ids lie in [0, vocab_size).
-    names: for targets, one name per column (class names).
+      'image' (finite floats), 'categories' (int ids < vocab_size, one per column, each
+      column's ids offset into one table; 0 = unknown), 'binary' (0/1 labels) or 'real'
+      (regression). A target of width 0 in a schema: known only once the data is read.
+    vocab_size: for 'tokens' and 'categories', ids lie in [0, vocab_size).
+    names: one name per column (class names, feature columns).
     has_mask: for targets, whether records carry `<key>_mask`.
   """
   shape: tuple[int, ...]
@@ -60,6 +64,18 @@ class Dataset:
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
+  # What the data holds, in hashes (data/fingerprint.py): checkpoints carry it (B28).
+  fingerprint: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of_fields(cls, name: str, fields: Mapping[str, Field], splits=None, meta=None,
+                fingerprint=None) -> 'Dataset':
+    """A data set of these record fields, sorted into inputs and targets by kind; without
+    splits and metadata it is a schema: what the checks before any data is read look at."""
+    return cls(name=name, splits=splits or {}, meta=meta or {},
+               inputs={k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
+               targets={k: f for k, f in fields.items() if f.kind in TARGET_KINDS},
+               fingerprint=fingerprint or {})
 
   def class_names(self, target: str) -> list[str]:
     """The names of target `target`'s columns ('0', '1', ... where the data set names none)."""
@@ -73,16 +89,8 @@ class Dataset:
     return self.splits[name]
 
 
-INPUT_KINDS = ('tokens', 'features', 'image')
 # The release note of the builder versions that store tensors this way (every builder's).
 RAW_BYTES_NOTE = 'tensors stored as raw bytes; metadata: the record checks'
-
-
-
-def split_fields(fields: Mapping[str, Field]) -> tuple[dict[str, Field], dict[str, Field]]:
-  """(inputs, targets) of a record layout, by field kind."""
-  return ({k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
-          {k: f for k, f in fields.items() if f.kind not in INPUT_KINDS})
 
 
 def record_layout(fields: Mapping[str, Field]) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -107,8 +115,8 @@ def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
 
 
 class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
-  """A tfds builder whose splits are computed as arrays: from a packaged table in memory,
-  or chunk by chunk from a file larger than memory.
+  """A tfds builder whose splits are computed as arrays: whole, or chunk by chunk (a
+  file larger than memory).
 
   Subclasses define `fields()` (every record key) and `make_splits()`, which returns
   `{split: {key: [n, ...] array}}` (or, per split, an iterable of such chunks) and a
@@ -137,8 +145,7 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
-    inputs, targets = split_fields(self.fields())
-    layout = Dataset(name=self.name, splits={}, inputs=inputs, targets=targets, meta={})
+    layout = Dataset.of_fields(self.name, self.fields())
     if all(isinstance(v, Mapping) for v in splits.values()):
       meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
       self._set_metadata(meta)
@@ -256,33 +263,12 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndar
   return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-class Moments:
-  """Column means and stds of `[n, F]` rows added in chunks (Chan et al.'s pairwise update,
-  float64); rows added at once give numpy's `mean` and `std` bit for bit."""
-
-  def __init__(self, width: int):
-    self.n, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
-
-  def add(self, x: np.ndarray) -> 'Moments':
-    if len(x):
-      n, mean = len(x), x.mean(axis=0)
-      m2 = ((x - mean)**2).sum(axis=0)
-      if self.n:
-        total, delta = self.n + n, mean - self.mean
-        mean = self.mean + delta * (n / total)
-        m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
-      self.n, self.mean, self.m2 = self.n + n, mean, m2
-    return self
-
-  def scaling(self) -> dict:
-    """`{'mean', 'std'}` as JSON lists (a constant column gets std 1)."""
-    std = np.sqrt(self.m2 / max(self.n, 1))
-    return {'mean': self.mean.tolist(), 'std': np.where(std > 0, std, 1.0).tolist()}
-
-
 def fit_scaling(train: np.ndarray) -> dict:
   """The train split's column means and stds (a constant column gets std 1), as JSON lists."""
-  return Moments(train.shape[1]).add(train).scaling()
+  mean = train.mean(axis=0)
+  std = train.std(axis=0)
+  std = np.where(std > 0, std, 1.0)
+  return {'mean': mean.tolist(), 'std': std.tolist()}
 
 
 def apply_scaling(a: np.ndarray, scaling: Mapping[str, Any]) -> np.ndarray:

@@ -36,13 +36,13 @@ def check_split(ds, split: str, arrays: dict[str, np.ndarray], first_row: int = 
     if a.shape[1:] != f.shape:
       raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
     col = lambda c: f.names[c] if c < len(f.names) else c  # pylint: disable=cell-var-from-loop
-    if f.kind == 'tokens':
+    if f.kind in ('tokens', 'categories'):
       bad = (a < 0) | (a >= f.vocab_size)
       if bad.any():
         r, c = _first_bad(bad.reshape(n, -1))
+        what = 'token id' if f.kind == 'tokens' else f'category id (column {col(c)})'
         raise errors.UsageError(f'{where}, row {first_row + r}: key {key!r} position {c}: '
-                                f'token id {a.reshape(n, -1)[r, c]} outside '
-                                f'[0, {f.vocab_size})')
+                                f'{what} {a.reshape(n, -1)[r, c]} outside [0, {f.vocab_size})')
       continue
     flat = a.reshape(n, -1).astype(np.float64)
     mask = arrays.get(f'{key}_mask')
