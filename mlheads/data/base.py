@@ -89,7 +89,8 @@ class Dataset:
     return self.splits[name]
 
 
-# The release note of the builder versions that store tensors this way (every builder's).
+# The release note of the builder versions that store tensors this way (every builder's):
+# major version 2, apart from the 1.x formats other branches may have prepared.
 RAW_BYTES_NOTE = 'tensors stored as raw bytes; metadata: the record checks'
 
 

@@ -296,9 +296,11 @@ class CsvConfig(tfds.core.BuilderConfig):
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
-  # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'text columns, categorical columns, own splits',
+  # 1.2.0: several text columns, categorical columns, no empty tokens or features record;
+  # 2.0.0: tensors as raw bytes, the record checks in the metadata.
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE,
+                   '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 

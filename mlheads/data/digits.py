@@ -89,8 +89,8 @@ def compose(images: np.ndarray, labels: np.ndarray, n: int,
 
 class DigitMosaics(base.ArrayBuilder):
   """2x2 mosaics of 1-4 sklearn digits -> the set of digits present."""
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
   BUILDER_CONFIGS = [_config(0)]
 
   def fields(self):

@@ -67,8 +67,8 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
 
   def fields(self):

@@ -63,8 +63,8 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': base.RAW_BYTES_NOTE, '1.1.0': 'metadata: first_created_at',
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.1.0': 'metadata: first_created_at',
                    '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0)]
 

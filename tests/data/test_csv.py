@@ -298,5 +298,5 @@ def test_line_numbers_count_quoted_multiline_cells_and_blank_lines(tmp_path):
   text += 'bad,3,5\n'  # file line 4 + 1 + 30 + 1 = 36
   path = write(tmp_path / 'bad.csv', text)
   with pytest.raises(errors.UsageError, match=r"bad\.csv, line 36, column 'a' is '5'"):
-    csv_data.scan(csv_data.settings_from_config(data_config(tmp_path, path=path, text='t',
-                                                            labels='a')))
+    csv_data.parse(csv_data.settings_from_config(data_config(tmp_path, path=path, text='t',
+                                                             labels='a')))
