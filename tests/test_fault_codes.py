@@ -2,7 +2,7 @@
 B01-B30) is named by at least one test function, in its name (`test_b17_...`) or its
 docstring. A new row without a test fails here, listing it.
 
-Also here: the few rows whose behaviour had no test of its own (B02, B04, B06, B26, B27).
+Also here: the few rows whose behaviour had no test of its own (B02, B04, B06).
 """
 
 import ast
@@ -15,7 +15,6 @@ import pytest
 from conftest import ROOT
 from mlheads import configs
 from mlheads import errors
-from mlheads import train
 from mlheads.data import base
 from mlheads.data import checks
 from mlheads.model import model as model_lib
@@ -25,9 +24,7 @@ TESTS = pathlib.Path(ROOT) / 'tests'
 
 # Rows another issue implements, with the issue that owns them. A code leaves this set when its
 # test lands (test_pending_codes_are_still_untested says when).
-PENDING = {
-    'B28': 'issue 11: a workdir resumed after the data changed is refused',
-}
+PENDING: dict[str, str] = {}
 
 
 def _defined() -> set[str]:
@@ -94,35 +91,6 @@ def test_b06_b15_nan_or_negative_weights_and_rates_are_refused(key, value):
   node[leaf[-1]] = value
   with pytest.raises(errors.UsageError, match=rf'--config.{re.escape(key)} must be'):
     configs.validate(c)
-
-
-def test_b26_an_unknown_best_metric_output_and_a_loss_unfit_for_its_head_stop_before_data():
-  """What exists today (issue 11 widens it to every value): the output of best_metric and a
-  loss that does not fit the head are checked with the config alone, before any data."""
-  c = _headline()
-  c.best_metric = 'nope/roc_auc_macro'
-  with pytest.raises(errors.UsageError, match=r"best_metric='nope/roc_auc_macro': no output "
-                     r"'nope'; outputs are \['aux', 'main'\]"):
-    train.check_config(c)
-  c = _headline()
-  c.heads.main.loss = 'mse'
-  with pytest.raises(errors.UsageError, match=r"head 'main' \(sigmoid\): loss 'mse' does not "
-                     'fit binary targets'):
-    train.check_config(c)
-
-
-@pytest.mark.slow
-def test_b27_a_misspelt_key_or_unknown_output_is_one_line_naming_it(tmp_path):
-  """What exists today (issue 11 puts it in words): one `error:` line naming the key, exit 2,
-  no traceback, nothing written."""
-  from conftest import run_cli  # pylint: disable=g-import-not-at-top
-  for flag, name in (('--config.batch_sise=3', 'batch_sise'),
-                     ('--config.heads.genres.weight=1', 'genres')):
-    r = run_cli('-m', 'mlheads.main', '--config=experiments/headline.py',
-                f'--workdir={tmp_path / "run"}', flag, timeout=120)
-    lines = [l for l in r.stderr.splitlines() if l.startswith('error:')]
-    assert r.returncode == 2 and len(lines) == 1 and name in lines[0], r.stderr[-2000:]
-    assert 'Traceback' not in r.stderr and not (tmp_path / 'run').exists()
 
 
 def _headline():
