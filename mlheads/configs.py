@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
+  # Early stopping: stop once the best metric on validation has not improved for this many
+  # epochs; the final evaluation uses the best checkpoint. 0 = off.
+  c.patience = 0
   c.best_metric = ''  # e.g. 'validation/main/roc_auc_macro'; '' = the first head's mAP/AUC.
   c.progress = True  # tqdm bar on stderr.
 
@@ -69,6 +72,8 @@ def validate(config, num_devices: int = 1) -> None:
     v = config[key]
     need(isinstance(v, int) and v > 0, f'--config.{key} must be a positive integer, got {v!r}')
   need(config.learning_rate > 0, f'--config.learning_rate must be > 0, got {config.learning_rate}')
+  need(isinstance(config.patience, int) and config.patience >= 0,
+       f'--config.patience must be an integer >= 0 (0 = off), got {config.patience!r}')
   need(config.grad_clip >= 0, f'--config.grad_clip must be >= 0, got {config.grad_clip}')
   need(config.batch_size % num_devices == 0,
        f'--config.batch_size={config.batch_size} is not divisible by the {num_devices} devices')

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import transformer
 
 
 class Trunk(nn.Module):
@@ -164,9 +165,69 @@ class ConvTrunk(Trunk):
     return h, inter
 
 
+class TransformerTrunk(Trunk):
+  """Token ids -> a small pre-norm Transformer encoder, mean-pooled over the real tokens
+  (model/transformer.py), then optional side features -> Dense(relu) stack.
+
+  Padding (id 0, either side) changes nothing: attention skips it, positions count real
+  tokens, the pool averages them. Dropout (training only) is on the embeddings, the
+  attention weights, each residual branch, the pooled text and each Dense output.
+
+  Attributes:
+    embed_dim: model width d (token and position embeddings, every block).
+    num_layers: encoder blocks.
+    num_heads: attention heads; `embed_dim` must be a multiple of it.
+    mlp_dim: hidden width of each block's MLP.
+    dropout: dropout rate in [0, 1).
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids.
+    side_inputs: input keys of `[batch, n]` numbers concatenated to the pooled text.
+    vocab_size, max_len: taken from the data set's token field (`fit_to`).
+  """
+  embed_dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.1
+  hidden: Sequence[int] = (256,)
+  text_input: str = 'tokens'
+  side_inputs: Sequence[str] = ()
+  vocab_size: int = 0
+  max_len: int = 0
+
+  def __post_init__(self):
+    if self.num_heads < 1 or self.embed_dim % self.num_heads:
+      raise errors.UsageError(f'trunk \'transformer\': embed_dim {self.embed_dim} must be a '
+                              f'multiple of num_heads {self.num_heads}')
+    if not 0 <= self.dropout < 1:
+      raise errors.UsageError(f'trunk \'transformer\': dropout must be in [0, 1), got '
+                              f'{self.dropout}')
+    super().__post_init__()
+
+  def reads(self):
+    return {self.text_input: ('tokens',), **{k: ('features',) for k in self.side_inputs}}
+
+  def fit_to(self, inputs):
+    field = inputs[self.text_input]
+    return self.clone(vocab_size=field.vocab_size, max_len=int(field.shape[-1]))
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    text = transformer.Encoder(self.vocab_size, self.max_len, self.embed_dim, self.num_layers,
+                               self.num_heads, self.mlp_dim, self.dropout,
+                               name='encoder')(inputs[self.text_input], train)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    h = jnp.concatenate([drop(text)] + [inputs[k].astype(text.dtype) for k in self.side_inputs],
+                        -1)
+    for i, width in enumerate(self.hidden):
+      h = drop(nn.relu(layers.dense(width, name=f'dense_{i}')(h)))
+    return h, {'encoder': text}
+
+
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
+    'transformer': TransformerTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,
 }
