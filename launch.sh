@@ -8,7 +8,8 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
-#   ./launch.sh score|predict|compare --help     that command's flags
+#   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
+#   ./launch.sh score|predict|compare|tune --help     that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -42,7 +43,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -55,7 +56,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+    predict|compare|tune) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
@@ -65,16 +66,16 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare)
-    # The experiment is the first argument, checked as below; the rest are compare's flags.
+  compare|tune)
+    # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: compare: unknown experiment '$name'. Known experiments:" >&2
+      echo "launch.sh: $cmd: unknown experiment '$name'. Known experiments:" >&2
       list_experiments >&2
       exit 2
     fi
     shift
-    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
+    exec "$venv/bin/python" -m "mlheads.commands.$cmd" --experiment="$name" "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

@@ -62,8 +62,8 @@ RUN_RECORD = 'compare_run.json'  # written into a run's folder when it has finis
 # Parsing: grid, seeds, settings -> the list of runs.
 
 
-def split_values(text: str) -> list[str]:
-  """'a,(1,2),"x,y"' -> ['a', '(1,2)', '"x,y"']: commas inside brackets or quotes stay."""
+def split_values(text: str, sep: str = ',') -> list[str]:
+  """'a,(1,2),"x,y"' -> ['a', '(1,2)', '"x,y"']: a `sep` inside brackets or quotes stays."""
   out, cur, depth, quote = [], [], 0, ''
   for ch in text:
     if quote:
@@ -74,7 +74,7 @@ def split_values(text: str) -> list[str]:
       depth += 1
     elif ch in ')]}':
       depth -= 1
-    elif ch == ',' and depth == 0:
+    elif ch == sep and depth == 0:
       out.append(''.join(cur).strip())
       cur = []
       continue
