@@ -310,22 +310,29 @@ def compare(experiment: str, grid: list[str], seeds: list[int], sets: list[str],
   return doc
 
 
-def main(argv):
+def command_line(command: str, argv) -> tuple[str, list[int], str, list[str]]:
+  """What compare and tune share on the command line: (experiment, seeds, workdir, the
+  command as typed); checks the experiment and the seeds, and quiets the run logs."""
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; give the experiment first, then '
-                            '--grid, --seeds, --set, --workdir')
+                            'the flags')
   console.quiet()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # one progress line per run instead of the run logs.
   experiment = FLAGS.experiment
   if not experiment:
-    raise errors.UsageError('name the experiment: ./launch.sh compare EXPERIMENT --grid=...')
+    raise errors.UsageError(f'name the experiment: ./launch.sh {command} EXPERIMENT --grid=...')
   experiment_path(experiment)
   seeds = parse_seeds(FLAGS.seeds)
   workdir = FLAGS.workdir or os.path.join(
-      'runs', 'compare', f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
-  command = ['./launch.sh', 'compare', experiment] + [
+      'runs', command, f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
+  typed = ['./launch.sh', command, experiment] + [
       shlex.quote(a) for a in sys.argv[1:] if not a.startswith('--experiment=')]
+  return experiment, seeds, workdir, typed
+
+
+def main(argv):
+  experiment, seeds, workdir, command = command_line('compare', argv)
   compare(experiment, FLAGS.grid, seeds, FLAGS.set, workdir, argv=command)
 
 

@@ -18,15 +18,11 @@ metrics) and prints, last, which candidate was chosen and why. docs/tune.md has 
 """
 
 import os
-import shlex
 import sys
-import time
 
 from absl import flags
-from absl import logging
 import numpy as np
 
-from mlheads import console
 from mlheads import errors
 from mlheads import train
 from mlheads.commands import compare
@@ -167,21 +163,7 @@ def as_sets(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise errors.UsageError(f'unexpected arguments {argv[1:]}; give the experiment first, then '
-                            '--grid, --seeds, --config.KEY=VALUE, --workdir')
-  console.quiet()
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  experiment = FLAGS.experiment
-  if not experiment:
-    raise errors.UsageError('name the experiment: ./launch.sh tune EXPERIMENT --grid=...')
-  compare.experiment_path(experiment)
-  seeds = compare.parse_seeds(FLAGS.seeds)
-  workdir = FLAGS.workdir or os.path.join(
-      'runs', 'tune', f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
-  command = ['./launch.sh', 'tune', experiment] + [
-      shlex.quote(a) for a in sys.argv[1:] if not a.startswith('--experiment=')]
+  experiment, seeds, workdir, command = compare.command_line('tune', argv)
   tune(experiment, FLAGS.grid, seeds, FLAGS.set, workdir, argv=command)
 
 
