@@ -145,13 +145,14 @@ def tune(experiment: str, grid: str | None, seeds: list[int], sets: list[str], w
          'settings': sets, **choose(runs, results)}
   writers.write_json(os.path.join(workdir, 'tune.json'), doc)
   print(doc['why'], file=out, flush=True)
-  for section, label in (('test', 'test'), ('test_tuned', 'test at thresholds tuned on val')):
+  shown = {'test': (('average_precision_macro', 'mAP'), ('roc_auc_macro', 'AUC'),
+                    ('f1_micro', 'F1 micro'), ('mse', 'MSE')),
+           'test_tuned': (('f1_micro', 'F1 micro'), ('f1_macro', 'F1 macro'))}
+  for section, label in (('test', 'test'), ('test_tuned', 'test @tuned')):
     for name, m in doc['chosen'][section].items():
-      shown = [f'{short} {_fmt(m[k])}' for k, short in (('average_precision_macro', 'mAP'),
-                                                        ('roc_auc_macro', 'AUC'),
-                                                        ('f1_micro', 'F1 micro'), ('mse', 'MSE'))
-               if k in m]
-      print(f'chosen, {label}: {name} ' + ', '.join(shown), file=out, flush=True)
+      figures = [f'{short} {_fmt(m[k])}' for k, short in shown[section] if k in m]
+      if figures:
+        print(f'chosen, {label}: {name} ' + ', '.join(figures), file=out, flush=True)
   print(f'wrote {os.path.join(workdir, "tune.json")}', file=out, flush=True)
   return doc
 
