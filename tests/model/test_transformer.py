@@ -6,6 +6,7 @@ import pytest
 
 from mlheads import configs
 from mlheads import errors
+from mlheads import train
 from mlheads.data import base
 from mlheads.data import pipeline
 from mlheads.model import trunks
@@ -13,7 +14,7 @@ from mlheads.model import trunks
 from conftest import compiled
 
 TINY = dict(embed_dim=8, num_layers=2, num_heads=2, mlp_dim=16, hidden=(6,), vocab_size=20,
-            max_len=8)
+            max_len=8, text_input='tokens')
 
 
 def _trunk(**over):
@@ -83,11 +84,15 @@ def test_padding_only_rows_are_finite_and_dropout_only_in_training():
   assert np.abs(np.asarray(train_a) - np.asarray(eval_a)).max() > 1e-4
 
 
-@pytest.mark.parametrize('over,match', [({'embed_dim': 6, 'num_heads': 4}, 'multiple'),
-                                        ({'dropout': 1.0}, 'dropout')])
-def test_bad_settings_are_one_line(over, match):
-  with pytest.raises(errors.UsageError, match=match):
-    _trunk(**over)
+def test_bad_settings_are_one_line_before_any_data_is_read():
+  with pytest.raises(errors.UsageError, match='embed_dim=6 must be a multiple of '
+                     '--config.trunk.num_heads=4'):
+    _trunk(embed_dim=6, num_heads=4)
+  c = configs.base_config()
+  c.trunk = configs.trunk('transformer', dropout=1.0)
+  c.heads = {'y': configs.head('sigmoid', target='y')}
+  with pytest.raises(errors.UsageError, match='--config.trunk.dropout'):
+    train.check_config(c)
 
 
 def _order_task(n=64, length=6, seed=0):
@@ -113,8 +118,8 @@ def _order_task(n=64, length=6, seed=0):
 def test_learns_which_token_comes_first():
   ds, arrays = _order_task()
   c = configs.base_config()
-  c.trunk = {'kind': 'transformer', 'embed_dim': 16, 'num_layers': 1, 'num_heads': 2,
-             'mlp_dim': 32, 'hidden': (16,), 'dropout': 0.0}
+  c.trunk = configs.trunk('transformer', embed_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
+                          hidden=(16,), dropout=0.0)
   c.heads = {'y': configs.head('sigmoid', target='y')}
   c.optimizer, c.learning_rate, c.batch_size = 'adam', 0.01, 64
   run = compiled(c, ds)
