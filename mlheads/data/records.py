@@ -5,8 +5,7 @@ against the sizes and hashes recorded when they were written (B12).
 fetches the raw records through tfds' data source and decodes the whole batch at once.
 Each tensor is stored as raw bytes (base.tfds_features), so decoding a key is one
 `np.frombuffer` per batch; tfds' own per-example decoding takes 3.7x as long (median,
-notes/perf.md). tests/data/test_records.py checks
-that both decode to the same arrays.
+notes/perf.md). tests/data/test_records.py checks that both decode to the same arrays.
 
 `record_files` / `verify_files`: right after tfds prepares a data set, the size and
 sha256 of each of its files go into `FILES` beside them; every load checks them before
