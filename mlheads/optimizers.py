@@ -9,8 +9,13 @@ import optax
 from mlheads import errors
 
 OPTIMIZERS = {
-    # Keras' RMSprop: rho 0.9, epsilon 1e-7 added outside the square root, no momentum.
-    'rmsprop': lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-7, eps_in_sqrt=False),
+    # Keras 3's RMSprop (keras/src/optimizers/rmsprop.py, compile(optimizer='rmsprop')):
+    # v <- 0.9 v + 0.1 g^2 from v = 0, w <- w - lr g / sqrt(v + 1e-7); no momentum, not
+    # centered, no bias correction. tests/model/test_keras_parity.py runs Keras on it.
+    'rmsprop': lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-7, eps_in_sqrt=True),
+    # Standalone Keras 1/2's RMSprop (the seed's era): epsilon outside the square root,
+    # w <- w - lr g / (sqrt(v) + 1e-7).
+    'rmsprop_keras2': lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-7, eps_in_sqrt=False),
     'adam': optax.adam,
     'adamw': optax.adamw,
     'sgd': lambda lr: optax.sgd(lr, momentum=0.9),

@@ -12,14 +12,16 @@ class TrainState(train_state.TrainState):
   rng: jax.Array
 
 
-def create(model, tx, seed: int, example_inputs, sharding) -> TrainState:
-  """A fresh state: `model` initialized on `example_inputs` (`{key: [1, ...]}`) from `seed`,
-  placed with `sharding` (replicated)."""
+def create(model, tx, seed: int, example_inputs, sharding, params=None) -> TrainState:
+  """A fresh state: `model` initialized on `example_inputs` (`{key: [1, ...]}`) from `seed`
+  (or starting from the given `params`, e.g. another framework's initial weights), placed
+  with `sharding` (replicated)."""
   params_key, rng = jax.random.split(jax.random.PRNGKey(seed))
 
   @functools.partial(jax.jit, out_shardings=sharding)
-  def init(params_key, rng):
-    params = model.init(params_key, example_inputs)['params']
+  def init(params_key, rng, params):
+    if params is None:
+      params = model.init(params_key, example_inputs)['params']
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng)
 
-  return init(params_key, rng)
+  return init(params_key, rng, params)
