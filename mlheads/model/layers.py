@@ -5,9 +5,13 @@ the seed's Keras model does: glorot-uniform kernels, zero biases, uniform
 (-0.05, 0.05) embeddings, an orthogonal recurrent kernel, forget bias 1.
 """
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mlheads.model import recurrence
 
 glorot = nn.initializers.glorot_uniform()
 
@@ -20,19 +24,48 @@ def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
 
 
+class Lookup(NamedTuple):
+  """Token ids resolved against the rows of their table that a batch touches.
+
+  The train step passes this in place of a `[batch, time]` token input whose table is
+  updated row by row (`Model.row_tables`): the model reads `rows` instead of the whole
+  table, so the gradient it yields is `[S, E]` for those rows only.
+  """
+  tokens: jax.Array  # [batch, time] the original ids (padding is 0)
+  ids: jax.Array  # [batch, time] indices into `rows`
+  rows: jax.Array  # [S, E] the table's rows the batch uses
+  unique: jax.Array | None  # [S] their table rows (entries >= V pad); None: rows is the table
+
+
+def lookup_rows(table: jax.Array, tokens: jax.Array) -> Lookup:
+  """The `min(tokens, V)` distinct table rows the tokens use (padded), and ids into them.
+
+  With at least as many tokens as table rows, the rows are the table itself (no gather, no
+  scatter: most rows are touched anyway).
+  """
+  vocab = table.shape[0]
+  size = min(tokens.size, vocab)
+  if size == vocab:
+    return Lookup(tokens, tokens, table, None)
+  unique, ids = jnp.unique(tokens, size=size, fill_value=vocab, return_inverse=True)
+  rows = jnp.take(table, unique, axis=0, mode='fill', fill_value=0)
+  return Lookup(tokens, ids.reshape(tokens.shape).astype(jnp.int32), rows, unique)
+
+
 class LSTM(nn.Module):
   """A Keras-layout LSTM returning its last hidden state.
 
   Parameters match `keras.layers.LSTM(units)`: `kernel [in, 4u]`,
   `recurrent_kernel [u, 4u]`, `bias [4u]`, gates in order i, f, c, o, forget
-  bias 1. The input projection of every time step is computed before the scan,
-  which then carries only the `[batch, u] @ [u, 4u]` recurrence.
+  bias 1. The input projection of every time step is computed before the loop,
+  which then carries only the `[batch, u] @ [u, 4u]` recurrence
+  (`recurrence.lstm`, with a hand-written backward pass).
 
-  Fed token ids and their embedding table, it picks the cheaper of two exact
-  ways to project (notes/perf.md): gather `[time * batch]` rows and multiply by
-  the kernel, or, when there are more tokens than vocabulary rows, multiply the
-  table by the kernel once and gather rows of `[vocab, 4u]`. The second never
-  materializes the `[batch, time, in]` embeddings or their gradient.
+  Fed token ids and their embedding table (or a batch's rows of it), it picks the
+  cheaper of two exact ways to project (notes/perf.md): gather `[time * batch]`
+  rows and multiply by the kernel, or, when there are more tokens than table
+  rows, multiply the rows by the kernel once and gather rows of `[rows, 4u]`. The
+  second never materializes the `[batch, time, in]` embeddings or their gradient.
 
   Attributes:
     units: hidden size u.
@@ -48,7 +81,7 @@ class LSTM(nn.Module):
       x: `[batch, time, in]` inputs, or None when `ids` and `table` are given.
       valid: optional `[batch, time]` 0/1; steps with 0 leave the state unchanged.
       ids: `[batch, time]` token ids into `table`.
-      table: `[vocab, in]` embedding table.
+      table: `[rows, in]` embedding table (or the rows of it that `ids` index).
     """
     u = self.units
     width = x.shape[-1] if x is not None else table.shape[-1]
@@ -57,26 +90,10 @@ class LSTM(nn.Module):
     bias = self.param('bias', lambda _, s: jnp.zeros(s).at[u:2 * u].set(1.0), (4 * u,))
     if x is not None:
       # A 'btg' output keeps the matmul a plain GEMM; transposing the small result is cheap.
-      xw = jnp.swapaxes(jnp.einsum('bti,ig->btg', x, kernel), 0, 1)
+      xw = jnp.swapaxes(jnp.einsum('bti,ig->btg', x, kernel), 0, 1) + bias
     elif ids.size >= table.shape[0]:
-      xw = jnp.take(table @ kernel, ids.T, axis=0)
+      xw = jnp.take(table @ kernel + bias, ids.T, axis=0)
     else:
-      xw = jnp.take(table, ids.T, axis=0) @ kernel
-    xw = xw + bias  # [time, batch, 4u]
-    steps = (xw,) if valid is None else (xw, jnp.swapaxes(valid, 0, 1)[..., None])
-
-    def step(carry, inp):
-      h, c = carry
-      z = inp[0] + h @ recurrent
-      i, f, g, o = jnp.split(z, 4, axis=-1)
-      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
-      if valid is not None:
-        keep = inp[1].astype(h.dtype)
-        h_new = keep * h_new + (1 - keep) * h
-        c_new = keep * c_new + (1 - keep) * c
-      return (h_new, c_new), None
-
-    zeros = jnp.zeros((xw.shape[1], u), xw.dtype)
-    (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps)
-    return h
+      xw = jnp.take(table, ids.T, axis=0) @ kernel + bias  # [time, batch, 4u]
+    keep = None if valid is None else jnp.swapaxes(valid, 0, 1)[..., None].astype(xw.dtype)
+    return recurrence.lstm(xw, recurrent, keep)
