@@ -58,7 +58,7 @@ class LazyRMSprop:
   def init(self, table: jax.Array) -> RowState:
     return RowState(jnp.zeros_like(table), jnp.zeros(table.shape[:1], jnp.int32))
 
-  def update(self, table, state: RowState, rows, grads, step):
+  def update(self, table, state: RowState, rows, grads, step, values=None):
     """Returns (table, state) after one step.
 
     Args:
@@ -68,12 +68,14 @@ class LazyRMSprop:
         `>= V` are padding and change nothing. None: `grads` is the whole table's `[V, E]`.
       grads: `[S, E]` (or `[V, E]`) gradients of those rows.
       step: the optimizer step count before this step (`TrainState.step`).
+      values: `table[rows]` if the caller has gathered them already.
     """
     if rows is None:
       w, nu, last = table, state.nu, state.last
     else:
-      take = lambda a: jnp.take(a, rows, axis=0, mode='fill', fill_value=0)
-      w, nu, last = take(table), take(state.nu), take(state.last)
+      take = lambda a: jnp.take(a, rows, axis=0, mode='clip')  # padding rows: dropped below
+      w = take(table) if values is None else values
+      nu, last = take(state.nu), take(state.last)
     missed = (step + 1 - last).astype(grads.dtype)[:, None]
     # decay**1 exactly when no step was missed: the dense rule's arithmetic, bit for bit.
     decay = jnp.where(missed == 1, self.decay, jnp.power(self.decay, missed))

@@ -74,9 +74,10 @@ def train_step(state: train_state.TrainState, batch, *, heads):
   rows = {k: lookup.rows for k, lookup in lookups.items()}
   (total, per_head), (grads, row_grads) = jax.value_and_grad(
       loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
-  state = state.apply_gradients(grads=grads, row_grads=row_grads,
-                                row_ids={k: lookup.unique for k, lookup in lookups.items()})
-  scalars = {'loss': total, 'grad_norm': optax.tree.norm((grads, row_grads)),
+  state = state.apply_gradients(grads=grads, row_grads=row_grads, lookups=lookups)
+  # sqrt(sum <g, g>): one pass over each gradient, no squared copy of it.
+  grad_norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves((grads, row_grads))))
+  scalars = {'loss': total, 'grad_norm': grad_norm,
              **{f'loss_{n}': l for n, l in per_head.items()}}
   return state, scalars
 

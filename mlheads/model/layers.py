@@ -48,8 +48,32 @@ def lookup_rows(table: jax.Array, tokens: jax.Array) -> Lookup:
   if size == vocab:
     return Lookup(tokens, tokens, table, None)
   unique, ids = jnp.unique(tokens, size=size, fill_value=vocab, return_inverse=True)
-  rows = jnp.take(table, unique, axis=0, mode='fill', fill_value=0)
+  # Padding entries (>= V) read a clipped row: no id points at them, and they get no update.
+  rows = jnp.take(table, unique, axis=0, mode='clip')
   return Lookup(tokens, ids.reshape(tokens.shape).astype(jnp.int32), rows, unique)
+
+
+@jax.custom_vjp
+def project(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """`x @ kernel + bias` for `x [n, in]`, with the kernel's gradient as one plain GEMM.
+
+  JAX's own backward computes `x.T @ dy` as a dot contracting both operands' leading axis,
+  which XLA:CPU runs on a slower path (notes/perf.md); the broadcast form below is the same
+  sum and lowers to the fast one.
+  """
+  return x @ kernel + bias
+
+
+def _project_fwd(x, kernel, bias):
+  return project(x, kernel, bias), (x, kernel)
+
+
+def _project_bwd(res, dy):
+  x, kernel = res
+  return dy @ kernel.T, (x[:, :, None] * dy[:, None, :]).sum(0), dy.sum(0)
+
+
+project.defvjp(_project_fwd, _project_bwd)
 
 
 class LSTM(nn.Module):
@@ -88,12 +112,15 @@ class LSTM(nn.Module):
     kernel = self.param('kernel', glorot, (width, 4 * u))
     recurrent = self.param('recurrent_kernel', nn.initializers.orthogonal(), (u, 4 * u))
     bias = self.param('bias', lambda _, s: jnp.zeros(s).at[u:2 * u].set(1.0), (4 * u,))
-    if x is not None:
-      # A 'btg' output keeps the matmul a plain GEMM; transposing the small result is cheap.
-      xw = jnp.swapaxes(jnp.einsum('bti,ig->btg', x, kernel), 0, 1) + bias
+    if x is not None:  # [batch, time, in] -> time-major rows: the matmul stays a plain GEMM
+      time = x.shape[1]
+      xw = project(jnp.swapaxes(x, 0, 1).reshape(-1, width), kernel, bias)
     elif ids.size >= table.shape[0]:
-      xw = jnp.take(table @ kernel + bias, ids.T, axis=0)
+      time = ids.shape[1]
+      xw = jnp.take(project(table, kernel, bias), ids.T, axis=0, mode='clip')
     else:
-      xw = jnp.take(table, ids.T, axis=0) @ kernel + bias  # [time, batch, 4u]
+      time = ids.shape[1]
+      xw = project(jnp.take(table, ids.T.reshape(-1), axis=0, mode='clip'), kernel, bias)
+    xw = xw.reshape(time, -1, 4 * u)  # [time, batch, 4u]
     keep = None if valid is None else jnp.swapaxes(valid, 0, 1)[..., None].astype(xw.dtype)
     return recurrence.lstm(xw, recurrent, keep)

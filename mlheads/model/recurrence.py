@@ -13,7 +13,8 @@ slower than the arithmetic, for reasons notes/perf.md measures:
     carry, so every step's gate math reads plain buffers;
   * the autodiff backward carries `dU` through the loop and zero-fills a stacked gradient
     buffer; here the forward keeps only `h` and `c` per step, the backward recomputes the
-    step's pre-activations from them (one more small matmul), and `dU` is one GEMM after.
+    step's pre-activations from them (one more small matmul) and writes each `dz_t` over
+    the `x_t` it has read, and `dU` is one batched GEMM after the loop.
 """
 
 import functools
@@ -53,12 +54,6 @@ def _cell(z, c, units):
   return o * jnp.tanh(c), c, (i, f, g, o)
 
 
-def _matmul(h, w):
-  # `h @ w` written as a broadcast product and sum: XLA:CPU turns it into the same dot, and
-  # fuses the step's input add into it, so the gate math that follows reads one buffer.
-  return (h[:, :, None] * w[None]).sum(1)
-
-
 def _forward(xw, recurrent, keep, save):
   """Runs the loop; returns h_T and, if `save`, the carries (h_t, c_t) of every step."""
   units = recurrent.shape[0]
@@ -66,7 +61,7 @@ def _forward(xw, recurrent, keep, save):
   def step(carry, inp):
     h, c = carry
     x, m = inp
-    h_new, c_new, _ = _cell(x + _matmul(h, recurrent), c, units)
+    h_new, c_new, _ = _cell(x + h @ recurrent, c, units)
     if m is not None:  # a masked step leaves the state as it was
       h_new = m * h_new + (1 - m) * h
       c_new = m * c_new + (1 - m) * c
@@ -96,31 +91,47 @@ def _lstm_fwd(xw, recurrent, keep=None):
 
 def _lstm_bwd(res, dh):
   xw, recurrent, keep, hs, cs = res
-  units = recurrent.shape[0]
-  zeros = jnp.zeros_like(hs[:1])
-  h_prev = jnp.concatenate([zeros, hs[:-1]], 0)  # [time, batch, u]: the state each step read
-  c_prev = jnp.concatenate([zeros, cs[:-1]], 0)
+  units, steps = recurrent.shape[0], xw.shape[0]
   r_t = recurrent.T
+  zeros = jnp.zeros_like(dh)
 
-  def step(carry, inp):
-    dh, dc = carry  # gradients wrt the state after this step
-    x, hp, cp, m = inp
-    _, c_new, (i, f, g, o) = _cell(x + _matmul(hp, recurrent), cp, units)
-    if m is not None:
-      dh_cell, dc_in = m * dh, m * dc
-    else:
-      dh_cell, dc_in = dh, dc
+  def at(a, t):
+    return jax.lax.dynamic_index_in_dim(a, t, keepdims=False)
+
+  def inputs(buf, t):
+    """Step t's x_t (from `buf`), the state it read (h, c at t - 1) and its mask."""
+    first = t == 0
+    prev = jnp.maximum(t - 1, 0)
+    return (at(buf, t), jnp.where(first, zeros, at(hs, prev)), jnp.where(first, zeros, at(cs, prev)),
+            None if keep is None else at(keep, t))
+
+  def step(dh, dc, x, hp, cp, m):
+    """Gradients wrt the state after step t -> wrt the state before it, and dz_t."""
+    _, c_new, (i, f, g, o) = _cell(x + hp @ recurrent, cp, units)
+    dh_cell, dc_in = (dh, dc) if m is None else (m * dh, m * dc)
     tc = jnp.tanh(c_new)
     dc_cell = dc_in + dh_cell * o * (1 - tc * tc)
     dz = jnp.concatenate([dc_cell * g * i * (1 - i), dc_cell * cp * f * (1 - f),
                           dc_cell * i * (1 - g * g), dh_cell * tc * o * (1 - o)], -1)
-    dh_prev, dc_prev = _matmul(dz, r_t), dc_cell * f
+    dh_prev, dc_prev = dz @ r_t, dc_cell * f
     if m is not None:
       dh_prev, dc_prev = dh_prev + (1 - m) * dh, dc_prev + (1 - m) * dc
-    return (dh_prev, dc_prev), dz
+    return dh_prev, dc_prev, dz
 
-  _, dz = scan_carried(step, (dh, jnp.zeros_like(dh)), (xw, h_prev, c_prev, keep), reverse=True)
-  d_recurrent = jnp.einsum('tbu,tbg->ug', h_prev, dz)
+  def body(k, carry):
+    # Walks t = T-1 .. 0. dz_t overwrites x_t in the buffer (x_t was read one step ahead),
+    # so the backward pass allocates and zero-fills no [time, batch, 4u] array of its own.
+    t = steps - 1 - k
+    dh, dc, inp, buf = carry
+    dh, dc, dz = step(dh, dc, *inp)
+    buf = jax.lax.dynamic_update_index_in_dim(buf, dz, t, 0)
+    return dh, dc, inputs(buf, jnp.maximum(t - 1, 0)), buf
+
+  *_, dz = jax.lax.fori_loop(0, steps, body, (dh, zeros, inputs(xw, steps - 1), xw))
+  # dU = sum_t h_{t-1}^T dz_t (h_{-1} = 0), one GEMM after the loop; written as a broadcast
+  # product and sum, which XLA:CPU runs faster than the dot contracting both leading axes.
+  h_prev = jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], 0).reshape(-1, units)
+  d_recurrent = (h_prev[:, :, None] * dz.reshape(-1, 4 * units)[:, None, :]).sum(0)
   d_keep = None if keep is None else jnp.zeros_like(keep)
   return dz, d_recurrent, d_keep
 

@@ -58,10 +58,10 @@ class TrainState(train_state.TrainState):
       dense = _replace(dense, path, tables[key])
     return dense
 
-  def apply_gradients(self, *, grads, row_grads=None, row_ids=None, **kwargs):
+  def apply_gradients(self, *, grads, row_grads=None, lookups=None, **kwargs):
     """One optimizer step. `grads` matches `split_params()[0]`; for each row-updated table,
-    `row_grads[key]` `[S, E]` are the gradients of its rows `row_ids[key]` `[S]` (None: of
-    every row)."""
+    `row_grads[key]` `[S, E]` are the gradients of the rows `lookups[key]` (a
+    `layers.Lookup`) holds."""
     if not self.row_tables:
       return super().apply_gradients(grads=grads, **kwargs)
     dense, tables = self.split_params()
@@ -69,8 +69,9 @@ class TrainState(train_state.TrainState):
     dense = optax.apply_updates(dense, updates)
     rows = {}
     for key, _ in self.row_tables:
-      tables[key], rows[key] = self.tx.rows.update(tables[key], self.rows[key], row_ids[key],
-                                                   row_grads[key], self.step)
+      lookup = lookups[key]
+      tables[key], rows[key] = self.tx.rows.update(tables[key], self.rows[key], lookup.unique,
+                                                   row_grads[key], self.step, lookup.rows)
     return self.replace(step=self.step + 1, params=self.merge_params(dense, tables),
                         opt_state=opt_state, rows=rows, **kwargs)
 
