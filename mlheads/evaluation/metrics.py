@@ -33,8 +33,12 @@ Conventions (each checked against scikit-learn in tests/evaluation/test_metrics.
   takes all of them and divides by their number. `one_error` is
   1 - `precision_at_1`: the (expected) fraction of rows whose top label is
   not a positive; rows without a positive count as errors.
-* `accuracy` = 1 - `hamming_loss`: the fraction of correct unmasked entries
-  (what a single binary output reports).
+* `label_accuracy` = 1 - `hamming_loss`: the fraction of unmasked (row, label)
+  entries predicted right. `subset_accuracy` is the fraction of rows with every
+  unmasked label right. For one label (K = 1) both are the plain accuracy.
+* One label (K = 1): the metrics that rank a row's labels against each other
+  (`RANKING_KEYS`: LRAP, coverage, ranking loss, one-error, precision@k) say
+  nothing with a single label per row and are not reported (`keys(1)`).
 
 Scores are compared in float32; they must lie in [0, 1] because the ranking
 metrics (ranking.py) sort packed int32 keys of (score bits, label bit).
@@ -56,7 +60,7 @@ from mlheads.evaluation import ranking
 TOP_K = ranking.TOP_K
 
 KEYS = (
-    'accuracy', 'hamming_loss', 'subset_accuracy',
+    'label_accuracy', 'hamming_loss', 'subset_accuracy',
     'precision_micro', 'recall_micro', 'f1_micro',
     'precision_macro', 'recall_macro', 'f1_macro',
     'precision_samples', 'recall_samples', 'f1_samples',
@@ -65,6 +69,22 @@ KEYS = (
     'label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
     'one_error', 'precision_at_1', 'precision_at_3',
 )
+
+
+def is_ranking(key: str) -> bool:
+  """Whether metric `key` ranks each row's labels against each other (meaningless for one
+  label per row, so not reported then)."""
+  return key in ('label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
+                 'one_error') or key.startswith(('precision_at_', 'recall_at_', 'ndcg_at_'))
+
+
+RANKING_KEYS = tuple(k for k in KEYS if is_ranking(k))
+
+
+def keys(num_classes: int) -> tuple[str, ...]:
+  """The metric names `compute` reports for `num_classes` labels (`KEYS`, less
+  `RANKING_KEYS` for one label)."""
+  return tuple(k for k in KEYS if num_classes != 1 or not is_ranking(k))
 
 
 # ----------------------------------------------------------------------------
@@ -153,7 +173,7 @@ def finalize(counts: ThresholdCounts) -> dict[str, jax.Array]:
   rows = f(counts.rows)
   hamming = _div0(sfp + sfn, entries)
   return {
-      'accuracy': 1.0 - hamming,
+      'label_accuracy': 1.0 - hamming,
       'hamming_loss': hamming,
       'subset_accuracy': _div0(f(counts.subset_correct), rows),
       'precision_micro': _div0(stp, stp + sfp),
@@ -270,6 +290,14 @@ def _first_bad(name, values, bad, why):
     raise ValueError(f'{name}{list(pos)} = {values[pos].item()!r}: {why}')
 
 
+def sigmoid(logits) -> np.ndarray:
+  """Scores from logits (`--from_logits`): the sigmoid in float64, then float32, as every
+  metric compares scores. float32 holds no value between 1 - 2**-24 and 1, so logits above
+  about 16.6 tie at 1.0 (below about -87 at 0): rank such outputs by scores, not logits."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  return special.expit(np.asarray(logits, np.float64)).astype(np.float32)
+
+
 def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
   """All metrics (see `KEYS` and the module docstring) as Python floats.
 
@@ -280,14 +308,16 @@ def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
     mask: optional 0/1 `[N, K]`; 0 leaves an entry out.
 
   Returns:
-    {metric name: value}; NaN where a metric is undefined (e.g. macro ROC AUC
-    with no class holding both a positive and a negative).
+    {metric name: value} for `keys(K)`; NaN where a metric is undefined (e.g.
+    macro ROC AUC with no class holding both a positive and a negative).
 
   Raises:
     ValueError: on bad input, naming the value and its position.
   """
-  out = compute_arrays(*check_inputs(labels, scores, threshold, mask))
-  return {k: float(v) for k, v in jax.device_get(out).items()}
+  args = check_inputs(labels, scores, threshold, mask)
+  one_label = args[0].shape[1] == 1
+  return {k: float(v) for k, v in jax.device_get(compute_arrays(*args)).items()
+          if not (one_label and is_ranking(k))}
 
 
 def per_class(labels, scores, threshold=0.5, mask=None

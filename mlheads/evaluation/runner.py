@@ -10,7 +10,6 @@ thresholds tuned on validation, and the metric that picks the best checkpoint.
 import functools
 from collections.abc import Callable, Mapping
 
-from absl import logging
 import jax
 import numpy as np
 
@@ -105,13 +104,15 @@ def all_metrics(heads, preds, thresholds=None) -> dict[str, dict[str, float]]:
 
 
 def tune_thresholds(heads, preds) -> dict[str, dict]:
-  """Per-class thresholds maximizing F1 (and one global one) for each binary output."""
+  """`{output: {'per_class': [K]}}`: per-class thresholds maximizing each class's F1, for
+  each binary output. (`thresholds.tune` also finds one global threshold; nothing uses it, so
+  it is neither stored nor reported.)"""
   out = {}
   for name, head in heads.items():
     if head.target_kind == 'binary':
       p = preds[name]
-      per_class, global_t = thresholds_lib.tune(p['labels'], p['scores'], p['mask'])
-      out[name] = {'per_class': [float(t) for t in per_class], 'global': float(global_t)}
+      per_class, _ = thresholds_lib.tune(p['labels'], p['scores'], p['mask'])
+      out[name] = {'per_class': [float(t) for t in per_class]}
   return out
 
 
@@ -130,18 +131,6 @@ def summarize(heads, preds, thresholds: dict) -> dict:
       'thresholds': thresholds,
       'default_thresholds': default_thresholds(heads),
   }
-
-
-_SHOWN = ('loss', 'average_precision_macro', 'roc_auc_macro', 'f1_micro', 'f1_macro',
-          'subset_accuracy', 'accuracy', 'mse', 'mae')
-
-
-def log_summary(summary: dict) -> None:
-  """One log line per split and output with the headline metrics."""
-  for split in ('validation', 'test', 'test_tuned'):
-    for name, m in summary[split].items():
-      logging.info('%s %s: %s', split, name,
-                   ', '.join(f'{k} {m[k]:.4f}' for k in _SHOWN if k in m))
 
 
 def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:
