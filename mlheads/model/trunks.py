@@ -11,6 +11,7 @@ did not ask for.
 """
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,8 @@ from mlheads.model import layers
 
 class Trunk(nn.Module):
   """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
+  # False: per_class runs its K networks one after another on the CPU (model/networks.py).
+  vmaps_well: ClassVar[bool] = True
 
   def reads(self) -> Mapping[str, tuple[str, ...]]:
     """Input key -> the data set field kinds it may have ('tokens', 'features', 'image')."""
@@ -156,6 +159,7 @@ class ConvTrunk(Trunk):
   """
   image_input: str = 'image'
   channels: Sequence[int] = (32, 64)
+  vmaps_well: ClassVar[bool] = False  # vmapped convolutions: grouped ones, slow on XLA:CPU
   hidden: Sequence[int] = (128,)
 
   def reads(self):
