@@ -21,6 +21,7 @@ from mlheads import errors
 from mlheads.commands import bench_models
 
 FLAGS = flags.FLAGS
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def define_flags() -> None:
@@ -38,9 +39,8 @@ def define_flags() -> None:
   flags.DEFINE_bool('keras', False, 'headline: also run the Keras 3 reference and '
                     'print speedup_vs_keras (same sitting, alternating rounds).')
   flags.DEFINE_string(
-      'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-      '..', 'shared', 'bench', 'keras_headline.sh'),
-      'headline: the Keras reference script.')
+      'keras_script', os.path.join(_ROOT, '..', 'shared', 'bench', 'keras_headline.sh'),
+      'headline: the Keras reference script (default: ../shared/bench beside the repo).')
   flags.DEFINE_integer(
       'sklearn_rows', 0,
       'metrics: time scikit-learn on the first this many rows and extrapolate '
