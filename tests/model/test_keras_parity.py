@@ -61,7 +61,7 @@ def mlheads_headline(vocab, time, embed, units, width):
               'extra': base.Field((EXTRA,), 'float32', 'features')},
       targets={'retweeted': base.Field((1,), 'float32', 'binary'),
                'aux_label': base.Field((1,), 'float32', 'binary')})
-  spec, tx, _ = train.check_config(c)
+  spec, tx, _ = train.check_config(c, ds)
   model, heads = spec.build(ds)
   return model, heads, tx, sharding.DataParallel.over_all_devices(), ds
 
