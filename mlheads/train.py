@@ -212,13 +212,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                best_mode=best_mode) as ckpt:
     # Any manifest, even a damaged one, means there is a run to resume: restore falls back past
     # corrupt steps or raises (B20/B24); starting afresh over them would be silent data loss.
+    resumed_extras = {}
     if ckpt.saved_steps():
-      state, _, step = ckpt.restore(state)
+      state, resumed_extras, step = ckpt.restore(state)
       logging.info('Resuming from step %d of %d (%s).', step, total_steps, ckpt.directory)
       if step >= total_steps:
         logging.info('Training already finished (step %d); evaluating again.', step)
       if primary:
         workdir_lib.drop_records_after(workdir, step)
+    # Its counter is rebuilt from the curve the checkpoint carries: resuming stops where an
+    # uninterrupted run would.
+    stopper = runner.EarlyStopping(config.patience, best_name, best_mode,
+                                   resumed_extras.get('best_metric_curve', ()))
+    if stopper.should_stop():
+      logging.info('Training already stopped early; evaluating again. (%s)', stopper.reason())
     if primary:
       writers.atomic_write(os.path.join(workdir, 'config.json'),
                            config.to_json_best_effort(indent=2))
@@ -226,13 +233,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with writers.MetricWriter(workdir) as writer:
       # ------------------------------------------------------------ the loop
       start_step = int(state.step)
+      end_step = start_step if stopper.should_stop() else total_steps
       batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
                                        config.epochs, start_step)
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
       with console.progress_bar(total=total_steps, initial=start_step,
                                 disable=not config.progress, unit='step',
                                 dynamic_ncols=True) as bar:
-        for step in range(start_step, total_steps):
+        for step in range(start_step, end_step):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
           seen += config.batch_size
@@ -255,13 +263,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
             for name, m in val.items():
               writer.write(done, f'validation/{name}', {'epoch': epoch, **m})
             bar.write(f'epoch {epoch}: {runner.brief(val)}')
-            if epoch % config.checkpoint_every_epochs == 0 or done == total_steps:
+            stopper.update(epoch, val)
+            stop = stopper.should_stop()
+            if epoch % config.checkpoint_every_epochs == 0 or done == total_steps or stop:
               extras = extras_lib.make(config, ds, heads, runner.tune_thresholds(heads, preds),
-                                       epoch)
+                                       epoch, stopper.curve)
               ckpt.save(done, state, extras=extras, metrics=runner.flatten(val))
+            if stop:
+              bar.write(stopper.reason())
+              logging.info('%s', stopper.reason())
+              break
           if preempted.requested:
             ckpt.save(done, state, extras=extras_lib.make(config, ds, heads, {},
-                                                          done // steps_per_epoch))
+                                                          done // steps_per_epoch, stopper.curve))
             bar.write(f'SIGTERM: saved step {done}; exiting with '
                       f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
@@ -278,6 +292,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'parameters': n_params,
         **runner.summarize(heads, preds, thresholds),
         'steps': trained_steps,
+        'stopped_early': stopper.should_stop(),
     }
     if primary:
       path = os.path.join(workdir, 'metrics.json')

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import transformer
 
 WIDTH = errors.Range(1, 65_536, integer=True)
 WIDTHS = errors.Range(1, 65_536, integer=True, each=True)
@@ -329,9 +330,78 @@ class ConvTrunk(Trunk):
     return h, inter
 
 
+class TransformerTrunk(Trunk):
+  """Token ids -> a small pre-norm Transformer encoder, mean-pooled over the real tokens
+  (model/transformer.py: padding changes nothing), then side inputs -> Dense(relu) stack.
+  Dropout (training only): embeddings, attention, residual branches, pooled text, Dense.
+
+  Attributes:
+    embed_dim, num_layers, mlp_dim: model width d, encoder blocks, each block's MLP width.
+    num_heads: attention heads; `embed_dim` must be a multiple of it.
+    dropout: dropout rate.
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids ('' = the data set's only one).
+    side_inputs: key patterns of `[batch, n]` numbers or categorical ids concatenated to the
+      pooled text (`'*'`: every one the data set has).
+    category_dim: embedding width of each categorical side column.
+    vocab_size, max_len, category_sizes: taken from the data set's fields (`fit_to`).
+  """
+  embed_dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.1
+  hidden: Sequence[int] = (256,)
+  text_input: str = ''
+  side_inputs: Sequence[str] = ()
+  category_dim: int = 8
+  vocab_size: int = 0
+  max_len: int = 0
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('vocab_size', 'max_len', 'category_sizes')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'embed_dim': WIDTH, 'num_layers': errors.Range(1, 64, integer=True), 'num_heads': WIDTH,
+      'mlp_dim': WIDTH, 'dropout': errors.Range(0, 0.99), 'hidden': WIDTHS, 'category_dim': WIDTH}
+
+  def __post_init__(self):
+    if self.num_heads >= 1 and self.embed_dim % self.num_heads:
+      raise errors.UsageError(f'--config.trunk.embed_dim={self.embed_dim} must be a multiple of '
+                              f'--config.trunk.num_heads={self.num_heads}')
+    super().__post_init__()
+
+  def reads(self):
+    return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
+
+  def fit_to(self, inputs):
+    text = only('transformer', 'text_input', self.text_input, inputs, 'tokens')
+    match('transformer', 'text_input', (text,), inputs, ('tokens',))
+    side = tuple(k for k in match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
+                 if k != text)
+    return self.clone(text_input=text, side_inputs=side, max_len=int(inputs[text].shape[-1]),
+                      vocab_size=int(inputs[text].vocab_size or 0),
+                      category_sizes=_category_sizes(inputs, side))
+
+  def intermediates(self):
+    return ('encoder',)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    text = transformer.Encoder(self.vocab_size, self.max_len, self.embed_dim, self.num_layers,
+                               self.num_heads, self.mlp_dim, self.dropout,
+                               name='encoder')(inputs[self.text_input], train)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    h = jnp.concatenate([drop(text)] + _side(self, inputs, self.side_inputs, self.category_sizes,
+                                             self.category_dim, text.dtype), -1)
+    for i, width in enumerate(self.hidden):
+      h = drop(nn.relu(layers.dense(width, name=f'dense_{i}')(h)))
+    return h, {'encoder': text}
+
+
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
+    'transformer': TransformerTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,
 }
