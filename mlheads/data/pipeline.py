@@ -5,15 +5,16 @@ A split is a *source*: `len(source)` examples and `source.read(indices)` returni
 `{key: [len(indices), ...]}`, either `ArraySource` (arrays in memory) or
 `records.RecordSource` (the prepared array_record files, read batch by batch, so a data
 set need not fit in memory). The training order is a pure function of (seed, step): batch
-`s` is element `s` of a grain MapDataset of example indices that reshuffles every epoch,
-so a resumed run sees exactly the batches an uninterrupted one would. With several
-processes each reads only its own rows of every global batch. Evaluation covers every
-example: the last partial batch is padded and its padding masked out through `valid`.
+`s` is element `s` of a grain MapDataset over a new permutation each epoch, so a resumed
+run sees exactly the batches an uninterrupted one would. With several processes each reads
+only its own rows of every global batch. Evaluation covers every example: the last partial
+batch is padded and its padding masked out through `valid`.
 
 A batch is `{'inputs': {key: [B, ...]}, 'targets': {key: [B, K]},
 'masks': {key: [B, K]}, 'valid': [B]}`.
 """
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 
 import grain
@@ -92,22 +93,37 @@ def example_inputs(ds: base.Dataset) -> dict[str, np.ndarray]:
   return {k: np.zeros((1,) + f.shape, f.dtype) for k, f in ds.inputs.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The order of the n examples in epoch `epoch`: a pure function of (seed, epoch)."""
+  return np.random.default_rng((seed, epoch)).permutation(n)
+
+
 def train_dataset(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,
                   rows: slice | None = None) -> grain.MapDataset:
-  """Element `s` is training step `s`'s batch (drop_remainder), or its `rows` only: the
-  part this process feeds (`sharding.DataParallel.process_rows`).
+  """Element `s` is training step `s`'s batch, or its `rows` only: the part this process
+  feeds (`sharding.DataParallel.process_rows`).
 
-  Only indices are shuffled and batched; each element reads its own rows from the source
-  when it is asked for, so nothing but the prefetched batches is held in memory.
+  The epochs' shuffled orders are concatenated and cut into batches (the last partial one
+  dropped). Each element computes its example indices with a few numpy operations and
+  reads them from the source in one call when it is asked for (one indexing per array in
+  memory, one batch read from the prepared files), so a batch costs no Python call per
+  example and nothing but the prefetched batches is held in memory (notes/perf.md).
   """
   source = as_source(split)
+  n = len(source)
   rows = slice(0, batch_size) if rows is None else rows
   ones = np.ones((rows.stop - rows.start,), np.float32)
-  return (grain.MapDataset.range(len(source))
-          .shuffle(seed=seed)
-          .repeat(num_epochs)
-          .batch(batch_size, drop_remainder=True)
-          .map(lambda idx: _structure(ds, source.read(idx[rows]), ones)))
+
+  def batch(step):
+    position = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
+    epoch, index = np.divmod(position, n)
+    idx = np.empty_like(index)
+    for e in np.unique(epoch):  # one epoch, or two where the batch straddles a boundary
+      idx[epoch == e] = _epoch_order(seed, int(e), n)[index[epoch == e]]
+    return _structure(ds, source.read(idx), ones)
+
+  return grain.MapDataset.range(n * num_epochs // batch_size).map(batch)
 
 
 def train_batches(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,

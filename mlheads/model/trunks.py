@@ -11,10 +11,8 @@ trunk is one class plus one line in TRUNKS, and the model builder passes it
 nothing it did not ask for.
 
 Input settings are key patterns matched against the data set's inputs of the
-kinds the trunk reads: `'*'` is every one of them (an MLP on any table), `''`
-the only one (the text trunk's token input), a plain name that very input.
-So any trunk runs on any data set that has inputs of its kinds, with no
-setting changed: `--config.trunk.kind=mlp` on a table of numbers.
+kinds the trunk reads (model/patterns.py), so any trunk runs on any data set
+that has inputs of its kinds, with no setting changed.
 
 `config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
 command line reaches them all; the chosen trunk takes its own and leaves the
@@ -22,7 +20,6 @@ others' (logged).
 """
 
 import dataclasses
-import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -33,6 +30,7 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import patterns
 from mlheads.model import transformer
 
 WIDTH = errors.Range(1, 65_536, integer=True)
@@ -40,41 +38,10 @@ WIDTHS = errors.Range(1, 65_536, integer=True, each=True)
 NUMBERS = ('features', 'categories')  # field kinds that are side inputs of a row.
 
 
-def match(trunk: str, setting: str, patterns: Sequence[str], inputs: Mapping[str, Any],
-          kinds: Sequence[str]) -> tuple[str, ...]:
-  """The input keys `patterns` name, in the data set's order.
-
-  `'*'` (any glob) matches the inputs of `kinds` (it may match none); a plain name must be an
-  input of the data set, whatever its kind (`reads` then checks the kind, naming both).
-  """
-  keys = []
-  for p in patterns:
-    if any(c in p for c in '*?['):
-      keys += [k for k, f in inputs.items() if f.kind in kinds and fnmatch.fnmatchcase(k, p)]
-    elif p not in inputs:
-      raise errors.UsageError(f'trunk {trunk!r} reads input {p!r} (--config.trunk.{setting}), '
-                              f'which the data set does not have; its inputs are '
-                              f'{sorted(inputs)}')
-    else:
-      keys.append(p)
-  return tuple(dict.fromkeys(keys))
-
-
-def only(trunk: str, setting: str, key: str, inputs: Mapping[str, Any], kind: str) -> str:
-  """`key`, or for '' the data set's only input of `kind` (an error naming the candidates)."""
-  if key:
-    return key
-  found = [k for k, f in inputs.items() if f.kind == kind]
-  if len(found) != 1:
-    raise errors.UsageError(
-        f'trunk {trunk!r} reads one {kind} input, and the data set has '
-        f'{"none" if not found else found}; its inputs are {sorted(inputs)}'
-        + ('' if not found else f' (choose one with --config.trunk.{setting}=KEY)'))
-  return found[0]
-
-
 class Trunk(nn.Module):
   """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
+  # False: per_class runs its K networks one after another on the CPU (model/networks.py).
+  vmaps_well: ClassVar[bool] = True
 
   # Settings the data set fills in (`fit_to`), never set in the config.
   fitted: ClassVar[tuple[str, ...]] = ()
@@ -89,6 +56,11 @@ class Trunk(nn.Module):
     """The trunk with what it takes from the data set's input fields (default: nothing)."""
     del inputs
     return self
+
+  def row_tables(self) -> dict[str, tuple[str, ...]]:
+    """Input key -> path (in the trunk's parameters) of a table the trunk reads only at that
+    input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
+    return {}
 
   def intermediates(self) -> tuple[str, ...]:
     """The names of the intermediates `__call__` returns (what a head's `source` may be)."""
@@ -197,10 +169,10 @@ class TextTrunk(Trunk):
 
   def fit_to(self, inputs):
     kind = kind_of(type(self))
-    text = only(kind, 'text_input', self.text_input, inputs, 'tokens')
+    text = patterns.only(kind, 'text_input', self.text_input, inputs, 'tokens')
     if text not in inputs:
-      match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming the inputs
-    side = match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
+      patterns.match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming them
+    side = patterns.match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
     side = tuple(k for k in side if k != text)
     return self.clone(text_input=text, side_inputs=side,
                       vocab_size=int(inputs[text].vocab_size or 0),
@@ -209,16 +181,22 @@ class TextTrunk(Trunk):
   def intermediates(self):
     return ('lstm',)
 
+  def row_tables(self):
+    return {self.text_input: ('embedding', 'embedding')}
+
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
     tokens = inputs[self.text_input]
     embed = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=layers.embed_init,
                      name='embedding')
+    if isinstance(tokens, layers.Lookup):  # training: the batch's rows of the table
+      table, ids, tokens = tokens.rows, tokens.ids, tokens.tokens
+    else:
+      table, ids = embed.embedding, tokens
     valid = (tokens != 0) if self.mask_padding else None
     # The LSTM reads the table itself: it can then skip materializing the embeddings.
-    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens,
-                                                      table=embed.embedding)
+    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=ids, table=table)
     h = jnp.concatenate([lstm] + _side(self, inputs, self.side_inputs, self.category_sizes,
                                        self.category_dim, lstm.dtype), -1)
     for i, width in enumerate(self.hidden):
@@ -257,7 +235,7 @@ class MLPTrunk(Trunk):
     return {k: NUMBERS + ('image',) for k in self.inputs_keys}
 
   def fit_to(self, inputs):
-    keys = match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
+    keys = patterns.match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
     if not keys:
       raise errors.UsageError(f'trunk \'mlp\' reads numbers or images, and the data set has '
                               f'none; its inputs are {sorted(inputs)}')
@@ -290,6 +268,7 @@ class ConvTrunk(Trunk):
   """
   image_input: str = ''
   channels: Sequence[int] = (32, 64)
+  vmaps_well: ClassVar[bool] = False  # vmapped convolutions: grouped ones, slow on XLA:CPU
   hidden: Sequence[int] = (128,)
 
   ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}
@@ -298,8 +277,8 @@ class ConvTrunk(Trunk):
     return {self.image_input: ('image',)}
 
   def fit_to(self, inputs):
-    key = only('conv', 'image_input', self.image_input, inputs, 'image')
-    match('conv', 'image_input', (key,), inputs, ('image',))
+    key = patterns.only('conv', 'image_input', self.image_input, inputs, 'image')
+    patterns.match('conv', 'image_input', (key,), inputs, ('image',))
     return self.clone(image_input=key)
 
   def intermediates(self):
@@ -363,10 +342,10 @@ class TransformerTrunk(Trunk):
     return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    text = only('transformer', 'text_input', self.text_input, inputs, 'tokens')
-    match('transformer', 'text_input', (text,), inputs, ('tokens',))
-    side = tuple(k for k in match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
-                 if k != text)
+    text = patterns.only('transformer', 'text_input', self.text_input, inputs, 'tokens')
+    patterns.match('transformer', 'text_input', (text,), inputs, ('tokens',))
+    side = patterns.match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
+    side = tuple(k for k in side if k != text)
     return self.clone(text_input=text, side_inputs=side, max_len=int(inputs[text].shape[-1]),
                       vocab_size=int(inputs[text].vocab_size or 0),
                       category_sizes=_category_sizes(inputs, side))
