@@ -8,8 +8,8 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
-#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]  label prior, TF-IDF + LR
-#   ./launch.sh compare_heads [--quick] [--workdir=DIR]   every head vs the baselines -> results/
+#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]   prior, TF-IDF + LR
+#   ./launch.sh compare_heads [--config.quick=True] [--workdir=DIR]   every head -> results/
 #   ./launch.sh score|predict|compare|baseline|compare_heads --help     that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)

@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1
   c.best_metric = ''  # e.g. 'validation/main/roc_auc_macro'; '' = the first head's mAP/AUC.
   c.progress = True  # tqdm bar on stderr.
+  # After the run, also fit the classical baselines (mlheads.baselines: label prior, TF-IDF +
+  # logistic regression) on the same splits; metrics.json gets 'baseline', the run prints both.
+  c.baseline = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ''

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mlheads import baselines
 from mlheads import configs
 from mlheads import console
 from mlheads import optimizers
@@ -86,6 +87,8 @@ def check_config(config) -> tuple[model_lib.ModelSpec, optax.GradientTransformat
   configs.validate(config, jax.device_count())
   spec = model_lib.resolve(config)
   tx = optimizers.make(config)
+  if config.baseline:
+    baselines.output_targets(config)  # binary targets only
   return spec, tx, runner.best_metric(config, spec.target_kinds)
 
 
@@ -121,6 +124,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   spec, tx, (best_name, best_mode) = check_config(config)
   workdir_lib.check_resumable(config, workdir)
   ds, arrays = data_lib.load_checked(config)
+  if config.baseline:  # a target the baseline cannot fit is said now, not after training
+    baselines.output_heads(baselines.output_targets(config), ds)
   model, heads = spec.build(ds, arrays['train'])
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),
@@ -217,6 +222,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         **runner.summarize(heads, preds, thresholds),
         'steps': trained_steps,
     }
+    if config.baseline and primary:
+      summary['baseline'] = baselines.beside(summary, baselines.fit(config))
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)

@@ -1,0 +1,286 @@
+"""`./launch.sh compare_heads`: every classification head on each data set's best trunk, three
+seeds, with the classical baselines beside them, into results/.
+
+  ./launch.sh compare_heads                  # the full study (hours on 2 CPU cores; resumable)
+  ./launch.sh compare_heads --config.quick=True   # reduced: 1 seed, fewer rows and epochs
+  ./launch.sh compare_heads --config.only=movie_genres,tweets
+
+For each entry of ENTRIES (a data set, an experiment and the output whose head is varied),
+`compare.compare` trains the grid `heads.<output>.kind` = HEAD_KINDS over the seeds in
+WORKDIR/<entry>/ (its grid, seed and resume machinery: rerunning the same command skips
+finished runs and resumes an interrupted one), and `baseline.run` fits the label prior and the
+TF-IDF + logistic regression on the same data settings in WORKDIR/<entry>/baseline/ (skipped
+when finished under the same config). After each entry, the results folder gets:
+  compare_heads.json   {entry: {method: {metric: {"mean", "std", "n"}}}}: the six heads,
+                       `sklearn_baseline` and `label_prior`; test metrics of the output
+  compare_heads.md     the tables, how they were made, and the chart
+  compare_heads.png    test mAP per method and data set
+  compare_heads_runs.json   the command, wall time, entries, settings, every run
+  compare_heads/<entry>.md, <entry>_curves.png   each entry's compare.md and curves
+An entry that has not finished yet is listed as missing.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+
+from mlheads import console
+from mlheads import errors
+from mlheads.commands import baseline as baseline_cmd
+from mlheads.commands import compare
+from mlheads.commands import compare_heads_report as report
+from mlheads.state import writers
+
+FLAGS = flags.FLAGS
+HEAD_KINDS = ('softmax', 'sigmoid', 'binary_softmax', 'per_class', 'chain', 'powerset')
+SEEDS = (0, 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One data set of the comparison.
+
+  Attributes:
+    name: its key in compare_heads.json.
+    experiment: the experiment file it runs.
+    output: the output whose head kind is varied and scored.
+    trunk: the trunk, in words, for the tables.
+    sets: `KEY=VALUE` settings on top of the experiment (the trunk and its training).
+    quick: settings added by `--config.quick=True` (fewer rows and epochs).
+    skip: (head kind, why) for heads not trained on this entry; the tables say why.
+  """
+  name: str
+  experiment: str
+  output: str
+  trunk: str
+  sets: tuple[str, ...] = ()
+  quick: tuple[str, ...] = ()
+  skip: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def heads(self) -> tuple[str, ...]:
+    skipped = dict(self.skip)
+    return tuple(h for h in HEAD_KINDS if h not in skipped)
+
+
+# The best trunk per data set: the one place to change when a better trunk lands. Today each
+# data set's own experiment trunk (the bag-of-n-grams and Transformer trunks of issue 13 part B
+# are not on main yet); on the tweets both the seed's headline model and the text trunk. The
+# checkpoint kept is the best by validation mAP, the metric compared. The text sets train 3
+# epochs instead of their experiments' 5, to fit the study into an afternoon on 2 CPU cores.
+ENTRIES = (
+    Entry('movie_genres', 'movie_genres', 'genres',
+          'title Embedding(64) -> LSTM(64) + 6 numbers -> Dense(64)',
+          sets=('best_metric=genres/average_precision_macro', 'epochs=3'),
+          quick=('data.max_rows=3000', 'epochs=1')),
+    Entry('digit_mosaics', 'digit_mosaics', 'digits',
+          'Conv(32) -> pool -> Conv(64) -> pool -> Dense(128)',
+          sets=('best_metric=digits/average_precision_macro',),
+          quick=('data.max_rows=1500', 'epochs=1'),
+          skip=(('per_class', 'ten vmapped conv networks run at seconds per step on '
+                 'XLA:CPU (batch-grouped convolutions), hours per run'),)),
+    Entry('tweets', 'tweets_engagement', 'engagement',
+          'text Embedding(64) -> LSTM(64) + 5 numbers -> Dense(64)',
+          sets=('best_metric=engagement/average_precision_macro', 'epochs=3'),
+          quick=('data.max_rows=2000', 'epochs=1')),
+    Entry('tweets_headline', 'headline_engagement', 'main',
+          "the seed's headline model: Embedding(512) -> LSTM(32) + 5 numbers -> 3 x Dense(64), "
+          'aux output (sigmoid, weight 0.2) on the LSTM',
+          sets=('best_metric=main/average_precision_macro', 'epochs=3'),
+          quick=('data.max_rows=2000', 'epochs=1')),
+)
+QUICK_SEEDS = (0,)
+
+
+def settings() -> ml_collections.ConfigDict:
+  """The command's settings, given as `--config.KEY=VALUE` like an experiment's."""
+  return ml_collections.ConfigDict({
+      'quick': False,  # a reduced version: 1 seed, each entry's `quick` settings.
+      'only': '',  # comma-separated entries to run; the others are read if finished.
+      'report_only': False,  # train nothing: rewrite the tables from the finished entries.
+      'seeds': '',  # comma-separated; '' = 0,1,2 (0 with quick).
+      'data_dir': '',  # tfds data dir for every run; '' = the tfds default.
+      'jobs': 0,  # threads for the logistic regression; 0 = every core.
+  })
+
+
+def define_flags() -> None:
+  """Defined only when run as a command (flag names are shared with other CLI modules)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_dict(
+      'config', settings(), 'quick (bool), only (entries, comma-separated: '
+      f'{",".join(e.name for e in ENTRIES)}), seeds, data_dir, jobs.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Runs folder; default runs/compare_heads '
+                      '(runs/compare_heads_quick with --config.quick=True).')
+  flags.DEFINE_string('results', None, 'Where the tables go; default results/ (WORKDIR/results '
+                      'with --config.quick=True).')
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  entries: tuple[Entry, ...]
+  seeds: tuple[int, ...]
+  quick: bool
+  data_dir: str = ''
+
+  def sets(self, entry: Entry) -> list[str]:
+    extra = list(entry.quick) if self.quick else []
+    return list(entry.sets) + extra + ([f'data.dir={self.data_dir}'] if self.data_dir else [])
+
+  def grid(self, entry: Entry) -> list[str]:
+    return [f'heads.{entry.output}.kind={",".join(entry.heads)}']
+
+
+def select(only: str, entries=ENTRIES) -> tuple[Entry, ...]:
+  names = [n.strip() for n in only.split(',') if n.strip()]
+  known = {e.name: e for e in entries}
+  bad = [n for n in names if n not in known]
+  if bad:
+    raise errors.UsageError(f'--only: unknown entries {bad}; known: {list(known)}')
+  return tuple(known[n] for n in names) if names else tuple(entries)
+
+
+def check(plan: Plan) -> None:
+  """Every run's config and every baseline's, built and checked before anything trains."""
+  for e in plan.entries:
+    compare.plan(e.experiment, plan.grid(e), list(plan.seeds), plan.sets(e))
+    baseline_config(plan, e)
+
+
+def baseline_config(plan: Plan, entry: Entry):
+  config = compare.plan(entry.experiment, [], [plan.seeds[0]], plan.sets(entry))[0]['config']
+  return config
+
+
+def run_baseline(plan: Plan, entry: Entry, workdir: str, jobs: int, out) -> dict:
+  """The entry's baselines (skipped when finished under the same config); its metrics.json."""
+  config = baseline_config(plan, entry)
+  folder = os.path.join(workdir, 'baseline')
+  try:
+    with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
+      same = compare.config_json(config) == _without_volatile(json.load(f))
+    with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
+      done = json.load(f)
+    if same:
+      print(f'{entry.name}: baseline already finished, skipped', file=out, flush=True)
+      return done
+  except (OSError, ValueError):
+    pass
+  print(f'{entry.name}: baseline in {folder} ...', file=out, flush=True)
+  progress = lambda line: print(f'  {line}', file=out, flush=True)
+  return baseline_cmd.run(config, folder, jobs=jobs or None, progress=progress)
+
+
+def _without_volatile(d: dict) -> dict:
+  d.get('data', {}).pop('dir', None)
+  d.pop('progress', None)
+  return d
+
+
+INVOCATIONS = 'invocations.json'  # in the workdir: every invocation's command and wall time.
+
+
+def _invocations(workdir: str) -> list[dict]:
+  try:
+    with open(os.path.join(workdir, INVOCATIONS), encoding='utf-8') as f:
+      return list(json.load(f))
+  except (OSError, ValueError, TypeError):
+    return []
+
+
+def run(plan: Plan, workdir: str, results: str, *, entries=ENTRIES, jobs: int = 0, argv=None,
+        out=sys.stdout) -> dict:
+  """Runs the plan's entries (heads, then baselines), rewriting the results after each; the
+  other `entries` are read from the workdir where they have finished. Returns
+  compare_heads.json.
+
+  Each invocation's command and wall time is kept in WORKDIR/invocations.json, so that the
+  tables of a study finished over several invocations (an interruption, then the same command
+  again) give the time of all of them.
+  """
+  check(plan)
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+  earlier = _invocations(workdir)
+  this = {'command': argv, 'started_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
+          'entries': [e.name for e in plan.entries], 'wall_s': 0.0,
+          'cores': len(os.sched_getaffinity(0)), 'cpus': os.cpu_count()}
+  say = lambda s: print(s, file=out, flush=True)
+  if plan.quick:
+    say(f'compare_heads --config.quick=True: seeds {list(plan.seeds)} and, per entry, '
+        + '; '.join(f'{e.name}: {", ".join(e.quick)}' for e in plan.entries)
+        + ' (a reduced version; the full study is ./launch.sh compare_heads)')
+
+  def write(done):
+    this['wall_s'] = time.perf_counter() - t0
+    writers.write_json(os.path.join(workdir, INVOCATIONS), earlier + [this])
+    return report.write(results, plan, entries, done, earlier + [this],
+                        entry_dirs={n: os.path.join(workdir, n) for n in done})
+
+  done = {}
+  for e in entries:
+    if e not in plan.entries:
+      found = report.read_entry(e, os.path.join(workdir, e.name), plan)
+      if found is not None:
+        done[e.name] = found
+      continue
+    entry_dir = os.path.join(workdir, e.name)
+    say(f'== {e.name}: {e.experiment}, heads {", ".join(e.heads)} on output {e.output!r}; '
+        f'trunk: {e.trunk}')
+    doc = compare.compare(e.experiment, plan.grid(e), list(plan.seeds), plan.sets(e), entry_dir,
+                          argv=argv, out=out)
+    base = run_baseline(plan, e, entry_dir, jobs, out)
+    done[e.name] = report.entry_result(e, doc, base)
+    write(done)
+  say('wrote ' + ', '.join(write(done)))
+  return report.table_json(done)
+
+
+def make_plan(config) -> Plan:
+  """The plan of the settings `config` (see `settings`); raises UsageError on a bad one."""
+  if config.jobs < 0:
+    raise errors.UsageError(f'--config.jobs must be >= 0, got {config.jobs}')
+  seeds = (tuple(compare.parse_seeds(config.seeds)) if config.seeds else
+           QUICK_SEEDS if config.quick else SEEDS)
+  if config.report_only and config.only:
+    raise errors.UsageError('--config.report_only=True trains nothing: drop --config.only')
+  entries = () if config.report_only else select(config.only)
+  return Plan(entries, seeds, config.quick, config.data_dir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
+  console.quiet()
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  config = FLAGS.config
+  plan = make_plan(config)
+  workdir = FLAGS.workdir or os.path.join('runs', 'compare_heads_quick' if plan.quick
+                                          else 'compare_heads')
+  results = FLAGS.results or (os.path.join(workdir, 'results') if plan.quick else 'results')
+  # Seeds of one head compile the same programs: a persistent cache compiles each once.
+  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  command = ['./launch.sh', 'compare_heads'] + [shlex.quote(a) for a in sys.argv[1:]]
+  run(plan, workdir, results, jobs=config.jobs, argv=command)
+
+
+if __name__ == '__main__':
+  try:
+    define_flags()  # ml_collections parses the --config.KEY=VALUE overrides here
+  except (KeyError, AttributeError, TypeError, ValueError) as e:
+    while isinstance(e, AttributeError) and e.args and isinstance(e.args[0], Exception):
+      e = e.args[0]  # ml_collections wraps the KeyError of an unknown key
+    message = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    print(f'error: --config: {message}', file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
+  errors.run_main(main)
