@@ -6,18 +6,20 @@ seeds, with the classical baselines beside them, into results/.
   ./launch.sh compare_heads --config.only=movie_genres,tweets
 
 For each entry of ENTRIES (a data set, an experiment and the output whose head is varied),
-`compare.compare` trains the grid `heads.<output>.kind` = HEAD_KINDS over the seeds in
-WORKDIR/<entry>/ (its grid, seed and resume machinery: rerunning the same command skips
-finished runs and resumes an interrupted one), and `baseline.run` fits the label prior and the
-TF-IDF + logistic regression on the same data settings in WORKDIR/<entry>/baseline/ (skipped
-when finished under the same config). After each entry, the results folder gets:
-  compare_heads.json   {entry: {method: {metric: {"mean", "std", "n"}}}}: the six heads,
+`baseline.run` fits the label prior and the TF-IDF + logistic regression on the same data
+settings in WORKDIR/<entry>/baseline/, and `compare.compare` trains the grid
+`heads.<output>.kind` = the entry's heads in WORKDIR/<entry>/ (its grid, seed and resume
+machinery: rerunning the same command skips finished runs and resumes an interrupted one).
+Breadth first: seed 0 of every entry, then seed 1 of every entry, ...; after each entry of
+each pass the results folder is rewritten, so a study stopped early shows every data set
+with the seeds it finished:
+  compare_heads.json   {entry: {method: {metric: {"mean", "std", "n"}}}}: the heads,
                        `sklearn_baseline` and `label_prior`; test metrics of the output
   compare_heads.md     the tables, how they were made, and the chart
   compare_heads.png    test mAP per method and data set
-  compare_heads_runs.json   the command, wall time, entries, settings, every run
+  compare_heads_runs.json   the commands and wall times, entries, settings, every run
   compare_heads/<entry>.md, <entry>_curves.png   each entry's compare.md and curves
-An entry that has not finished yet is listed as missing.
+`--config.report_only=True` trains nothing and rewrites them from what has finished.
 """
 
 import dataclasses
@@ -76,17 +78,15 @@ class Entry:
 # are not on main yet); on the tweets both the seed's headline model and the text trunk. The
 # checkpoint kept is the best by validation mAP, the metric compared. The text sets train 3
 # epochs instead of their experiments' 5, to fit the study into an afternoon on 2 CPU cores.
+# Cheapest first: the study runs breadth first, so the first entries finish first.
 ENTRIES = (
-    Entry('movie_genres', 'movie_genres', 'genres',
-          'title Embedding(64) -> LSTM(64) + 6 numbers -> Dense(64)',
-          sets=('best_metric=genres/average_precision_macro', 'epochs=3'),
-          quick=('data.max_rows=3000', 'epochs=1')),
     Entry('digit_mosaics', 'digit_mosaics', 'digits',
           'Conv(32) -> pool -> Conv(64) -> pool -> Dense(128)',
           sets=('best_metric=digits/average_precision_macro',),
           quick=('data.max_rows=1500', 'epochs=1'),
-          skip=(('per_class', 'ten vmapped conv networks run at seconds per step on '
-                 'XLA:CPU (batch-grouped convolutions), hours per run'),)),
+          skip=(('per_class', 'ten vmapped conv networks train at about 55 examples/s on '
+                 'these CPUs against 7,300 for one shared network (docs/results.md): 18 '
+                 'minutes a run on a quiet machine, hours on a loaded one'),)),
     Entry('tweets', 'tweets_engagement', 'engagement',
           'text Embedding(64) -> LSTM(64) + 5 numbers -> Dense(64)',
           sets=('best_metric=engagement/average_precision_macro', 'epochs=3'),
@@ -96,6 +96,10 @@ ENTRIES = (
           'aux output (sigmoid, weight 0.2) on the LSTM',
           sets=('best_metric=main/average_precision_macro', 'epochs=3'),
           quick=('data.max_rows=2000', 'epochs=1')),
+    Entry('movie_genres', 'movie_genres', 'genres',
+          'title Embedding(64) -> LSTM(64) + 6 numbers -> Dense(64)',
+          sets=('best_metric=genres/average_precision_macro', 'epochs=3'),
+          quick=('data.max_rows=3000', 'epochs=1')),
 )
 QUICK_SEEDS = (0,)
 
@@ -160,23 +164,29 @@ def baseline_config(plan: Plan, entry: Entry):
   return config
 
 
-def run_baseline(plan: Plan, entry: Entry, workdir: str, jobs: int, out) -> dict:
-  """The entry's baselines (skipped when finished under the same config); its metrics.json."""
-  config = baseline_config(plan, entry)
-  folder = os.path.join(workdir, 'baseline')
+def finished_baseline(plan: Plan, entry: Entry, folder: str) -> dict | None:
+  """The metrics.json of the entry's baselines if they finished under the plan's config."""
   try:
     with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
-      same = compare.config_json(config) == _without_volatile(json.load(f))
+      same = compare.config_json(baseline_config(plan, entry)) == _without_volatile(json.load(f))
     with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
       done = json.load(f)
-    if same:
-      print(f'{entry.name}: baseline already finished, skipped', file=out, flush=True)
-      return done
   except (OSError, ValueError):
-    pass
+    return None
+  return done if same else None
+
+
+def run_baseline(plan: Plan, entry: Entry, workdir: str, jobs: int, out) -> dict:
+  """The entry's baselines (skipped when finished under the same config); its metrics.json."""
+  folder = os.path.join(workdir, 'baseline')
+  done = finished_baseline(plan, entry, folder)
+  if done is not None:
+    print(f'{entry.name}: baseline already finished, skipped', file=out, flush=True)
+    return done
   print(f'{entry.name}: baseline in {folder} ...', file=out, flush=True)
   progress = lambda line: print(f'  {line}', file=out, flush=True)
-  return baseline_cmd.run(config, folder, jobs=jobs or None, progress=progress)
+  return baseline_cmd.run(baseline_config(plan, entry), folder, jobs=jobs or None,
+                          progress=progress)
 
 
 def _without_volatile(d: dict) -> dict:
@@ -226,20 +236,22 @@ def run(plan: Plan, workdir: str, results: str, *, entries=ENTRIES, jobs: int = 
                         entry_dirs={n: os.path.join(workdir, n) for n in done})
 
   done = {}
-  for e in entries:
-    if e not in plan.entries:
-      found = report.read_entry(e, os.path.join(workdir, e.name), plan)
-      if found is not None:
-        done[e.name] = found
-      continue
-    entry_dir = os.path.join(workdir, e.name)
-    say(f'== {e.name}: {e.experiment}, heads {", ".join(e.heads)} on output {e.output!r}; '
-        f'trunk: {e.trunk}')
-    doc = compare.compare(e.experiment, plan.grid(e), list(plan.seeds), plan.sets(e), entry_dir,
-                          argv=argv, out=out)
-    base = run_baseline(plan, e, entry_dir, jobs, out)
-    done[e.name] = report.entry_result(e, doc, base)
-    write(done)
+  for e in entries:  # what earlier invocations finished, shown until this one redoes it
+    base = finished_baseline(plan, e, os.path.join(workdir, e.name, 'baseline'))
+    if base is not None:
+      done[e.name] = report.read_entry(e, os.path.join(workdir, e.name), plan, base)
+  # Breadth first: every entry's seed 0 (and its baseline), then seed 1, ...: an interrupted
+  # study has every head on every data set, with fewer seeds, rather than a few data sets.
+  for n in range(1, len(plan.seeds) + 1):
+    for e in plan.entries:
+      entry_dir = os.path.join(workdir, e.name)
+      say(f'== {e.name} ({e.experiment}), seeds {list(plan.seeds[:n])}: heads '
+          f'{", ".join(e.heads)} on output {e.output!r}; trunk: {e.trunk}')
+      base = run_baseline(plan, e, entry_dir, jobs, out)  # after the first pass: read back
+      doc = compare.compare(e.experiment, plan.grid(e), list(plan.seeds[:n]), plan.sets(e),
+                            entry_dir, argv=argv, out=out)
+      done[e.name] = report.entry_result(e, doc, base)
+      write(done)
   say('wrote ' + ', '.join(write(done)))
   return report.table_json(done)
 

@@ -40,9 +40,11 @@ def _stat(values) -> dict:
   return {'mean': s['mean'], 'std': s['std'], 'n': s['n']}
 
 
-def entry_result(entry, doc: dict, base: dict) -> dict:
-  """One entry's methods (heads from compare.json `doc`, baselines from metrics.json `base`)."""
+def entry_result(entry, doc: dict | None, base: dict, sets: dict | None = None) -> dict:
+  """One entry's methods (heads from compare.json `doc`, baselines from metrics.json `base`).
+  `doc` None: no head has finished a pass yet (the baselines alone; `sets` its settings)."""
   out = entry.output
+  doc = doc or {'points': [], 'runs': [], 'seeds': [], 'set': dict(sets or {})}
   methods = {}
   for point in doc['points']:
     runs = [r for r in doc['runs'] if r['point'] == point]
@@ -70,20 +72,20 @@ def entry_result(entry, doc: dict, base: dict) -> dict:
   }
 
 
-def read_entry(entry, entry_dir: str, plan) -> dict | None:
-  """A finished entry's result from its folder, if it was made with the plan's seeds and
-  settings; else None."""
+def read_entry(entry, entry_dir: str, plan, base: dict) -> dict:
+  """An entry's result from its folder, given its finished baselines' metrics.json `base`: with
+  the heads if their compare.json was made with the plan's settings and the first of its seeds
+  (an interrupted study has fewer), else the baselines alone."""
+  sets = dict(s.split('=', 1) for s in plan.sets(entry))
   try:
     with open(os.path.join(entry_dir, 'compare.json'), encoding='utf-8') as f:
       doc = json.load(f)
-    with open(os.path.join(entry_dir, 'baseline', 'metrics.json'), encoding='utf-8') as f:
-      base = json.load(f)
   except (OSError, ValueError):
-    return None
-  sets = dict(s.split('=', 1) for s in plan.sets(entry))
-  if doc.get('seeds') != list(plan.seeds) or doc.get('set') != sets:
-    return None
-  return entry_result(entry, doc, base)
+    doc = None
+  seeds = (doc or {}).get('seeds') or []
+  if not seeds or seeds != list(plan.seeds[:len(seeds)]) or doc.get('set') != sets:
+    doc = None
+  return entry_result(entry, doc, base, sets)
 
 
 def table_json(done: dict) -> dict:
@@ -116,18 +118,20 @@ def _compute_s(done: dict) -> float:
 
 def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
   md = ['# Every head on each data set\'s best trunk, with the classical baselines', '']
-  for inv in invocations:
+  trained = [inv for inv in invocations if inv.get('entries')]  # report-only ones train nothing
+  for inv in trained:
     if inv.get('command'):
       md += ['```', ' '.join(inv['command']), '```', '']
   n = len(plan.seeds)
-  total = sum(inv['wall_s'] for inv in invocations)
-  md += [f'Wall time: {total / 60:.1f} min over {len(invocations)} invocation(s) of the command '
+  total = sum(inv['wall_s'] for inv in trained)
+  md += [f'Wall time: {total / 60:.1f} min over {len(trained)} invocation(s) of the command '
          '(' + ', '.join(f'{inv["started_at"]}: {inv["wall_s"] / 60:.1f} min'
-                         for inv in invocations)
-         + '; a rerun reads the runs that finished, trains the rest); the runs and baselines '
-         f'shown took {_compute_s(done) / 60:.1f} min between them'
-         + ''.join(f'; {inv["command"][1]} ran on {inv["cores"]} of the {inv["cpus"]} CPU cores'
-                   for inv in invocations[:1] if 'cores' in inv and inv.get('command'))
+                         for inv in trained)
+         + '; a rerun reads the runs that finished and trains the rest; one stopped early counts '
+         f'until its last write); the runs and baselines shown took {_compute_s(done) / 60:.1f} '
+         'min between them'
+         + ''.join(f' ({inv["command"][1]} ran on {inv["cores"]} of the {inv["cpus"]} CPU cores)'
+                   for inv in trained[:1] if 'cores' in inv and inv.get('command'))
          + '.', '']
   if plan.quick:
     md += ['**Quick version** (`--config.quick=True`): one seed, fewer rows and epochs '
@@ -153,11 +157,16 @@ def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
     r = done[e.name]
     methods, base = r['methods'], r['baseline']
     md += [f'## {e.name}', '',
-           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. Settings: '
+           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. Seeds: '
+           + (', '.join(map(str, r['seeds'])) or 'none')
+           + (f' (**{len(r["seeds"])} of the {n} planned: the study was stopped early**)'
+              if len(r['seeds']) < n else '') + '. Settings: '
            + (', '.join(f'`{k}={v}`' for k, v in r['set'].items()) or 'the experiment\'s')
            + '. Baseline: C = ' + ', '.join(f'{c:g}' for c in base['c'].values())
            + ', features ' + ', '.join(f'{k} {v:,}' for k, v in base['features'].items())
            + f'. Each head\'s runs: [compare_heads/{e.name}.md](compare_heads/{e.name}.md).', '']
+    if not r['seeds']:
+      md += ['**No head has finished a pass here yet**: the baselines alone.', '']
     rows = []
     best = best_head(methods)
     for m, v in methods.items():

@@ -163,10 +163,18 @@ def test_a_rerun_trains_nothing_and_report_only_reads_what_finished(study, monke
     only_report = compare_heads.Plan((), plan.seeds, quick=False)
     assert compare_heads.run(only_report, workdir, results, entries=(entry,),
                              out=devnull) == table
+    # Baselines finished, no head yet (a study stopped early): the baselines alone are shown.
+    doc = os.path.join(workdir, 'tiny', 'compare.json')
+    os.rename(doc, doc + '.away')
+    alone = compare_heads.run(only_report, workdir, results, entries=(entry,), out=devnull)
+    os.rename(doc + '.away', doc)
+    assert alone == {'tiny': {m: table['tiny'][m] for m in ('sklearn_baseline', 'label_prior')}}
+    with open(os.path.join(results, 'compare_heads.md')) as f:
+      assert '**No head has finished a pass here yet**' in f.read()
     # Other seeds: the finished entry is not the one asked for, so it is listed as missing.
     other = compare_heads.Plan((), (5,), quick=False)
     assert compare_heads.run(other, workdir, results, entries=(entry,), out=devnull) == {}
   with open(os.path.join(workdir, compare_heads.INVOCATIONS)) as f:
-    assert len(json.load(f)) == 4
+    assert len(json.load(f)) == 5
   with open(os.path.join(results, 'compare_heads.md')) as f:
     assert '**Not finished yet**: tiny.' in f.read()
