@@ -8,9 +8,11 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
+#   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
 #   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]   prior, TF-IDF + LR
 #   ./launch.sh compare_heads [--config.quick=True] [--workdir=DIR]   every head -> results/
-#   ./launch.sh score|predict|compare|baseline|compare_heads --help     that command's flags
+#   ./launch.sh score|predict|compare|cv|baseline|compare_heads --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -44,7 +46,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -57,38 +59,32 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare|baseline|compare_heads)
+    predict|compare|cv|baseline|compare_heads)
       exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
 case $cmd in
-  test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -q "$@" ;;  # pyproject: testpaths = tests
   list) list_experiments; exit 0 ;;
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare)
-    # The experiment is the first argument, checked as below; the rest are compare's flags.
-    name=${1:-}
-    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: compare: unknown experiment '$name'. Known experiments:" >&2
-      list_experiments >&2
-      exit 2
-    fi
-    shift
-    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
-  baseline)
-    name=${1:-}
-    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: baseline: unknown experiment '$name'. Known experiments:" >&2
-      list_experiments >&2
-      exit 2
-    fi
-    shift
-    exec "$venv/bin/python" -m mlheads.commands.baseline --config="experiments/$name.py" \
-      --experiment="$name" "$@" ;;
   compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
+  compare|cv|baseline)
+    # The experiment is the first argument, checked as below; the rest are the command's flags.
+    name=${1:-}
+    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
+      echo "launch.sh: $cmd: unknown experiment '$name'. Known experiments:" >&2
+      list_experiments >&2
+      exit 2
+    fi
+    shift
+    if [[ $cmd == cv || $cmd == baseline ]]; then
+      exec "$venv/bin/python" -m "mlheads.commands.$cmd" --config="experiments/$name.py" \
+        --experiment="$name" "$@"
+    fi
+    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

@@ -7,8 +7,7 @@ networks. The train step only sees `head.loss_fn(...)`; evaluation only
 `head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
 `head.predict(...)` (a label set `[batch, K]` of 0/1).
 
-HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md
-compares them.
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them.
 """
 
 import dataclasses
@@ -62,6 +61,10 @@ class Head:
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+  # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
+  fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}  # its own settings' ranges (B26)
+  fitted: ClassVar[tuple[str, ...]] = ()  # fields `fit` sets from the train labels
 
   @property
   def threshold(self) -> float:
@@ -138,6 +141,8 @@ class SoftmaxHead(Head):
   """
   loss: str = 'softmax_ce'
   none_class: bool | None = None
+
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
 
   @property
   def _none(self) -> bool:
@@ -295,6 +300,11 @@ class PowersetHead(Head):
   other_rates: tuple[float, ...] = ()
 
   needs_train_labels: ClassVar[bool] = True
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'min_count': errors.Range(1, 2**31 - 1, integer=True),
+      'max_sets': errors.Range(1, 2**20, integer=True)}
+  fitted: ClassVar[tuple[str, ...]] = ('sets', 'other_rates')
 
   def fit(self, labels, mask=None):
     y = np.asarray(labels) > 0.5
@@ -370,6 +380,7 @@ class RegressionHead(Head):
   """Real-valued outputs (counts on a log scale, ...); squared error by default."""
   loss: str = 'mse'
   target_kind: ClassVar[str] = 'real'
+  fits_losses: ClassVar[tuple[str, ...]] = ('real',)
 
   def scores(self, logits):
     return logits
