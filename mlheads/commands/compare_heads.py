@@ -164,11 +164,21 @@ def baseline_config(plan: Plan, entry: Entry):
   return config
 
 
+def _baseline_key(config_dict: dict) -> dict:
+  """What the baselines depend on: the data settings (less the data dir) and each output's
+  target; not the trunk, the heads' kinds, the optimizer or the seed."""
+  data = {k: v for k, v in config_dict.get('data', {}).items() if k != 'dir'}
+  return {'data': data, 'targets': {name: h.get('target')
+                                    for name, h in config_dict.get('heads', {}).items()}}
+
+
 def finished_baseline(plan: Plan, entry: Entry, folder: str) -> dict | None:
-  """The metrics.json of the entry's baselines if they finished under the plan's config."""
+  """The metrics.json of the entry's baselines if they finished on the plan's data and
+  targets."""
   try:
     with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
-      same = compare.config_json(baseline_config(plan, entry)) == _without_volatile(json.load(f))
+      same = (_baseline_key(compare.config_json(baseline_config(plan, entry)))
+              == _baseline_key(json.load(f)))
     with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
       done = json.load(f)
   except (OSError, ValueError):
@@ -187,12 +197,6 @@ def run_baseline(plan: Plan, entry: Entry, workdir: str, jobs: int, out) -> dict
   progress = lambda line: print(f'  {line}', file=out, flush=True)
   return baseline_cmd.run(baseline_config(plan, entry), folder, jobs=jobs or None,
                           progress=progress)
-
-
-def _without_volatile(d: dict) -> dict:
-  d.get('data', {}).pop('dir', None)
-  d.pop('progress', None)
-  return d
 
 
 INVOCATIONS = 'invocations.json'  # in the workdir: every invocation's command and wall time.

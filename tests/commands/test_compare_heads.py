@@ -1,6 +1,7 @@
 """mlheads.compare_heads: the plan, its checks, and one tiny study end to end (two heads, two
 seeds and the baselines on the tiny headline model), its tables, a rerun and a report-only run."""
 
+import dataclasses
 import json
 import os
 
@@ -164,17 +165,22 @@ def test_a_rerun_trains_nothing_and_report_only_reads_what_finished(study, monke
     assert compare_heads.run(only_report, workdir, results, entries=(entry,),
                              out=devnull) == table
     # Baselines finished, no head yet (a study stopped early): the baselines alone are shown.
+    baselines_only = {'tiny': {m: table['tiny'][m] for m in ('sklearn_baseline', 'label_prior')}}
     doc = os.path.join(workdir, 'tiny', 'compare.json')
     os.rename(doc, doc + '.away')
-    alone = compare_heads.run(only_report, workdir, results, entries=(entry,), out=devnull)
+    assert compare_heads.run(only_report, workdir, results, entries=(entry,),
+                             out=devnull) == baselines_only
     os.rename(doc + '.away', doc)
-    assert alone == {'tiny': {m: table['tiny'][m] for m in ('sklearn_baseline', 'label_prior')}}
     with open(os.path.join(results, 'compare_heads.md')) as f:
       assert '**No head has finished a pass here yet**' in f.read()
-    # Other seeds: the finished entry is not the one asked for, so it is listed as missing.
+    # Other seeds: the heads' runs are not those asked for; the baselines do not depend on them.
     other = compare_heads.Plan((), (5,), quick=False)
-    assert compare_heads.run(other, workdir, results, entries=(entry,), out=devnull) == {}
-  with open(os.path.join(workdir, compare_heads.INVOCATIONS)) as f:
-    assert len(json.load(f)) == 5
+    assert compare_heads.run(other, workdir, results, entries=(entry,),
+                             out=devnull) == baselines_only
+    # Other data: nothing finished.
+    moved = dataclasses.replace(entry, sets=entry.sets + ('data.max_rows=200',))
+    assert compare_heads.run(only_report, workdir, results, entries=(moved,), out=devnull) == {}
   with open(os.path.join(results, 'compare_heads.md')) as f:
     assert '**Not finished yet**: tiny.' in f.read()
+  with open(os.path.join(workdir, compare_heads.INVOCATIONS)) as f:
+    assert len(json.load(f)) == 6
