@@ -164,7 +164,8 @@ def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
            + (', '.join(f'`{k}={v}`' for k, v in r['set'].items()) or 'the experiment\'s')
            + '. Baseline: C = ' + ', '.join(f'{c:g}' for c in base['c'].values())
            + ', features ' + ', '.join(f'{k} {v:,}' for k, v in base['features'].items())
-           + f'. Each head\'s runs: [compare_heads/{e.name}.md](compare_heads/{e.name}.md).', '']
+           + '.' + (f' Each head\'s runs: [compare_heads/{e.name}.md](compare_heads/{e.name}.md).'
+                    if r['seeds'] else ''), '']
     if not r['seeds']:
       md += ['**No head has finished a pass here yet**: the baselines alone.', '']
     rows = []
