@@ -220,6 +220,18 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
+
+def rows(data_config) -> base.Rows:
+  """The files' rows (parsed and checked) and the rows of each split, as its records are: the
+  raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
+  s = settings_from_config(data_config)
+  for path in (s.path, s.validation_path, s.test_path):
+    if path and not os.path.isfile(path):
+      raise errors.UsageError(f'{path}: no such file')
+  table = parse(s)
+  parts, rule = split_parts(s, table)
+  return base.Rows(table.rows, parts, tuple(s.text), rule)
+
 def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
   n = len(table.lines)
   if s.labels:
@@ -297,8 +309,10 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'text columns, categorical columns, own splits',
+  # 1.3.0: records in the order of the split's rows (base.Rows; metadata record_order).
+  VERSION = tfds.core.Version('1.3.0')
+  RELEASE_NOTES = {'1.3.0': 'records in row order',
+                   '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
