@@ -36,7 +36,7 @@ from mlheads import console
 from mlheads import errors
 from mlheads import optimizers
 from mlheads import sharding
-from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import files
 from mlheads.data import pipeline
 from mlheads.evaluation import runner
@@ -232,7 +232,7 @@ def kept_columns(table: pd.DataFrame, keep: str, taken: set[str], source: str) -
     cols = []
   else:
     cols = [c.strip() for c in keep.split(',') if c.strip()]
-    base.require_columns(table, cols, source)
+    cells_lib.require_columns(table, cols, source)
   clash = [c for c in cols if c in taken]
   if clash:
     logging.warning('input columns %s have the names of output columns; not copied', clash)

@@ -15,7 +15,6 @@ so a run reads it instead of reading whole splits into memory.
 import abc
 import dataclasses
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,10 +24,13 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
+from mlheads.data import cells as cells_lib
 from mlheads.data import checks
 from mlheads.data import records
 
 SPLITS = ('train', 'validation', 'test')
+# The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
+RECORD_ORDER = 'rows'
 INPUT_KINDS = ('tokens', 'features', 'image', 'categories')
 TARGET_KINDS = ('binary', 'real')
 
@@ -126,6 +128,8 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   on each chunk as it is written; what they counted is recorded in the metadata
   (`checks`). tfds writes into a temporary folder and renames it when done, so an
   interrupted or failed build (a bad chunk) leaves no half-written data set behind.
+  Records are written in the order they are made (tfds' shuffling by key hash is off), so
+  record i of a split is row i of the split's `Rows` (the metadata says so: `record_order`).
   """
 
   @abc.abstractmethod
@@ -141,11 +145,13 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         builder=self,
         description=self.__doc__,
         features=tfds_features(self.fields()),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
+    meta = {**meta, 'record_order': RECORD_ORDER}
     layout = Dataset.of_fields(self.name, self.fields())
     if all(isinstance(v, Mapping) for v in splits.values()):
       meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
@@ -244,16 +250,43 @@ SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def split_table(df, max_rows: int):
-  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way.
+@dataclasses.dataclass(frozen=True)
+class Rows:
+  """A data set's raw table and the rows each split holds, in the order of its records.
 
-  Returns (table, {split: sorted row indices}, the rule in words for the metadata).
+  The builder encodes exactly these rows, and models that read the raw text rather than the
+  token ids (the scikit-learn baseline's TF-IDF) read them back from here, so both see the
+  same rows in the same order.
+
+  Attributes:
+    table: the raw rows (a packaged table: index 0..n-1; a user's file: line numbers).
+    parts: split -> positions (`iloc`) into `table` of its rows, in record order.
+    text: the text columns the records' token ids encode (empty: none).
+    rule: the split rule in words, for the metadata and the log.
   """
+  table: pd.DataFrame
+  parts: Mapping[str, np.ndarray]
+  text: tuple[str, ...] = ()
+  rule: str = ''
+
+  def split(self, name: str) -> pd.DataFrame:
+    return self.table.iloc[self.parts[name]]
+
+  def texts(self, name: str) -> list[str]:
+    """Split `name`'s text, one string per record: the text columns joined by a space."""
+    part = self.split(name)
+    cols = [cells_lib.texts(part, c) for c in self.text]
+    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+
+
+def split_table(df, max_rows: int, text: Sequence[str] = ()) -> Rows:
+  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
+  rows permuted by SPLIT_SEED, then cut by FRACTIONS. `text`: its text columns."""
   if max_rows:
     df = df.iloc[:max_rows]
   df = df.reset_index(drop=True)
   parts = dict(zip(SPLITS, split_indices(len(df), FRACTIONS, SPLIT_SEED)))
-  return df, parts, f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}'
+  return Rows(df, parts, tuple(text), f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}')
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -284,98 +317,6 @@ def standardize(train: np.ndarray, *others: np.ndarray):
   """Scales columns by the train split's mean and std; returns arrays and the scaling."""
   scaling = fit_scaling(train)
   return [apply_scaling(a, scaling) for a in (train,) + others], scaling
-
-
-# ----------------------------------------------------------------------------- raw rows
-# Each data module's `encode(table, meta, source)` turns raw table rows into model inputs; its
-# builder and predict both call it. `table.index` names the rows in messages: predict puts each
-# row's line number in the input file there. Cells may be typed (a packaged table) or strings
-# and JSON values (a user's CSV / JSONL file).
-
-
-def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> None:
-  """UsageError naming the first of `columns` that `table` lacks."""
-  for col in columns:
-    if col not in table.columns:
-      raise errors.UsageError(f'{source}, line 1: no column {col!r}; the columns are '
-                              f'{list(table.columns)}')
-
-
-def cell_where(source: str, line, col: str) -> str:
-  return f'{source}, line {line}, column {col!r}'
-
-
-def blank(cell) -> bool:
-  """An empty cell: None, NaN (pandas' missing) or a string of only spaces."""
-  if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-    return True
-  return isinstance(cell, str) and not cell.strip()
-
-
-def number(cell, where: str, what: str = 'features') -> float:
-  """A finite number from a cell (number, bool or numeric string), else UsageError at `where`."""
-  if isinstance(cell, (bool, np.bool_)):
-    return float(cell)
-  if isinstance(cell, (int, float, np.integer, np.floating)) and not blank(cell):
-    v = float(cell)
-  elif isinstance(cell, str) and cell.strip():
-    try:
-      v = float(cell.strip())
-    except ValueError:
-      raise errors.UsageError(f'{where} is {cell!r}, not a number') from None
-  else:
-    raise errors.UsageError(f'{where} is {"empty" if blank(cell) else repr(cell)}; '
-                            f'{what} must be numbers')
-  if not math.isfinite(v):
-    raise errors.UsageError(f'{where} is {cell!r}; {what} must be finite')
-  return v
-
-
-def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = False,
-            low: float | None = None, high: float | None = None,
-            what: str = 'features') -> np.ndarray:
-  """Column `col` as finite float64 `[n]`; blank cells are NaN where `blank_ok`.
-
-  Any other cell that is not a finite number in [low, high] is a UsageError
-  naming the source, the row's line and the column (and `what` must be numbers).
-  """
-  values = table[col]
-  if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-    out = values.to_numpy(np.float64)  # a typed table: fast path, same numbers.
-    bad = ~np.isfinite(out)
-    if blank_ok:
-      bad &= ~np.isnan(out)
-    if bad.any():
-      i = int(np.flatnonzero(bad)[0])
-      number(values.iloc[i], cell_where(source, table.index[i], col), what)  # raises
-  else:
-    out = np.array([np.nan if blank_ok and blank(c) else
-                    number(c, cell_where(source, line, col), what)
-                    for line, c in zip(table.index, values)], np.float64).reshape(len(table))
-  for bound, side, bad in ((low, 'below', lambda: out < low), (high, 'above', lambda: out > high)):
-    if bound is not None and (b := bad()).any():
-      i = int(np.flatnonzero(b)[0])
-      raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
-                              f'{values.iloc[i]!r}, {side} {bound:g}')
-  return out
-
-
-def texts(table: pd.DataFrame, col: str) -> list[str]:
-  """Column `col` as strings; a blank cell is the empty text."""
-  return ['' if blank(c) else str(c) for c in table[col]]
-
-
-def timestamps(table: pd.DataFrame, col: str, source: str) -> pd.Series:
-  """Column `col` of ISO 8601 times as UTC timestamps (no zone: read as UTC)."""
-  cells = pd.Series(['' if blank(c) else str(c).strip() for c in table[col]], index=table.index)
-  t = pd.to_datetime(cells, utc=True, format='ISO8601', errors='coerce')
-  if t.isna().any():
-    i = int(np.flatnonzero(t.isna().to_numpy())[0])
-    cell = table[col].iloc[i]
-    raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
-                            f'{"empty" if blank(cell) else repr(cell)}; expected an ISO 8601 '
-                            'time such as 2016-11-08T15:04:05Z')
-  return t
 
 
 def meta_entry(meta: Mapping[str, Any], key: str, dataset: str):

@@ -27,6 +27,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import checks
 from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import pipeline
@@ -120,9 +121,9 @@ def read(source, spec: CatalogSpec, max_rows: int) -> tuple[list[str], np.ndarra
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (a `text` column) -> ({'tokens'}, number of texts truncated)."""
-  base.require_columns(table, ('text',), source)
+  cells_lib.require_columns(table, ('text',), source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'catalog'))
-  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
+  tokens, truncated = tok.encode_all(cells_lib.texts(table, 'text'))
   return {'tokens': tokens}, truncated
 
 

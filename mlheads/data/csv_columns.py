@@ -27,6 +27,7 @@ import pandas as pd
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 ENCODINGS = ('onehot', 'embed')
@@ -87,12 +88,12 @@ def layout(s, columns: Sequence[str], source: str) -> dict:
 
 
 def _category_values(table: pd.DataFrame, col: str) -> list[str | None]:
-  return [None if base.blank(c) else str(c).strip() for c in table[col]]
+  return [None if cells_lib.blank(c) else str(c).strip() for c in table[col]]
 
 
 def fit(train: pd.DataFrame, cols: dict, s, numeric_train: np.ndarray) -> dict:
   """The coding learned on the train rows: tokenizer, feature scaling, categories."""
-  texts = [t for c in cols['text'] for t in base.texts(train, c)]
+  texts = [t for c in cols['text'] for t in cells_lib.texts(train, c)]
   tok = tokenizer_lib.Tokenizer.fit(texts, s.vocab_size, s.max_len)
   categories = {}
   for c in cols['categorical']:
@@ -108,7 +109,7 @@ def numeric(table: pd.DataFrame, features: Sequence[str], source: str) -> np.nda
   cols = []
   for c in features:
     try:
-      cols.append(base.numbers(table, c, source))
+      cols.append(cells_lib.numbers(table, c, source))
     except errors.UsageError as e:
       if 'not a number' not in str(e):
         raise
@@ -150,13 +151,14 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
     cols = {**cols, 'text': [cols['text']] if cols['text'] else [], 'categorical': [],
             'encoding': 'onehot', 'always': True}  # tokens and features always present.
   categorical = list(cols.get('categorical', []))
-  base.require_columns(table, list(cols['text']) + list(cols['features']) + categorical, source)
+  cells_lib.require_columns(table, list(cols['text']) + list(cols['features']) + categorical,
+                            source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
   out, truncated = {}, 0
   if cols['text'] or cols.get('always'):
     parts = []
     for c in cols['text'] or [None]:
-      ids, cut = tok.encode_all(base.texts(table, c) if c else [''] * len(table))
+      ids, cut = tok.encode_all(cells_lib.texts(table, c) if c else [''] * len(table))
       parts.append(ids)
       truncated += cut
     out['tokens'] = np.concatenate(parts, axis=1)
@@ -188,7 +190,7 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
 
 def _binary(cell, where: str) -> float | None:
   """A 0/1 label cell; None when empty (unknown)."""
-  if base.blank(cell):
+  if cells_lib.blank(cell):
     return None
   if isinstance(cell, bool):
     return float(cell)
@@ -203,7 +205,7 @@ def _binary(cell, where: str) -> float | None:
 
 def _name_list(cell, separator: str) -> list[str] | None:
   """Label names in a label_list cell; None when empty (unknown)."""
-  if base.blank(cell):
+  if cells_lib.blank(cell):
     return None
   parts = cell if isinstance(cell, list) else str(cell).split(separator)
   return [str(p).strip() for p in parts if str(p).strip()]
@@ -236,7 +238,7 @@ def split_cells(s, rows, lines, path) -> list[str]:
   out = []
   for r, line in zip(rows, lines):
     cell = r.get(s.split_column)
-    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not base.blank(cell) else None
+    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not cells_lib.blank(cell) else None
     if name is None:
       raise errors.UsageError(f'{path}, line {line}, column {s.split_column!r} is {cell!r}; '
                               'expected train, validation (or val, valid, dev) or test')

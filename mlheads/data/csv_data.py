@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import csv_columns
 from mlheads.data import files
 
@@ -138,7 +139,7 @@ def _layout(s: Settings) -> dict:
   columns = files.read_header(s.path)
   for col in list(s.labels) + [s.label_list, s.split_column]:
     if col and col not in columns:
-      base.require_columns(pd.DataFrame(columns=columns), [col], s.path)
+      cells_lib.require_columns(pd.DataFrame(columns=columns), [col], s.path)
   return csv_columns.layout(s, columns, s.path)
 
 
@@ -175,7 +176,7 @@ def parse(s: Settings) -> Table:
     columns, rows, file_lines = files.read_rows(path)
     if s.max_rows:
       rows, file_lines = rows[:s.max_rows], file_lines[:s.max_rows]
-    base.require_columns(pd.DataFrame(columns=columns), needed, path)
+    cells_lib.require_columns(pd.DataFrame(columns=columns), needed, path)
     table = files.frame(columns, rows, file_lines)
     frames.append(table[needed])
     numeric.append(csv_columns.numeric(table, cols['features'], path))
@@ -218,6 +219,18 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
                               f'({rule}); the file needs more rows')
   return parts, rule
+
+
+def rows(data_config) -> base.Rows:
+  """The files' rows (parsed and checked) and the rows of each split, as its records are: the
+  raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
+  s = settings_from_config(data_config)
+  for path in (s.path, s.validation_path, s.test_path):
+    if path and not os.path.isfile(path):
+      raise errors.UsageError(f'{path}: no such file')
+  table = parse(s)
+  parts, rule = split_parts(s, table)
+  return base.Rows(table.rows, parts, tuple(s.text), rule)
 
 
 def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
@@ -297,9 +310,11 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record;
-  # 2.0.0: tensors as raw bytes, the record checks in the metadata.
-  VERSION = tfds.core.Version('2.0.0')
-  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE,
+  # 1.3.0 (a 1.x format): records in the order of the split's rows (base.Rows);
+  # 2.0.0: tensors as raw bytes, the record checks in the metadata; 2.1.0: and in row order.
+  VERSION = tfds.core.Version('2.1.0')
+  RELEASE_NOTES = {'2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []

@@ -12,7 +12,8 @@ none of the seven. Records:
 Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
 `max_rows` keeps the first rows of the table (alphabetical by title) for
 quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
-blank) into `tokens` and `numeric` for the builder and for predict alike.
+blank) into `tokens` and `numeric` for the builder and for predict alike;
+`rows` hands back each split's raw rows (for the baseline's TF-IDF).
 """
 
 
@@ -22,6 +23,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
@@ -36,13 +38,23 @@ def load_table() -> pd.DataFrame:
 COLUMNS = ('title', 'year', 'length', 'budget', 'rating', 'votes')
 
 
+def table_rows(max_rows: int = 0) -> base.Rows:
+  """The table split the fixed way: what the builder encodes (and the baseline reads)."""
+  return base.split_table(load_table(), max_rows, text=('title',))
+
+
+def rows(data_config) -> base.Rows:
+  """`config.data`'s rows of the table, split as its records are."""
+  return table_rows(data_config.max_rows)
+
+
 def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarray:
   """The 6 numbers of NUMERIC, unscaled: `[n, 6]` float64.
 
   A blank budget is "missing"; every other cell must be a finite number, and
   length, budget and votes (log1p-scaled) must not be negative.
   """
-  num = lambda col, **kw: base.numbers(df, col, source, **kw)
+  num = lambda col, **kw: cells_lib.numbers(df, col, source, **kw)
   budget = num('budget', blank_ok=True, low=0)
   missing = np.isnan(budget)
   return np.stack([
@@ -57,9 +69,9 @@ def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarr
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (COLUMNS) -> ({'tokens', 'numeric'}, number of titles truncated)."""
-  base.require_columns(table, COLUMNS, source)
+  cells_lib.require_columns(table, COLUMNS, source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'movie_genres'))
-  tokens, truncated = tok.encode_all(base.texts(table, 'title'))
+  tokens, truncated = tok.encode_all(cells_lib.texts(table, 'title'))
   numeric = base.apply_scaling(numeric_features(table, source),
                                base.meta_entry(meta, 'scaling', 'movie_genres')['numeric'])
   return {'tokens': tokens, 'numeric': numeric}, truncated
@@ -67,8 +79,12 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  VERSION = tfds.core.Version('2.0.0')
-  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
+  # 1.1.0: records in the order of the split's rows (base.Rows); 2.0.0: tensors as raw bytes;
+  # 2.1.0: both.
+  VERSION = tfds.core.Version('2.1.0')
+  RELEASE_NOTES = {'2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.1.0': 'records in row order',
+                   '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
 
   def fields(self):
@@ -85,12 +101,13 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
+    table = table_rows(c.max_rows)
+    df, parts = table.table, table.parts
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
         'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
-        'split_rule': split_rule,
+        'split_rule': table.rule,
     }
     labels = df[list(GENRES)].to_numpy(np.float32)
     splits, truncated = {}, {}

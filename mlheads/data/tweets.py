@@ -6,11 +6,14 @@ more than the train split's median? Records:
   extra       `[5]` float32: hour (UTC), weekday, days since the first tweet,
               from Android, from iPhone; standardized on train.
   retweeted   `[1]` float32: retweets > the train median (0/1).
+  engagement  `[2]` float32: retweets > the train median, likes > the train
+              median (0/1 each; a two-label target for the head comparison).
   log_counts  `[2]` float32: log1p(retweets), log1p(likes), for regression.
 Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
 `encode` turns raw rows (columns COLUMNS) into `tokens` and `extra` for the
 builder and for predict alike; "days" count from the first tweet of the table,
-kept in the metadata (`first_created_at`).
+kept in the metadata (`first_created_at`). `rows` hands back each split's raw
+rows (for the baseline's TF-IDF).
 """
 
 
@@ -20,6 +23,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 
@@ -32,13 +36,23 @@ def load_table() -> pd.DataFrame:
 COLUMNS = ('text', 'created_at', 'source')
 
 
+def table_rows(max_rows: int = 0) -> base.Rows:
+  """The table split the fixed way: what the builder encodes (and the baseline reads)."""
+  return base.split_table(load_table(), max_rows, text=('text',))
+
+
+def rows(data_config) -> base.Rows:
+  """`config.data`'s rows of the table, split as its records are."""
+  return table_rows(data_config.max_rows)
+
+
 def aux_features(df: pd.DataFrame, first: str | None = None,
                  source: str = 'trump_tweets') -> np.ndarray:
   """The 5 extra numbers of the seed's auxiliary input, unscaled: `[n, 5]`.
 
   first: the ISO time "days" count from (default: the table's first tweet).
   """
-  t = base.timestamps(df, 'created_at', source)
+  t = cells_lib.timestamps(df, 'created_at', source)
   first = t.min() if first is None else pd.Timestamp(first)
   return np.stack([
       t.dt.hour.to_numpy(np.float64),
@@ -51,10 +65,10 @@ def aux_features(df: pd.DataFrame, first: str | None = None,
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (COLUMNS) -> ({'tokens', 'extra'}, number of texts truncated)."""
-  base.require_columns(table, COLUMNS, source)
+  cells_lib.require_columns(table, COLUMNS, source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'trump_tweets'))
   first = base.meta_entry(meta, 'first_created_at', 'trump_tweets')
-  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
+  tokens, truncated = tok.encode_all(cells_lib.texts(table, 'text'))
   extra = base.apply_scaling(aux_features(table, first, source),
                              base.meta_entry(meta, 'scaling', 'trump_tweets')['extra'])
   return {'tokens': tokens, 'extra': extra}, truncated
@@ -63,9 +77,13 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
-  VERSION = tfds.core.Version('2.0.0')
-  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.1.0': 'metadata: first_created_at',
-                   '1.0.0': 'first version'}
+  # 1.2.0: the two-label target `engagement`; records in the order of the split's rows;
+  # 2.0.0: tensors as raw bytes; 2.1.0: both.
+  VERSION = tfds.core.Version('2.1.0')
+  RELEASE_NOTES = {'2.1.0': base.RAW_BYTES_NOTE + '; target engagement; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE,
+                   '1.2.0': 'target engagement: retweets and likes above the train medians',
+                   '1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0)]
 
   def fields(self):
@@ -79,39 +97,46 @@ class TrumpTweets(base.ArrayBuilder):
         'extra': base.Field((5,), 'float32', 'features',
                             names=('hour', 'weekday', 'days', 'android', 'iphone')),
         'retweeted': base.Field((1,), 'float32', 'binary', names=('retweeted',)),
+        'engagement': base.Field((2,), 'float32', 'binary', names=('retweets', 'likes')),
         'log_counts': base.Field((2,), 'float32', 'real', names=('log1p_retweets', 'log1p_likes')),
     }
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
+    table = table_rows(c.max_rows)
+    df, parts = table.table, table.parts
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
-    first = base.timestamps(df, 'created_at', 'trump_tweets').min()
+    median_likes = float(np.median(train['favorite_count']))
+    first = cells_lib.timestamps(df, 'created_at', 'trump_tweets').min()
     meta = {
         'tokenizer': tok.to_json(),
         'scaling': {'extra': base.fit_scaling(aux_features(df.iloc[parts['train']],
                                                            first.isoformat()))},
         'first_created_at': first.isoformat(),
-        'label_rule': f'retweet_count > {median} (train median)',
-        'split_rule': split_rule,
+        'label_rule': (f'retweeted: retweet_count > {median} (train median); engagement: '
+                       f'retweet_count > {median}, favorite_count > {median_likes} (train '
+                       'medians)'),
+        'split_rule': table.rule,
     }
     splits, truncated = {}, {}
     for name, idx in parts.items():
-      rows = df.iloc[idx]
-      inputs, truncated[name] = encode(rows, meta, 'trump_tweets')
-      retweets = rows['retweet_count'].to_numpy(np.float64)
+      part = df.iloc[idx]
+      inputs, truncated[name] = encode(part, meta, 'trump_tweets')
+      retweets = part['retweet_count'].to_numpy(np.float64)
+      likes = part['favorite_count'].to_numpy(np.float64)
       splits[name] = {
           **inputs,
           'retweeted': (retweets > median).astype(np.float32)[:, None],
-          'log_counts': np.stack([np.log1p(retweets),
-                                  np.log1p(rows['favorite_count'].to_numpy(np.float64))],
+          'engagement': np.stack([retweets > median, likes > median_likes],
+                                 axis=1).astype(np.float32),
+          'log_counts': np.stack([np.log1p(retweets), np.log1p(likes)],
                                  axis=1).astype(np.float32),
       }
-    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train median '
-                 'retweets %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
-                 truncated, median)
+    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train medians: '
+                 'retweets %.0f, likes %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
+                 truncated, median, median_likes)
     meta['truncated'] = truncated
     return splits, meta
 

@@ -11,12 +11,14 @@ trunk is one class plus one line in TRUNKS, and the model builder passes it
 nothing it did not ask for.
 
 Input settings are key patterns matched against the data set's inputs of the
-kinds the trunk reads (model/patterns.py), so any trunk runs on any data set
-that has inputs of its kinds, with no setting changed.
+kinds the trunk reads: `'*'` is every one of them (an MLP on any table), `''`
+the only one (the text trunk's token input), a plain name that very input.
+So any trunk runs on any data set that has inputs of its kinds, with no
+setting changed: `--config.trunk.kind=mlp` on a table of numbers.
 
 `config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
 command line reaches them all; the chosen trunk takes its own and leaves the
-others' (logged).
+others' (logged). The base class and the helpers every trunk shares are in trunk_base.py.
 """
 
 import dataclasses
@@ -30,41 +32,10 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
-from mlheads.model import patterns
 from mlheads.model import transformer
-
-WIDTH = errors.Range(1, 65_536, integer=True)
-WIDTHS = errors.Range(1, 65_536, integer=True, each=True)
-NUMBERS = ('features', 'categories')  # field kinds that are side inputs of a row.
-
-
-class Trunk(nn.Module):
-  """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
-  # False: per_class runs its K networks one after another on the CPU (model/networks.py).
-  vmaps_well: ClassVar[bool] = True
-
-  # Settings the data set fills in (`fit_to`), never set in the config.
-  fitted: ClassVar[tuple[str, ...]] = ()
-  # Each numeric setting's range (B26).
-  ranges: ClassVar[Mapping[str, errors.Range]] = {}
-
-  def reads(self) -> Mapping[str, tuple[str, ...]]:
-    """Input key -> the data set field kinds it may have ('tokens', 'features', 'image', ...)."""
-    raise NotImplementedError
-
-  def fit_to(self, inputs: Mapping[str, Any]) -> 'Trunk':
-    """The trunk with what it takes from the data set's input fields (default: nothing)."""
-    del inputs
-    return self
-
-  def row_tables(self) -> dict[str, tuple[str, ...]]:
-    """Input key -> path (in the trunk's parameters) of a table the trunk reads only at that
-    input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
-    return {}
-
-  def intermediates(self) -> tuple[str, ...]:
-    """The names of the intermediates `__call__` returns (what a head's `source` may be)."""
-    return ()
+from mlheads.model.trunk_base import NUMBERS, WIDTH, WIDTHS, Trunk, match, only
+from mlheads.model.trunk_base import category_sizes as _category_sizes
+from mlheads.model.trunk_base import side_blocks as _side
 
 
 def kind_of(cls) -> str:
@@ -108,29 +79,6 @@ def default_kind(inputs: Mapping[str, Any]) -> str:
   return 'text' if 'tokens' in kinds else 'conv' if 'image' in kinds else 'mlp'
 
 
-def _side(module: nn.Module, inputs, keys, sizes, dim: int, dtype=None) -> list:
-  """The `[batch, n]` blocks of side inputs `keys`: numbers as they are, categorical ids
-  (`sizes`: key -> vocabulary) through one embedding table per input, `[batch, C * dim]`.
-  In `dtype` (the LSTM's, to concatenate with it), or floating blocks as they are (bfloat16
-  under model.ComputeIn) and the others as float32."""
-  cast = layers.as_float if dtype is None else (lambda x: x.astype(dtype))
-  sizes = dict(sizes)
-  out = []
-  for k in keys:
-    x = inputs[k]
-    if k in sizes:
-      table = nn.Embed(sizes[k], dim, embedding_init=layers.embed_init, name=f'embed_{k}',
-                       parent=module)
-      out.append(cast(table(x).reshape(x.shape[0], -1)))
-    else:
-      out.append(cast(x.reshape(x.shape[0], -1)))
-  return out
-
-
-def _category_sizes(inputs, keys) -> tuple[tuple[str, int], ...]:
-  return tuple((k, int(inputs[k].vocab_size)) for k in keys if inputs[k].kind == 'categories')
-
-
 class TextTrunk(Trunk):
   """Token ids -> Embedding -> LSTM, then optional side inputs -> Dense stack.
 
@@ -169,10 +117,10 @@ class TextTrunk(Trunk):
 
   def fit_to(self, inputs):
     kind = kind_of(type(self))
-    text = patterns.only(kind, 'text_input', self.text_input, inputs, 'tokens')
+    text = only(kind, 'text_input', self.text_input, inputs, 'tokens')
     if text not in inputs:
-      patterns.match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming them
-    side = patterns.match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
+      match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming the inputs
+    side = match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
     side = tuple(k for k in side if k != text)
     return self.clone(text_input=text, side_inputs=side,
                       vocab_size=int(inputs[text].vocab_size or 0),
@@ -235,7 +183,7 @@ class MLPTrunk(Trunk):
     return {k: NUMBERS + ('image',) for k in self.inputs_keys}
 
   def fit_to(self, inputs):
-    keys = patterns.match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
+    keys = match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
     if not keys:
       raise errors.UsageError(f'trunk \'mlp\' reads numbers or images, and the data set has '
                               f'none; its inputs are {sorted(inputs)}')
@@ -277,8 +225,8 @@ class ConvTrunk(Trunk):
     return {self.image_input: ('image',)}
 
   def fit_to(self, inputs):
-    key = patterns.only('conv', 'image_input', self.image_input, inputs, 'image')
-    patterns.match('conv', 'image_input', (key,), inputs, ('image',))
+    key = only('conv', 'image_input', self.image_input, inputs, 'image')
+    match('conv', 'image_input', (key,), inputs, ('image',))
     return self.clone(image_input=key)
 
   def intermediates(self):
@@ -342,10 +290,10 @@ class TransformerTrunk(Trunk):
     return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    text = patterns.only('transformer', 'text_input', self.text_input, inputs, 'tokens')
-    patterns.match('transformer', 'text_input', (text,), inputs, ('tokens',))
-    side = patterns.match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
-    side = tuple(k for k in side if k != text)
+    text = only('transformer', 'text_input', self.text_input, inputs, 'tokens')
+    match('transformer', 'text_input', (text,), inputs, ('tokens',))
+    side = tuple(k for k in match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
+                 if k != text)
     return self.clone(text_input=text, side_inputs=side, max_len=int(inputs[text].shape[-1]),
                       vocab_size=int(inputs[text].vocab_size or 0),
                       category_sizes=_category_sizes(inputs, side))
