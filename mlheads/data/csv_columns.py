@@ -14,8 +14,8 @@ A categorical column's categories are the `max_categories` most frequent values 
 (ties by name); any other value, or an empty cell, is unknown (all zeros one-hot, the
 block's first id embedded).
 
-`fit(...)` learns the coding (tokenizer, scaling, categories) on the train rows; `encode`
-applies it, for the builder and for predict alike.
+`Fit` learns the coding (tokenizer, scaling, categories) on the train rows, a chunk at a
+time; `encode` applies it, for the builder and for predict alike.
 """
 
 import collections
@@ -91,17 +91,53 @@ def _category_values(table: pd.DataFrame, col: str) -> list[str | None]:
   return [None if cells_lib.blank(c) else str(c).strip() for c in table[col]]
 
 
-def fit(train: pd.DataFrame, cols: dict, s, numeric_train: np.ndarray) -> dict:
-  """The coding learned on the train rows: tokenizer, feature scaling, categories."""
-  texts = [t for c in cols['text'] for t in cells_lib.texts(train, c)]
-  tok = tokenizer_lib.Tokenizer.fit(texts, s.vocab_size, s.max_len)
-  categories = {}
-  for c in cols['categorical']:
-    counts = collections.Counter(v for v in _category_values(train, c) if v is not None)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    categories[c] = [v for v, _ in ranked[:s.max_categories]]
-  return {'columns': cols, 'tokenizer': tok.to_json(), 'categories': categories,
-          'scaling': {'features': base.fit_scaling(numeric_train)}}
+class Moments:
+  """Column means and stds of `[n, F]` rows added in chunks (Chan et al.'s pairwise update,
+  float64); rows added at once give `base.fit_scaling`'s numbers."""
+
+  def __init__(self, width: int):
+    self.n, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
+
+  def add(self, x: np.ndarray) -> None:
+    if len(x):
+      n, mean = len(x), x.mean(axis=0)
+      m2 = ((x - mean)**2).sum(axis=0)
+      if self.n:
+        total, delta = self.n + n, mean - self.mean
+        mean = self.mean + delta * (n / total)
+        m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
+      self.n, self.mean, self.m2 = self.n + n, mean, m2
+
+  def scaling(self) -> dict:
+    """`{'mean', 'std'}` as JSON lists (a constant column gets std 1)."""
+    std = np.sqrt(self.m2 / max(self.n, 1))
+    return {'mean': self.mean.tolist(), 'std': np.where(std > 0, std, 1.0).tolist()}
+
+
+class Fit:
+  """The coding learned on the train rows (tokenizer, feature scaling, categories), from
+  rows added a chunk at a time; `s` is csv_data.Settings."""
+
+  def __init__(self, cols: dict, s):
+    self.cols, self.s = cols, s
+    self.words = collections.Counter()
+    self.counts = {c: collections.Counter() for c in cols['categorical']}
+    self.moments = Moments(len(cols['features']))
+
+  def add(self, train: pd.DataFrame, numeric_train: np.ndarray) -> None:
+    for c in self.cols['text']:
+      for t in cells_lib.texts(train, c):
+        self.words.update(tokenizer_lib.split_words(t))
+    for c, counts in self.counts.items():
+      counts.update(v for v in _category_values(train, c) if v is not None)
+    self.moments.add(numeric_train)
+
+  def coding(self) -> dict:
+    tok = tokenizer_lib.Tokenizer.from_counts(self.words, self.s.vocab_size, self.s.max_len)
+    categories = {c: [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                      [:self.s.max_categories]] for c, counts in self.counts.items()}
+    return {'columns': self.cols, 'tokenizer': tok.to_json(), 'categories': categories,
+            'scaling': {'features': self.moments.scaling()}}
 
 
 def numeric(table: pd.DataFrame, features: Sequence[str], source: str) -> np.ndarray:

@@ -1,0 +1,232 @@
+"""from_csv's preparation: two streamed passes over the files, CHUNK rows at a time, so that a
+file larger than memory can be prepared.
+
+`scan`, the first pass, checks every cell (a bad one is one UsageError naming the file, the
+line, the column and the value), gives each row its split and fits the coding on the train
+rows (vocabulary, feature scaling, categories, the class list), before anything is written
+into the tfds folder. `generate`, the second (once per split), encodes a split's rows a chunk
+at a time, in file order: its records. What is held at once is one chunk of rows, what is
+being counted for the fit, and one byte per row (its split). `read` gives the same checked
+chunks, for what needs the rows whole (`csv_data.parse`: the baseline's TF-IDF).
+"""
+
+import collections
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from absl import logging
+import numpy as np
+import pandas as pd
+
+from mlheads import errors
+from mlheads.data import base
+from mlheads.data import cells as cells_lib
+from mlheads.data import csv_columns
+from mlheads.data import files
+from mlheads.data import tokenizer as tokenizer_lib
+
+# Rows parsed at a time: what bounds the memory of preparing a file, whatever its size.
+CHUNK = 50_000
+FRACTIONS = (0.8, 0.1, 0.1)
+TARGET = 'labels'
+
+
+def needed(s, cols: dict) -> list[str]:
+  """The columns the settings `s` (csv_data.Settings) read, with `cols` (csv_columns.layout)."""
+  return (cols['text'] + cols['features'] + cols['categorical'] + list(s.labels)
+          + [c for c in (s.label_list, s.split_column) if c])
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One file: the split all its rows belong to (None: the rule or split_column says), its
+  columns and the number of its data rows read (the first `max_rows`)."""
+  path: str
+  split: str | None
+  columns: list[str]
+  rows: int
+
+
+def sources(s, cols: dict) -> list[Source]:
+  """Every file's columns (checked against the settings) and rows, keeping no row."""
+  out = []
+  for path, split in s.files():
+    columns, n = files.scan(path)
+    cells_lib.require_columns(pd.DataFrame(columns=columns), needed(s, cols), path)
+    out.append(Source(path, split, columns, min(n, s.max_rows) if s.max_rows else n))
+  return out
+
+
+@dataclasses.dataclass
+class Chunk:
+  """Consecutive data rows of one file, every cell the settings name checked."""
+  path: str
+  start: int  # the first row's index over all the files
+  rows: pd.DataFrame  # the cells as read, indexed by line number
+  numeric: np.ndarray  # [m, F] float64, finite: the numeric feature columns
+  label_cells: list  # labels layout: [K] of 0/1/None; label_list layout: names or None
+  splits: list  # each row's split where the files or split_column say it, else None
+
+
+def read(s, cols: dict, srcs: Sequence[Source], size: int = CHUNK,
+         keep: Callable[[int, int], np.ndarray] | None = None) -> Iterator[Chunk]:
+  """The files' data rows, `size` at a time, checked. `keep(start, m)`: a `[m]` bool mask of
+  the rows of the next m (from row `start`) to parse; the others are skipped unread."""
+  names, start = needed(s, cols), 0
+  for src in srcs:
+    seen = 0
+    for rows, lines in files.chunks(src.path, size):
+      rows, lines = rows[:src.rows - seen], lines[:src.rows - seen]
+      m = len(rows)
+      if keep is not None:
+        mine = np.flatnonzero(keep(start, m))
+        rows, lines = [rows[i] for i in mine], [lines[i] for i in mine]
+      if rows:
+        table = files.frame(src.columns, rows, lines)
+        yield Chunk(
+            path=src.path, start=start, rows=table[names],
+            numeric=csv_columns.numeric(table, cols['features'], src.path),
+            label_cells=csv_columns.label_cells(s, rows, lines, src.path),
+            splits=(csv_columns.split_cells(s, rows, lines, src.path) if s.split_column
+                    else [src.split] * len(rows)))
+      seen, start = seen + m, start + m
+      if seen >= src.rows:
+        break
+
+
+def by_rule(s, n: int) -> tuple[dict[str, np.ndarray] | None, str]:
+  """Each split's rows where the rule gives them (random, folds; None where the files or
+  split_column say), and the rule in words."""
+  if s.split_column:
+    return None, f'the column {s.split_column!r}'
+  if s.validation_path:
+    return None, f'the files {s.path}, {s.validation_path}, {s.test_path}'
+  if s.folds:
+    folds = np.array_split(np.random.default_rng(s.split_seed).permutation(n), s.folds)
+    val = (s.fold + 1) % s.folds
+    return ({'train': np.sort(np.concatenate([f for i, f in enumerate(folds)
+                                              if i not in (s.fold, val)])),
+             'validation': np.sort(folds[val]), 'test': np.sort(folds[s.fold])},
+            f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
+            f'validation fold {val}')
+  return (dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed))),
+          f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}')
+
+
+def check_parts(s, n: int, parts, rule: str) -> None:
+  for name, idx in parts.items():
+    if len(idx) == 0:
+      raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
+                              f'({rule}); the file needs more rows')
+
+
+@dataclasses.dataclass
+class Plan:
+  """What the first pass learns, before anything is written: the settings, the column layout,
+  the files, each row's split (`[n]` int8, an index into base.SPLITS), the class list and the
+  metadata (the coding `encode` reads, the split rule, counts)."""
+  settings: object
+  cols: dict
+  srcs: list[Source]
+  split_of: np.ndarray
+  classes: tuple[str, ...]
+  meta: dict
+
+  def sizes(self) -> dict[str, int]:
+    return {name: int((self.split_of == k).sum()) for k, name in enumerate(base.SPLITS)}
+
+
+def scan(s, cols: dict, size: int = CHUNK) -> Plan:
+  """The first pass (see the module docstring)."""
+  srcs = sources(s, cols)
+  n = sum(src.rows for src in srcs)
+  parts, rule = by_rule(s, n)
+  split_of = np.full(n, -1, np.int8)
+  for k, name in enumerate(base.SPLITS):
+    if parts is not None:
+      split_of[parts[name]] = k
+  fit = csv_columns.Fit(cols, s)
+  names = [collections.Counter() for _ in base.SPLITS]  # label_list: the names seen per split
+  known = [False] * max(len(s.labels), 1)
+  unknown = 0  # label cells (labels layout) or rows (label_list layout)
+  truncated, first = [0] * len(base.SPLITS), [[] for _ in base.SPLITS]
+  for c in read(s, cols, srcs, size):
+    m = len(c.rows)
+    if parts is None:
+      split_of[c.start:c.start + m] = [base.SPLITS.index(x) for x in c.splits]
+    where = split_of[c.start:c.start + m]
+    fit.add(c.rows.iloc[np.flatnonzero(where == 0)], c.numeric[where == 0])
+    for col in cols['text']:
+      for text, k in zip(cells_lib.texts(c.rows, col), where):
+        truncated[k] += len(tokenizer_lib.split_words(text)) > s.max_len
+    for line, k, cell in zip(c.rows.index, where, c.label_cells):
+      if len(first[k]) < 3:
+        first[k].append(int(line))
+      if s.labels:
+        known = [a or v is not None for a, v in zip(known, cell)]
+        unknown += sum(v is None for v in cell)
+      elif cell is None:
+        unknown += 1
+      else:
+        known = [True]
+        names[k].update(cell)
+  for col, k in zip(list(s.labels) or [s.label_list], known):
+    if not k:
+      raise errors.UsageError(f'{s.path}, column {col!r}: empty on every row; nothing to learn')
+  rows_of = {name: np.flatnonzero(split_of == k) for k, name in enumerate(base.SPLITS)}
+  check_parts(s, n, rows_of, rule)
+  classes = tuple(s.labels or s.classes or sorted(names[0]))
+  if not classes:
+    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                            'split; nothing to learn')
+  # Only possible for a learned list, outside train.
+  dropped = {} if s.labels else {
+      split: sum(c for name, c in names[k].items() if name not in classes)
+      for k, split in enumerate(base.SPLITS)}
+  coding = fit.coding()
+  truncated = dict(zip(base.SPLITS, truncated))
+  logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
+               'cells %d; texts truncated to %d tokens: %s; label names outside the class '
+               'list dropped: %s.', s.path, n, {k: len(v) for k, v in rows_of.items()}, rule,
+               {k: f.shape for k, f in csv_columns.fields(cols, coding).items()},
+               len(classes), list(classes), unknown * (1 if s.labels else len(classes)),
+               s.max_len, truncated, dropped)
+  meta = {
+      'file': os.path.abspath(s.path),
+      'classes': list(classes),
+      **coding,
+      'split_rule': rule,
+      'truncated': truncated,
+      'dropped_label_names': dropped,
+      'first_line_of_each_row': dict(zip(base.SPLITS, first)),
+  }
+  return Plan(s, cols, srcs, split_of, classes, meta)
+
+
+def labels(s, classes: Sequence[str], cells: list) -> tuple[np.ndarray, np.ndarray]:
+  """`[n, K]` 0/1 labels and their mask (0 = unknown) from checked label cells."""
+  n, index = len(cells), {c: k for k, c in enumerate(classes)}
+  y = np.zeros((n, len(classes)), np.float32)
+  mask = np.zeros((n, len(classes)), np.float32)
+  for i, cell in enumerate(cells):
+    if s.labels:
+      for k, v in enumerate(cell):
+        y[i, k], mask[i, k] = (0.0, 0.0) if v is None else (v, 1.0)
+    elif cell is not None:
+      mask[i] = 1.0
+      for name in cell:
+        if name in index:  # a name outside a learned list (not in train) is dropped.
+          y[i, index[name]] = 1.0
+  return y, mask
+
+
+def generate(plan: Plan, split: str, size: int = CHUNK) -> Iterator[dict[str, np.ndarray]]:
+  """The second pass: one split's records, `{key: [m, ...]}` a chunk at a time, in file order
+  (the order of `csv_data.rows`)."""
+  k = base.SPLITS.index(split)
+  keep = lambda start, m: plan.split_of[start:start + m] == k
+  for c in read(plan.settings, plan.cols, plan.srcs, size, keep):
+    inputs, _ = csv_columns.encode(c.rows, plan.meta, c.path)
+    y, mask = labels(plan.settings, plan.classes, c.label_cells)
+    yield {**inputs, TARGET: y, f'{TARGET}_mask': mask}
