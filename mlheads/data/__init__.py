@@ -84,13 +84,13 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             f'{planned["train"]} examples, fewer than one batch of {batch_size} '
                             f'(splits {planned}); use more rows or a smaller '
                             '--config.batch_size')
-  meta = base.prepare(b)
+  meta, digests = base.prepare(b)
   splits = base.prepared_splits(b)
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
   fingerprint = fingerprint_lib.of_files(
       {s: [str(p) for p in b.info.splits[s].filepaths] for s in splits},
-      {s: len(v) for s, v in splits.items()}, meta)
+      {s: len(v) for s, v in splits.items()}, meta, digests)
   return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta,
                                 fingerprint=fingerprint)
 

@@ -223,17 +223,17 @@ def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
   return cls(config=cfg, data_dir=data_config.dir or None, file_format='array_record')
 
 
-def prepare(builder: ArrayBuilder) -> dict:
+def prepare(builder: ArrayBuilder) -> tuple[dict, dict[str, str]]:
   """Builds the data set once (cached in the builder's data_dir), checks that its files are
-  the ones prepared (B12), and returns its metadata."""
+  the ones prepared (B12), and returns its metadata and its files' sha256 (name -> hex)."""
   if not builder.is_prepared():
     logging.info('Preparing %s in %s (once; later runs reuse it).', builder.name, builder.data_dir)
     with records.bounded_buffer():  # a large table prepares in bounded memory
       builder.download_and_prepare()
     records.record_files(builder.data_dir)
-  records.verify_files(builder.data_dir)
+  digests = records.verify_files(builder.data_dir)
   try:
-    return builder.metadata()
+    return builder.metadata(), digests
   except (KeyError, ValueError) as e:  # metadata.json damaged in a way its hash missed
     raise errors.UsageError(f'prepared data in {builder.data_dir}: unreadable metadata ({e}); '
                             'delete the folder to prepare the data set again') from None

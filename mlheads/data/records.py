@@ -128,15 +128,15 @@ def record_files(directory: str) -> None:
   os.replace(tmp, os.path.join(directory, FILES))
 
 
-def verify_files(directory: str) -> None:
+def verify_files(directory: str) -> dict[str, str]:
   """Raises UsageError naming the first prepared file that is missing, of another size or
-  whose sha256 differs from FILES (B12). A data set prepared without FILES (by an
+  whose sha256 differs from FILES (B12); returns file name -> its sha256 (hex), so the data's
+  fingerprint need not read the files again. A data set prepared without FILES (by an
   interrupted run between tfds' last write and ours) is recorded as it is now."""
   path = os.path.join(directory, FILES)
   if not os.path.exists(path):
     logging.warning('%s has no record of its files (%s); recording them now', directory, FILES)
     record_files(directory)
-    return
   redo = (f'; delete {directory} to prepare the data set again')
   try:
     with open(path, encoding='utf-8') as f:
@@ -157,3 +157,4 @@ def verify_files(directory: str) -> None:
   if extra:
     raise errors.UsageError(f'prepared data in {directory} has files it was not prepared with: '
                             f'{extra}{redo}')
+  return {name: want['sha256'] for name, want in files.items()}

@@ -15,6 +15,7 @@ from tensorflow_datasets.core import shuffle as tfds_shuffle
 from conftest import tiny_headline_config
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import pipeline
 from mlheads.data import records
 from mlheads.data import tweets
@@ -95,6 +96,20 @@ def test_b12_files_without_a_record_are_recorded_then_checked(tweets_dir, tmp_pa
   files = json.loads((version_dir / records.FILES).read_text())['files']
   assert 'trump_tweets-train.array_record-00000-of-00001' in files
   assert 'dataset_info.json' not in files  # tfds may rewrite it; it parses it itself
+
+
+def test_the_fingerprint_takes_the_verified_hashes_and_equals_one_read_from_the_files(
+    tweets_dir, tmp_path):
+  config, _ = _copy(tweets_dir, tmp_path, tiny_headline_config(tweets_dir))
+  ds = data_lib.load_checked(config)
+  b = data_lib.get(config.data.name).build(config.data)
+  files = {s: [str(p) for p in b.info.splits[s].filepaths] for s in ds.splits}
+  rows = {s: len(v) for s, v in ds.splits.items()}
+  assert fingerprint_lib.of_files(files, rows, ds.meta) == ds.fingerprint
+  # The digests are what `of_files` reads: a wrong one changes the fingerprint.
+  name = os.path.basename(files['train'][0])
+  other = fingerprint_lib.of_files(files, rows, ds.meta, {name: '00' * 32})
+  assert other['records']['train'] != ds.fingerprint['records']['train']
 
 
 def test_a_split_spilled_to_disk_while_preparing_writes_the_same_files(
