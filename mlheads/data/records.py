@@ -14,8 +14,10 @@ rather than mid-epoch or silently.
 
 `bounded_buffer()`: while a data set is prepared, tfds' writer holds each split's serialized
 records in memory up to 1 GB, then spills them to temporary files through tf.io.gfile,
-which fails without TensorFlow. Within it the writer spills past 64 MB, through local files,
-so a table of any size prepares in a small, fixed footprint (notes/perf.md).
+which fails without TensorFlow, and reads a bucket back whole to sort it (for an unshuffled
+split: every record). Within it the writer spills past 64 MB, through local files, and reads
+them back in order a record at a time, so a table of any size prepares in a small, fixed
+footprint (notes/perf.md).
 """
 
 import contextlib
@@ -56,18 +58,41 @@ class _LocalFiles:
       """Never raised: open() reports a full table of open files as OSError."""
 
 
+def _iter_in_order(shuffler) -> Iterator[tuple[int, bytes]]:
+  """The spilled records read back one at a time. Unshuffled (`disable_shuffling`, every
+  ArrayBuilder's), a record's key is its index, which tfds' bucketing by key hash maps to the
+  first bucket for all of them, and tfds sorts each bucket in memory: the whole split. Our
+  builders add records in key order, so the bucket files are in order already."""
+  if not shuffler._disable_shuffling:  # pylint: disable=protected-access
+    yield from _ITER_BUCKETS(shuffler)
+    return
+  previous = -1
+  for bucket in shuffler._buckets:  # pylint: disable=protected-access
+    for key, data in bucket.read_values():
+      if key <= previous:
+        raise AssertionError(f'records added out of key order: {key} after {previous}')
+      previous = key
+      yield key, data
+    bucket.del_file()
+
+
+_ITER_BUCKETS = tfds_shuffle.Shuffler._iter_buckets  # pylint: disable=protected-access
+
+
 @contextlib.contextmanager
 def bounded_buffer() -> Iterator[None]:
   """tfds' writer spills a split to temporary files past BUFFER_BYTES (its own limit is
-  1 GB). The files written are the same either way: both paths order records by key
-  (tests/data/test_records.py)."""
+  1 GB) and reads them back a record at a time (`_iter_in_order`). The files written are
+  the same either way: both paths order records by key (tests/data/test_records.py)."""
   saved = tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf
-  # Both are module globals the Shuffler reads as it adds records.
+  # Module globals the Shuffler reads as it adds records, and its read-back.
   tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf = BUFFER_BYTES, _LocalFiles
+  tfds_shuffle.Shuffler._iter_buckets = _iter_in_order  # pylint: disable=protected-access
   try:
     yield
   finally:
     tfds_shuffle.MAX_MEM_BUFFER_SIZE, tfds_shuffle.tf = saved
+    tfds_shuffle.Shuffler._iter_buckets = _ITER_BUCKETS  # pylint: disable=protected-access
 
 
 class RecordSource:

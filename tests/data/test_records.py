@@ -116,8 +116,12 @@ def test_a_split_spilled_to_disk_while_preparing_writes_the_same_files(
     tweets_dir, tmp_path, monkeypatch):
   """tfds' writer spills past records.BUFFER_BYTES (memory stays bounded on a large table);
   with a 1-byte buffer every record goes through its temporary files, and the prepared
-  files are byte for byte the ones the in-memory path wrote, and read back the same."""
+  files are byte for byte the ones the in-memory path wrote, and read back the same. No
+  spilled bucket is sorted in memory (tfds' own read-back would hold the whole split)."""
+  data_lib.load(tiny_headline_config(tweets_dir).data)  # in memory (if not prepared yet)
   monkeypatch.setattr(records, 'BUFFER_BYTES', 1)
+  monkeypatch.setattr(tfds_shuffle, 'sorted', lambda *a, **k: pytest.fail('a bucket sorted'),
+                      raising=False)
   spilled_records = []
   to_disk = tfds_shuffle.Shuffler._add_to_bucket  # pylint: disable=protected-access
   monkeypatch.setattr(tfds_shuffle.Shuffler, '_add_to_bucket',
