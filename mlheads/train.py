@@ -29,6 +29,7 @@ from mlheads import sharding
 from mlheads.data import pipeline
 from mlheads.evaluation import report
 from mlheads.evaluation import runner
+from mlheads.model import layers
 from mlheads.model import model as model_lib
 from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
@@ -51,19 +52,32 @@ def head_losses(heads, logits, batch) -> dict[str, jax.Array]:
 
 
 def train_step(state: train_state.TrainState, batch, *, heads):
-  """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars)."""
-  rng = jax.random.fold_in(state.rng, state.step)
+  """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars).
 
-  def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['inputs'], labels=batch['targets'],
-                            masks=batch['masks'], train=True, rngs={'dropout': rng})
+  A table the state updates row by row (`state.row_tables`) enters the loss through the
+  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  dense, tables = state.split_params()
+  lookups = {k: layers.lookup_rows(t, batch['inputs'][k]) for k, t in tables.items()}
+
+  def loss_fn(dense, rows):
+    inputs = {**batch['inputs'],
+              **{k: lookup._replace(rows=rows[k]) for k, lookup in lookups.items()}}
+    logits = state.apply_fn({'params': state.merge_params(dense, tables)}, inputs,
+                            labels=batch['targets'], masks=batch['masks'], train=True,
+                            rngs={'dropout': rng})
     per_head = head_losses(heads, logits, batch)
     total = sum(heads[n].weight * l for n, l in per_head.items())
     return total, per_head
 
-  (total, per_head), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  scalars = {'loss': total, 'grad_norm': optax.tree.norm(grads),
+  rows = {k: lookup.rows for k, lookup in lookups.items()}
+  (total, per_head), (grads, row_grads) = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
+  state = state.apply_gradients(grads=grads, row_grads=row_grads, lookups=lookups)
+  # sqrt(sum <g, g>): one pass over each gradient, no squared copy of it.
+  grad_norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves((grads, row_grads))))
+  scalars = {'loss': total, 'grad_norm': grad_norm,
              **{f'loss_{n}': l for n, l in per_head.items()}}
   return state, scalars
 

@@ -61,6 +61,7 @@ class Head:
 
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
+  reads_inputs: ClassVar[bool] = False  # True: reads the model inputs (ctx.inputs) itself.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
 
   @property
@@ -223,6 +224,7 @@ class PerClassHead(Head):
   'features'); scores are sigmoids.
   """
   needs_features: ClassVar[bool] = False
+  reads_inputs: ClassVar[bool] = True
 
   def output(self, features, ctx, name):
     del features

@@ -53,6 +53,14 @@ class Model(nn.Module):
       out[name] = head.output(features, ctx, name=name)
     return out
 
+  def row_tables(self) -> dict[str, tuple[str, ...]]:
+    """Input key -> parameter path of each table the model reads only at that input's ids
+    (the trunk's, unless some head reads the raw inputs itself); see `layers.Lookup`."""
+    if any(h.reads_inputs for h in self.heads.values()) or not any(
+        h.needs_features for h in self.heads.values()):
+      return {}
+    return {k: ('trunk', *p) for k, p in self.trunk.row_tables().items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:

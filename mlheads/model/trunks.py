@@ -32,6 +32,11 @@ class Trunk(nn.Module):
     del inputs
     return self
 
+  def row_tables(self) -> dict[str, tuple[str, ...]]:
+    """Input key -> path (in the trunk's parameters) of a table the trunk reads only at that
+    input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
+    return {}
+
 
 def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object]
           ) -> Trunk:
@@ -84,16 +89,22 @@ class TextTrunk(Trunk):
   def fit_to(self, inputs):
     return self.clone(vocab_size=inputs[self.text_input].vocab_size)
 
+  def row_tables(self):
+    return {self.text_input: ('embedding', 'embedding')}
+
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
     tokens = inputs[self.text_input]
     embed = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=layers.embed_init,
                      name='embedding')
+    if isinstance(tokens, layers.Lookup):  # training: the batch's rows of the table
+      table, ids, tokens = tokens.rows, tokens.ids, tokens.tokens
+    else:
+      table, ids = embed.embedding, tokens
     valid = (tokens != 0) if self.mask_padding else None
     # The LSTM reads the table itself: it can then skip materializing the embeddings.
-    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens,
-                                                      table=embed.embedding)
+    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=ids, table=table)
     h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
     for i, width in enumerate(self.hidden):
       h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
