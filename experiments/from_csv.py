@@ -31,7 +31,9 @@ def get_config():
   c.data.classes = ''  # the class list for label_list, comma-separated ('' = learned on train)
   c.data.split_seed = 0
   c.data.vocab_size = 10_000
-  c.data.max_len = 30
+  c.data.max_len = 0  # 0: the 99.5th percentile of the train texts' words (at most 128)
+  c.data.max_ngrams = 0  # 0: likewise for character n-grams (at most 1024)
+  c.data.min_count = 2  # words seen fewer times in train are out of vocabulary
   c.trunk = {'kind': 'text', 'embed_dim': 64, 'lstm_units': 64, 'hidden': (64,),
              'text_input': 'tokens', 'side_inputs': ('features',)}
   c.heads = {'labels': configs.head('sigmoid', target='labels')}

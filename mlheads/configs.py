@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 10_000
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
+  # Text data sets also record hashed word bigrams (max_len of them) and character 3-5-grams
+  # (max_ngrams), ids in [1, hash_buckets]: what the `bag` trunk reads (data/ngrams.py).
+  c.data.max_ngrams = 512
+  c.data.hash_buckets = 2**18
 
   c.trunk = ml_collections.ConfigDict({'kind': 'mlp'})
   c.heads = ml_collections.ConfigDict()

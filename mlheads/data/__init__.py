@@ -70,7 +70,7 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             '--config.batch_size')
   meta = base.prepare(b)
   fields = b.fields()
-  inputs = {k: f for k, f in fields.items() if f.kind in ('tokens', 'features', 'image')}
+  inputs = {k: f for k, f in fields.items() if f.kind in base.INPUT_KINDS}
   targets = {k: f for k, f in fields.items() if f.kind in ('binary', 'real')}
   splits = {s: b.as_data_source(s) for s in b.info.splits}
   logging.info('Data set %s: %s examples per split.', data_config.name,

@@ -8,6 +8,8 @@ records are then mapped, in memory at each run, to the record layout every
 mlheads data set has:
   tokens  `[max_len]` int32: the text as word ids (vocabulary built on the
           train split, as for the tweets; 1 = out of vocabulary).
+  bigrams, chargrams  `[max_len]`, `[max_ngrams]` int32: its hashed word bigrams
+          and character 3-5-grams (ngrams.py).
   labels  `[K]` float32 0/1: one column per boolean label feature.
 Splits: the catalog's own (CatalogSpec.splits); `max_rows` keeps the first
 rows of each.
@@ -27,6 +29,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import ngrams
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -117,11 +120,10 @@ def read(source, spec: CatalogSpec, max_rows: int) -> tuple[list[str], np.ndarra
 
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows (a `text` column) -> ({'tokens'}, number of texts truncated)."""
+  """Raw rows (a `text` column) -> ({'tokens', 'bigrams', 'chargrams'}, number of texts
+  truncated)."""
   base.require_columns(table, ('text',), source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'catalog'))
-  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
-  return {'tokens': tokens}, truncated
+  return ngrams.encode_with(meta, base.texts(table, 'text'), 'catalog')
 
 
 def loader(data_config) -> base.Dataset:
@@ -132,7 +134,9 @@ def loader(data_config) -> base.Dataset:
          for ours, theirs in spec.splits}
   tok = tokenizer_lib.Tokenizer.fit(raw['train'][0], data_config.vocab_size,
                                     data_config.max_len)
-  coding = {'tokenizer': tok.to_json()}
+  d = data_config
+  coding = {'tokenizer': tok.to_json(),
+            'ngrams': ngrams.Hasher(d.hash_buckets, d.max_len, d.max_ngrams).to_json()}
   splits, truncated = {}, {}
   for name, (texts, labels) in raw.items():
     inputs, truncated[name] = encode(pd.DataFrame({'text': texts}, dtype=object), coding,
@@ -146,7 +150,7 @@ def loader(data_config) -> base.Dataset:
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
   return base.Dataset(
       name=data_config.name, splits=splits,
-      inputs={'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
-                                   vocab_size=data_config.vocab_size)},
+      inputs={'tokens': base.Field((d.max_len,), 'int32', 'tokens', vocab_size=d.vocab_size),
+              **ngrams.fields(d.hash_buckets, d.max_len, d.max_ngrams)},
       targets={TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)},
       meta=meta)

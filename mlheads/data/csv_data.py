@@ -14,10 +14,15 @@ Labels come in one of two layouts:
 Unknown labels are masked (record key `labels_mask`, 0 = unknown) out of the
 loss and the metrics. Records:
   tokens       `[max_len]` int32: the `text` column as word ids (vocabulary built
-               on train, as for the tweets); all padding if there is no text.
+               on train from the words seen `min_count` times, as for the tweets); all
+               padding if there is no text.
+  bigrams      `[max_len]` int32: its hashed word bigrams (ngrams.py).
+  chargrams    `[max_ngrams]` int32: its words' hashed character 3-5-grams.
   features     `[F]` float32: the `features` columns, standardized on train (F may be 0).
   labels       `[K]` float32 0/1, with `labels_mask` `[K]`.
 Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
+`max_len` / `max_ngrams` 0 (the defaults): the 99.5th percentile of the train split's
+words / character n-grams per text (at most 128 / 1024), saved in the metadata.
 
 `encode` turns raw rows (the `text` and `features` columns, named in the
 metadata's `columns`) into `tokens` and `features`, for the builder and for
@@ -44,6 +49,7 @@ import tensorflow_datasets as tfds
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import files
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -61,9 +67,12 @@ class Settings:
   separator: str = '|'
   classes: tuple[str, ...] = ()
   vocab_size: int = 10_000
-  max_len: int = 30
+  max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
+  min_count: int = 2
+  max_ngrams: int = 0  # 0: from the train split
+  hash_buckets: int = ngrams.BUCKETS
 
 
 def _names(s: str) -> tuple[str, ...]:
@@ -77,7 +86,8 @@ def settings_from_config(data_config) -> Settings:
                label_list=data_config.label_list, separator=data_config.separator,
                classes=_names(data_config.classes), vocab_size=data_config.vocab_size,
                max_len=data_config.max_len, max_rows=data_config.max_rows,
-               split_seed=data_config.split_seed)
+               split_seed=data_config.split_seed, min_count=data_config.min_count,
+               max_ngrams=data_config.max_ngrams, hash_buckets=data_config.hash_buckets)
   if not s.path:
     raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
   if bool(s.labels) == bool(s.label_list):
@@ -128,7 +138,7 @@ def raw_features(table: pd.DataFrame, features, source: str) -> np.ndarray:
 
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows -> ({'tokens', 'features'}, number of texts truncated).
+  """Raw rows -> ({'tokens', 'bigrams', 'chargrams', 'features'}, number of texts truncated).
 
   Reads the columns `meta['columns']` names: `text` ('' = none: all padding)
   and `features` (standardized with `meta['scaling']`).
@@ -136,11 +146,11 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
   cols = base.meta_entry(meta, 'columns', 'from_csv')
   text, features = cols['text'], list(cols['features'])
   base.require_columns(table, ([text] if text else []) + features, source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
-  tokens, truncated = tok.encode_all(base.texts(table, text) if text else [''] * len(table))
+  texts = base.texts(table, text) if text else [''] * len(table)
+  coded, truncated = ngrams.encode_with(meta, texts, 'from_csv')
   feats = base.apply_scaling(raw_features(table, features, source),
                              base.meta_entry(meta, 'scaling', 'from_csv')['features'])
-  return {'tokens': tokens, 'features': feats}, truncated
+  return {**coded, 'features': feats}, truncated
 
 
 @dataclasses.dataclass
@@ -234,10 +244,12 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
           y[i, index[name]] = 1.0
         else:
           dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
-  tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
-                                    s.max_len)
+  train_texts = [table.texts[i] for i in parts['train']]
+  max_len, max_ngrams = ngrams.lengths(train_texts, s.max_len, s.max_ngrams, s.hash_buckets)
+  tok = tokenizer_lib.Tokenizer.fit(train_texts, s.vocab_size, max_len, s.min_count)
   coding = {'columns': {'text': s.text, 'features': list(s.features)},
             'tokenizer': tok.to_json(),
+            'ngrams': ngrams.Hasher(s.hash_buckets, max_len, max_ngrams).to_json(),
             'scaling': {'features': base.fit_scaling(table.features[parts['train']])}}
   splits, truncated = {}, {}
   for name, idx in parts.items():
@@ -245,10 +257,10 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
   rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
-               'texts truncated to %d tokens: %s; label names outside the class list '
-               'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
-               len(classes), list(classes), int((mask == 0).sum()), s.max_len, truncated,
-               dropped)
+               'vocabulary %d words; texts truncated to %d words or %d character n-grams: %s; '
+               'label names outside the class list dropped: %s.', s.path, n,
+               {k: len(v) for k, v in parts.items()}, rule, len(classes), list(classes),
+               int((mask == 0).sum()), tok.vocab_size, max_len, max_ngrams, truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
@@ -267,13 +279,19 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
+  lengths: tuple[int, int] = (1, 1)  # (max_len, max_ngrams) as prepared
+
+
+def _lengths(meta: dict) -> tuple[int, int]:
+  return meta['tokenizer']['max_len'], meta['ngrams']['max_chargrams']
 
 
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
   # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'metadata: columns', '1.0.0': 'first version'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):
@@ -284,7 +302,8 @@ class FromCsv(base.ArrayBuilder):
     c = self.builder_config
     s = c.settings
     return {
-        'tokens': base.Field((s.max_len,), 'int32', 'tokens', vocab_size=s.vocab_size),
+        'tokens': base.Field((c.lengths[0],), 'int32', 'tokens', vocab_size=s.vocab_size),
+        **ngrams.fields(s.hash_buckets, *c.lengths),
         'features': base.Field((len(s.features),), 'float32', 'features', names=s.features),
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
                            has_mask=True),
@@ -320,8 +339,10 @@ def builder(data_config) -> FromCsv:
   probe = FromCsv(config=CsvConfig(name=key, settings=s, classes=s.labels or s.classes), **kw)
   if probe.is_prepared():
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
-    classes = tuple(probe.metadata()['classes'])
-    return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), **kw)
+    meta = probe.metadata()
+    return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                    lengths=_lengths(meta)), **kw)
   arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
-  classes = tuple(arrays[1]['classes'])
-  return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), arrays=arrays, **kw)
+  meta = arrays[1]
+  return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                  lengths=_lengths(meta)), arrays=arrays, **kw)

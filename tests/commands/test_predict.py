@@ -22,6 +22,7 @@ from mlheads.data import base
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 from mlheads.data import tweets
 from mlheads.evaluation import runner
@@ -405,7 +406,7 @@ def test_read_extras_verifies_the_step_and_falls_back(tmp_path, caplog):
 
 def _movie_meta():
   tok = tokenizer_lib.Tokenizer.fit(['the night', 'the day'], 10, 3)
-  return {'tokenizer': tok.to_json(),
+  return {'tokenizer': tok.to_json(), 'ngrams': ngrams.Hasher(64, 3, 8).to_json(),
           'scaling': {'numeric': {'mean': [0.0] * 6, 'std': [1.0] * 6}}}
 
 
