@@ -11,7 +11,7 @@ from mlheads import errors
 
 
 def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
-         loss: str | None = None, **options) -> dict:
+         loss: str | None = None, add: str = '', **options) -> dict:
   """One output's config: `config.heads.<name>`.
 
   Args:
@@ -21,10 +21,11 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
     source: 'features' or a trunk intermediate (e.g. 'lstm').
     loss: a name in model.losses.LOSSES; None for the head's default (stored as '', a
       string, so that `--config.heads.<name>.loss=focal` can override it).
+    add: '' or a trunk intermediate added to the logits (the `bag` trunk's `'wide'`).
     **options: the loss' keyword options (pos_weight, gamma, ...).
   """
   return dict(kind=kind, target=target, weight=weight, source=source, loss=loss or '',
-              num_classes=0, loss_options=dict(options))
+              add=add, num_classes=0, loss_options=dict(options))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = 'rmsprop'
   c.learning_rate = 1e-3
   c.grad_clip = 0.0  # global-norm clipping; 0 = off.
+  c.weight_decay = 0.0  # adamw's decoupled weight decay (other optimizers: must be 0).
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
@@ -74,6 +76,11 @@ def validate(config, num_devices: int = 1) -> None:
     need(isinstance(v, int) and v > 0, f'--config.{key} must be a positive integer, got {v!r}')
   need(config.learning_rate > 0, f'--config.learning_rate must be > 0, got {config.learning_rate}')
   need(config.grad_clip >= 0, f'--config.grad_clip must be >= 0, got {config.grad_clip}')
+  need(config.weight_decay >= 0,
+       f'--config.weight_decay must be >= 0, got {config.weight_decay}')
+  need(config.weight_decay == 0 or config.optimizer == 'adamw',
+       f'--config.weight_decay={config.weight_decay} needs --config.optimizer=adamw (decoupled '
+       f'decay); --config.optimizer is {config.optimizer!r}')
   need(config.batch_size % num_devices == 0,
        f'--config.batch_size={config.batch_size} is not divisible by the {num_devices} devices')
   need(config.eval_batch_size % num_devices == 0,

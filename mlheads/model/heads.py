@@ -51,6 +51,8 @@ class Head:
     source: 'features' or the name of a trunk intermediate.
     loss: a name in losses.LOSSES (checked when the head's config is resolved).
     loss_options: keyword options for the loss (e.g. pos_weight).
+    add: '' or the name of a trunk intermediate `[batch, K]` added to the logits: the `bag`
+      trunk's wide (linear) path, `'wide'` (heads whose `output` is this class's).
   """
   num_classes: int
   target: str
@@ -58,6 +60,7 @@ class Head:
   source: str = 'features'
   loss: str = 'bce'
   loss_options: tuple[tuple[str, Any], ...] = ()
+  add: str = ''
 
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
@@ -84,7 +87,13 @@ class Head:
 
   def output(self, features, ctx: Context, name: str) -> jax.Array:
     """Logits `[batch, K]` (called inside the model's compact scope)."""
-    return layers.dense(self.num_classes, name=name)(self.select(features, ctx))
+    logits = layers.dense(self.num_classes, name=name)(self.select(features, ctx))
+    if self.add:
+      if self.add not in ctx.intermediates:
+        raise errors.UsageError(f'head {name!r}: add={self.add!r} is not a trunk output; the '
+                                f'trunk gives {sorted(ctx.intermediates)}')
+      logits = logits + ctx.intermediates[self.add]
+    return logits
 
   def label_shape(self, batch: int) -> tuple[int, ...]:
     return (batch, self.num_classes)

@@ -121,7 +121,7 @@ class ModelSpec:
         raise errors.UsageError(f'head {name!r}: target {target!r} is not in data set '
                                 f'{ds.name}; its targets are {sorted(ds.targets)}')
       heads[name] = spec.build(ds.targets[target], split.get(target), split.get(f'{target}_mask'))
-    trunk = trunks.build(self.trunk_cls, self.trunk_settings, ds.inputs)
+    trunk = trunks.build(self.trunk_cls, self.trunk_settings, ds.inputs, heads)
     return Model(trunk=trunk, heads=heads), heads
 
 
@@ -154,6 +154,10 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   if bad:
     raise errors.UsageError(f'head {name!r}: loss {loss_name!r} has no options {bad}; '
                             f'its options are {list(loss.options)}')
+  if cfg.get('add') and cls.output is not heads_lib.Head.output:
+    raise errors.UsageError(f'head {name!r} ({kind}): add={cfg["add"]!r} adds a trunk output '
+                            'to the logits of a one-Dense head (e.g. sigmoid); this head has its '
+                            'own output layer')
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')

@@ -37,10 +37,16 @@ class Trunk(nn.Module):
     input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
     return {}
 
+  def fit_heads(self, heads: Mapping[str, object]) -> 'Trunk':
+    """The trunk sized to the heads that read it (default: itself); `heads` are built."""
+    del heads
+    return self
 
-def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object]
-          ) -> Trunk:
-  """`cls(**settings)`, checked against and fitted to the data set's input fields."""
+
+def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object],
+          heads: Mapping[str, object] | None = None) -> Trunk:
+  """`cls(**settings)`, checked against and fitted to the data set's input fields and to the
+  (built) heads."""
   settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
   kind = next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
   try:
@@ -55,7 +61,7 @@ def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str,
     if field.kind not in kinds:
       raise errors.UsageError(f'trunk {kind!r} reads input {key!r} as {"/".join(kinds)}, but '
                               f'the data set\'s {key!r} is {field.kind}')
-  return trunk.fit_to(inputs)
+  return trunk.fit_to(inputs).fit_heads(heads or {})
 
 
 class TextTrunk(Trunk):
@@ -175,9 +181,114 @@ class ConvTrunk(Trunk):
     return h, inter
 
 
+class BagTrunk(Trunk):
+  """fastText-style bag of n-grams (Joulin et al. 2017), with an optional wide path.
+
+  Three streams of ids, each with its own table: the words (`tokens`), the hashed word
+  bigrams and the hashed character 3-5-grams (`bigrams`, `chargrams`; data/ngrams.py).
+  Each stream's embeddings are averaged over its non-padding ids; the three means are
+  concatenated -> dropout -> [., side numbers] -> Dense(hidden, relu) -> dropout: the
+  features `[batch, hidden]` (`[batch, 3 embed_dim + F]` with hidden 0).
+
+  The wide path (`wide=True`) is a linear model over the same ids beside that deep one, as
+  in Wide & Deep (Cheng et al. 2016): per stream, a K-wide row per id (zero at the start),
+  summed over the example's ids and divided by the square root of their count (an
+  l2-normalized binary bag, like TF-IDF's), plus a linear term in the side numbers. Those
+  are logits, not features, so the trunk returns them as the intermediate `'wide'`
+  `[batch, K]` and the head that names it in `add` adds them to its own logits (the
+  sigmoid head: `sigmoid(Dense(features) + wide)`); `fit_heads` takes K from that head.
+  The wide rows are the last K columns of each stream's table (`[V, embed_dim + K]`), so
+  one lookup per stream serves both paths and the tables stay row-updated
+  (`row_tables`, the `adamw` row rule). docs/trunks.md has the measurements behind it.
+
+  Attributes:
+    vocab_sizes: ids per stream (taken from the data set's fields).
+    embed_dim: embedding width d.
+    hidden: width of the Dense(relu) layer after pooling (0: none).
+    dropout: rate on the pooled text and after the hidden layer (training only).
+    wide: add the wide path (logits `'wide'`); a head must name it in `add`.
+    wide_classes: K, the width of that head (set by `fit_heads`).
+    text_input: input key of the `[batch, L]` word ids.
+    ngram_inputs: input keys of the `[batch, L']` hashed id arrays.
+    side_inputs: input keys of `[batch, n]` numbers concatenated after pooling.
+  """
+  vocab_sizes: Sequence[int] = ()
+  embed_dim: int = 64
+  hidden: int = 256
+  dropout: float = 0.5
+  wide: bool = False
+  wide_classes: int = 0
+  text_input: str = 'tokens'
+  ngram_inputs: Sequence[str] = ('bigrams', 'chargrams')
+  side_inputs: Sequence[str] = ()
+
+  @property
+  def streams(self) -> tuple[str, ...]:
+    return (self.text_input, *self.ngram_inputs)
+
+  def reads(self):
+    return {self.text_input: ('tokens',), **{k: ('hashed',) for k in self.ngram_inputs},
+            **{k: ('features',) for k in self.side_inputs}}
+
+  def fit_to(self, inputs):
+    return self.clone(vocab_sizes=tuple(inputs[k].vocab_size for k in self.streams))
+
+  def row_tables(self):
+    return {k: (f'table_{k}',) for k in self.streams}
+
+  def fit_heads(self, heads):
+    adders = {n: h.num_classes for n, h in heads.items() if getattr(h, 'add', '') == 'wide'}
+    if not self.wide:
+      if adders:
+        raise errors.UsageError(f'heads {sorted(adders)} add the bag trunk\'s wide logits, '
+                                'but --config.trunk.wide is False')
+      return self
+    if len(adders) != 1:
+      raise errors.UsageError(f'trunk \'bag\' with wide=True needs exactly one head with '
+                              f"add='wide' (--config.heads.<name>.add=wide); got {sorted(adders)}")
+    return self.clone(wide_classes=next(iter(adders.values())))
+
+  def _init(self, key, shape, dtype=jnp.float32):
+    """Embedding columns uniform(-0.05, 0.05) (Keras'), wide columns 0."""
+    deep = layers.embed_init(key, (shape[0], self.embed_dim), dtype)
+    return jnp.concatenate([deep, jnp.zeros((shape[0], shape[1] - self.embed_dim), dtype)], 1)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    d, k = self.embed_dim, self.wide_classes if self.wide else 0
+    pooled, wide = [], 0.0
+    for key, vocab in zip(self.streams, self.vocab_sizes):
+      table = self.param(f'table_{key}', self._init, (vocab, d + k))
+      ids = inputs[key]
+      if isinstance(ids, layers.Lookup):  # training: the batch's rows of the table
+        table, ids, tokens = ids.rows, ids.ids, ids.tokens
+      else:
+        tokens = ids
+      valid = (tokens != 0).astype(table.dtype)  # [batch, L]
+      total = jnp.einsum('ble,bl->be', jnp.take(table, ids, axis=0, mode='clip'), valid)
+      count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+      pooled.append(total[:, :d] / count)
+      if k:
+        wide = wide + total[:, d:] * jax.lax.rsqrt(count)
+    h = nn.Dropout(self.dropout, deterministic=not train)(jnp.concatenate(pooled, -1))
+    side = [inputs[key].astype(h.dtype) for key in self.side_inputs]
+    h = jnp.concatenate([h] + side, -1)
+    if self.hidden:
+      h = nn.relu(layers.dense(self.hidden, name='dense_0')(h))
+      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    inter = {}
+    if k:
+      if side:  # the wide path's linear term in the numbers, zero at the start
+        wide = wide + nn.Dense(k, use_bias=False, kernel_init=nn.initializers.zeros,
+                               name='wide_side')(jnp.concatenate(side, -1))
+      inter['wide'] = wide
+    return h, inter
+
+
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
+    'bag': BagTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,
 }
