@@ -8,7 +8,9 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
-#   ./launch.sh score|predict|compare --help     that command's flags
+#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]  label prior, TF-IDF + LR
+#   ./launch.sh compare_heads [--quick] [--workdir=DIR]   every head vs the baselines -> results/
+#   ./launch.sh score|predict|compare|baseline|compare_heads --help     that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -42,7 +44,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -55,7 +57,8 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+    predict|compare|baseline|compare_heads)
+      exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
@@ -75,6 +78,17 @@ case $cmd in
     fi
     shift
     exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
+  baseline)
+    name=${1:-}
+    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
+      echo "launch.sh: baseline: unknown experiment '$name'. Known experiments:" >&2
+      list_experiments >&2
+      exit 2
+    fi
+    shift
+    exec "$venv/bin/python" -m mlheads.commands.baseline --config="experiments/$name.py" \
+      --experiment="$name" "$@" ;;
+  compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

@@ -5,8 +5,12 @@ once, cached) or, for a tfds catalog data set (catalog.py), a ready `Dataset`;
 `encode(table, meta, source) -> (inputs, number of texts truncated)` turns raw
 table rows (a pandas DataFrame, its index naming the rows in messages) into model
 inputs `{key: [n, ...]}` with the data set's metadata (tokenizer, scaling). Each
-builder makes its records with it, and predict encodes new rows with it. A new
-data set is one module plus one line here.
+builder makes its records with it, and predict encodes new rows with it.
+`rows(config.data)`, for a data set with text, hands back the raw table and the
+rows of each split in record order (`base.Rows`; the builder encodes the same
+rows), for models that read the text itself (the baseline's TF-IDF); None where
+the records are all there is (digit_mosaics: pixels) or no table is at hand
+(the tfds catalog). A new data set is one module plus one line here.
 
 `load_checked(config)` is what training calls: the prepared splits, read into
 memory and checked (B01-B11) before anything compiles.
@@ -32,16 +36,18 @@ from mlheads.data import tweets
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """How one data set is prepared (`build`) and how its raw rows become inputs (`encode`)."""
+  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`), and
+  (`rows`, None where there are none) its raw rows of each split."""
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]
+  rows: Callable[..., base.Rows] | None = None
 
 
 DATASETS = {
-    'trump_tweets': Source(tweets.builder, tweets.encode),
-    'movie_genres': Source(movies.builder, movies.encode),
+    'trump_tweets': Source(tweets.builder, tweets.encode, tweets.rows),
+    'movie_genres': Source(movies.builder, movies.encode, movies.rows),
     'digit_mosaics': Source(digits.builder, digits.encode),
-    'from_csv': Source(csv_data.builder, csv_data.encode),
+    'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.rows),
     **{name: Source(catalog.loader, catalog.encode) for name in catalog.CATALOG},
 }
 

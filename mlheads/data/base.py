@@ -24,6 +24,8 @@ from mlheads import errors
 
 SPLITS = ('train', 'validation', 'test')
 INPUT_KINDS = ('tokens', 'hashed', 'features', 'image')  # the field kinds a model reads
+# The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
+RECORD_ORDER = 'rows'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +88,9 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   returns `{split: {key: [n, ...] array}}` and a JSON-serialisable metadata
   dict (vocabulary, scaling, split rule) saved next to the data. tfds writes
   into a temporary folder and renames it when done, so an interrupted build
-  leaves no half-written data set behind.
+  leaves no half-written data set behind. Records are written in the order
+  they are made (tfds' shuffling by key hash is off), so record i of a split
+  is row i of the split's `Rows` (the metadata says so: `record_order`).
   """
 
   @abc.abstractmethod
@@ -102,11 +106,13 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         builder=self,
         description=self.__doc__,
         features=tfds_features(self.fields()),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
+    meta = {**meta, 'record_order': RECORD_ORDER}
     # Stored as one JSON string: MetadataDict round-trips it exactly.
     self.info.metadata['mlheads'] = json.dumps(meta)
     return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
@@ -183,16 +189,43 @@ SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def split_table(df, max_rows: int):
-  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way.
+@dataclasses.dataclass(frozen=True)
+class Rows:
+  """A data set's raw table and the rows each split holds, in the order of its records.
 
-  Returns (table, {split: sorted row indices}, the rule in words for the metadata).
+  The builder encodes exactly these rows, and models that read the raw text rather than the
+  token ids (the scikit-learn baseline's TF-IDF) read them back from here, so both see the
+  same rows in the same order.
+
+  Attributes:
+    table: the raw rows (a packaged table: index 0..n-1; a user's file: line numbers).
+    parts: split -> positions (`iloc`) into `table` of its rows, in record order.
+    text: the text columns the records' token ids encode (empty: none).
+    rule: the split rule in words, for the metadata and the log.
   """
+  table: pd.DataFrame
+  parts: Mapping[str, np.ndarray]
+  text: tuple[str, ...] = ()
+  rule: str = ''
+
+  def split(self, name: str) -> pd.DataFrame:
+    return self.table.iloc[self.parts[name]]
+
+  def texts(self, name: str) -> list[str]:
+    """Split `name`'s text, one string per record: the text columns joined by a space."""
+    part = self.split(name)
+    cols = [texts(part, c) for c in self.text]
+    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+
+
+def split_table(df, max_rows: int, text: Sequence[str] = ()) -> Rows:
+  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
+  rows permuted by SPLIT_SEED, then cut by FRACTIONS. `text`: its text columns."""
   if max_rows:
     df = df.iloc[:max_rows]
   df = df.reset_index(drop=True)
   parts = dict(zip(SPLITS, split_indices(len(df), FRACTIONS, SPLIT_SEED)))
-  return df, parts, f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}'
+  return Rows(df, parts, tuple(text), f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}')
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

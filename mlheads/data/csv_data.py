@@ -26,7 +26,8 @@ words / character n-grams per text (at most 128 / 1024), saved in the metadata.
 
 `encode` turns raw rows (the `text` and `features` columns, named in the
 metadata's `columns`) into `tokens` and `features`, for the builder and for
-predict alike.
+predict alike; `rows` hands back each split's raw rows (for the baseline's
+TF-IDF), split by the same `split_parts` as the records.
 
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value.
@@ -206,15 +207,31 @@ def split_sizes(n: int, seed: int) -> dict[str, int]:
   return {k: len(v) for k, v in zip(base.SPLITS, base.split_indices(n, FRACTIONS, seed))}
 
 
-def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-  """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
-  table = parse(s)
-  n = len(table.texts)
+def split_parts(s: Settings, n: int) -> tuple[dict[str, np.ndarray], str]:
+  """`{split: row positions}` of `n` data rows and the rule in words; no split may be empty."""
   parts = dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed)))
   for name, idx in parts.items():
     if len(idx) == 0:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
                               f'(split {FRACTIONS}); the file needs more rows')
+  return parts, f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
+
+
+def rows(data_config) -> base.Rows:
+  """The file's rows (parsed and checked) and the rows of each split, as its records are."""
+  s = settings_from_config(data_config)
+  if not os.path.isfile(s.path):
+    raise errors.UsageError(f'{s.path}: no such file')
+  table = parse(s)
+  parts, rule = split_parts(s, len(table.texts))
+  return base.Rows(table.rows, parts, (s.text,) if s.text else (), rule)
+
+
+def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+  """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
+  table = parse(s)
+  n = len(table.texts)
+  parts, rule = split_parts(s, n)
   if s.labels:
     classes = s.labels
     y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
@@ -255,7 +272,6 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   for name, idx in parts.items():
     inputs, truncated[name] = encode(table.rows.iloc[idx], coding, s.path)
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
-  rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
                'vocabulary %d words; texts truncated to %d words or %d character n-grams: %s; '
                'label names outside the class list dropped: %s.', s.path, n,
@@ -289,9 +305,12 @@ def _lengths(meta: dict) -> tuple[int, int]:
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
   # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams; lengths from the data',
-                   '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
+  # 1.2.0: records in the order of the split's rows (base.Rows).
+  # 1.3.0: hashed bigrams and character n-grams; lengths from the data.
+  VERSION = tfds.core.Version('1.3.0')
+  RELEASE_NOTES = {'1.3.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.2.0': 'records in row order', '1.1.0': 'metadata: columns',
+                   '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):

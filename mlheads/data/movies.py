@@ -14,7 +14,8 @@ none of the seven. Records:
 Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
 `max_rows` keeps the first rows of the table (alphabetical by title) for
 quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
-blank) into `tokens` and `numeric` for the builder and for predict alike.
+blank) into `tokens` and `numeric` for the builder and for predict alike;
+`rows` hands back each split's raw rows (for the baseline's TF-IDF).
 """
 
 
@@ -37,6 +38,16 @@ def load_table() -> pd.DataFrame:
 
 
 COLUMNS = ('title', 'year', 'length', 'budget', 'rating', 'votes')
+
+
+def table_rows(max_rows: int = 0) -> base.Rows:
+  """The table split the fixed way: what the builder encodes (and the baseline reads)."""
+  return base.split_table(load_table(), max_rows, text=('title',))
+
+
+def rows(data_config) -> base.Rows:
+  """`config.data`'s rows of the table, split as its records are."""
+  return table_rows(data_config.max_rows)
 
 
 def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarray:
@@ -70,8 +81,10 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'hashed bigrams and character n-grams', '1.0.0': 'first version'}
+  # 1.1.0: records in the order of the split's rows (base.Rows); 1.2.0: n-grams.
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams',
+                   '1.1.0': 'records in row order', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0, 128, ngrams.BUCKETS)]
 
   def fields(self):
@@ -85,13 +98,14 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
+    table = table_rows(c.max_rows)
+    df, parts = table.table, table.parts
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
         'ngrams': ngrams.Hasher(c.hash_buckets, c.max_len, c.max_ngrams).to_json(),
         'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
-        'split_rule': split_rule,
+        'split_rule': table.rule,
     }
     labels = df[list(GENRES)].to_numpy(np.float32)
     splits, truncated = {}, {}
