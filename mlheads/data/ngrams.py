@@ -1,7 +1,7 @@
 """Hashed n-grams of a text: its word bigrams and its words' character n-grams (fastText).
 
 Beside a text's word ids (tokenizer.py), every text data set records two arrays of hashed ids,
-which the `bag` trunk embeds (model/text_trunks.py) and a linear model can weigh:
+which the `bag` trunk embeds (model/trunks.py) and a linear model can weigh:
   bigrams    `[max_len]` int32: each pair of adjacent words `'w1 w2'`;
   chargrams  `[max_ngrams]` int32: for each word, the 3-, 4- and 5-grams of `'<' + word + '>'`
              (the subwords of fastText, Bojanowski et al. 2017), word after word.
