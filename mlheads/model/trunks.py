@@ -278,7 +278,9 @@ class BagTrunk(Trunk):
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
     inter = {}
     if k:
-      if side:  # the wide path's linear term in the numbers, zero at the start
+      # The wide path's linear term in the numbers, zero at the start (none without numbers:
+      # a [0, K] kernel has nothing to learn, and orbax cannot save a zero-size array).
+      if sum(x.shape[-1] for x in side):
         wide = wide + nn.Dense(k, use_bias=False, kernel_init=nn.initializers.zeros,
                                name='wide_side')(jnp.concatenate(side, -1))
       inter['wide'] = wide

@@ -91,6 +91,16 @@ def test_wide_columns_start_at_zero_and_dropout_acts_only_in_training():
   assert not np.allclose(run(True, 0), run(True, 1))
 
 
+def test_no_numbers_no_wide_side_kernel():
+  ds = base.Dataset(name='toy', splits={}, meta={}, targets=DS.targets,
+                    inputs={**DS.inputs, 'features': base.Field((0,), 'float32', 'features')})
+  model, _ = model_lib.build_model(_config(), ds)
+  a = {**_inputs(_arrays()), 'features': jnp.zeros((B, 0))}
+  params = jax.eval_shape(model.init, jax.random.key(0), a)['params']
+  assert 'wide_side' not in params['trunk']
+  assert jax.eval_shape(model.apply, {'params': params}, a)['out'].shape == (B, K)
+
+
 def test_a_lookup_of_the_batchs_rows_gives_the_same_logits():
   model, _ = model_lib.build_model(_config(), DS)
   a = _inputs(_arrays())
