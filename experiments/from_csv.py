@@ -14,7 +14,11 @@ docs/trunks.md): the `bag` trunk (word + hashed bigram + hashed character
 3-5-gram embeddings, averaged per stream, dropout 0.5, the standardized
 features, Dense(256, relu), dropout 0.5) with its wide (linear) path added to
 the sigmoid head's logits; AdamW 3e-3 (the tables updated row by row), batch 64;
-the checkpoint kept is the best epoch by validation macro mAP.
+the checkpoint kept is the best epoch by validation macro mAP. On the 9,049-row
+movielens titles + year table (19 labels) a run takes ~4-5 min on a loaded
+2-core machine (10 epochs; ~11 s each after the first, which compiles) and
+scores test macro mAP 0.314 (2 seeds); TF-IDF + logistic regression
+(`./launch.sh baseline from_csv ...`) scores 0.320 there (docs/results.md).
 """
 
 from mlheads import configs
