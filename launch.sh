@@ -8,9 +8,12 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
+#   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
 #   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]  label prior, TF-IDF + LR
 #   ./launch.sh compare_heads [--quick] [--workdir=DIR]   every head vs the baselines -> results/
-#   ./launch.sh score|predict|compare|baseline|compare_heads --help     that command's flags
+#   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
+#   ./launch.sh score|predict|compare|tune|cv|baseline|compare_heads --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -44,7 +47,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -57,27 +60,31 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare|baseline|compare_heads)
+    predict|compare|tune|cv|baseline|compare_heads)
       exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
 case $cmd in
-  test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -q "$@" ;;  # pyproject: testpaths = tests
   list) list_experiments; exit 0 ;;
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare)
-    # The experiment is the first argument, checked as below; the rest are compare's flags.
+  compare|tune|cv)
+    # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: compare: unknown experiment '$name'. Known experiments:" >&2
+      echo "launch.sh: $cmd: unknown experiment '$name'. Known experiments:" >&2
       list_experiments >&2
       exit 2
     fi
     shift
-    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
+    if [[ $cmd == cv ]]; then
+      exec "$venv/bin/python" -m mlheads.commands.cv --config="experiments/$name.py" \
+        --experiment="$name" "$@"
+    fi
+    exec "$venv/bin/python" -m "mlheads.commands.$cmd" --experiment="$name" "$@" ;;
   baseline)
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then

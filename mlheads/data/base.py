@@ -23,7 +23,8 @@ import tensorflow_datasets as tfds
 from mlheads import errors
 
 SPLITS = ('train', 'validation', 'test')
-INPUT_KINDS = ('tokens', 'hashed', 'features', 'image')  # the field kinds a model reads
+INPUT_KINDS = ('tokens', 'hashed', 'features', 'image', 'categories')  # what a model reads
+TARGET_KINDS = ('binary', 'real')
 # The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
 RECORD_ORDER = 'rows'
 
@@ -36,10 +37,13 @@ class Field:
     shape: per-example shape, e.g. `(100,)` for token ids.
     dtype: numpy dtype name.
     kind: 'tokens' (word ids < vocab_size), 'hashed' (hashed n-gram ids < vocab_size,
-      ngrams.py), 'features' (finite floats), 'image' (finite floats), 'binary' (0/1
-      labels) or 'real' (regression).
-    vocab_size: for 'tokens' and 'hashed', ids lie in [0, vocab_size); 0 is padding.
-    names: for targets, one name per column (class names).
+      ngrams.py), 'features' (finite floats), 'image' (finite floats), 'categories' (int ids
+      < vocab_size, one per column, each column's ids offset into one table; 0 = unknown),
+      'binary' (0/1 labels) or 'real' (regression). A target of width 0 in a schema: known
+      only once the data is read.
+    vocab_size: for 'tokens', 'hashed' and 'categories', ids lie in [0, vocab_size); 0 is
+      padding for 'tokens' and 'hashed'.
+    names: one name per column (class names, feature columns).
     has_mask: for targets, whether records carry `<key>_mask`.
   """
   shape: tuple[int, ...]
@@ -58,6 +62,18 @@ class Dataset:
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
+  # What the data holds, in hashes (data/fingerprint.py): checkpoints carry it (B28).
+  fingerprint: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of_fields(cls, name: str, fields: Mapping[str, Field], splits=None, meta=None,
+                fingerprint=None) -> 'Dataset':
+    """A data set of these record fields, sorted into inputs and targets by kind; without
+    splits and metadata it is a schema: what the checks before any data is read look at."""
+    return cls(name=name, splits=splits or {}, meta=meta or {},
+               inputs={k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
+               targets={k: f for k, f in fields.items() if f.kind in TARGET_KINDS},
+               fingerprint=fingerprint or {})
 
   def class_names(self, target: str) -> list[str]:
     """The names of target `target`'s columns ('0', '1', ... where the data set names none)."""
@@ -162,8 +178,19 @@ def text_table_config(vocab_size: int, max_len: int, max_rows: int, max_ngrams: 
                          max_ngrams=max_ngrams, hash_buckets=hash_buckets)
 
 
+def check_lengths(data_config) -> None:
+  """A packaged text data set's records have fixed widths: `max_len` and `max_ngrams` 0 (from
+  the train split) are from_csv's alone (B26)."""
+  for key in ('max_len', 'max_ngrams'):
+    if data_config[key] < 1:
+      raise errors.UsageError(f'--config.data.{key} must be an integer >= 1 for data set '
+                              f'{data_config.name}, got {data_config[key]!r} (0, from the train '
+                              'split, is for from_csv)')
+
+
 def text_table_config_of(data_config) -> TextTableConfig:
-  """`text_table_config` from `config.data`."""
+  """`text_table_config` from `config.data` (its lengths checked)."""
+  check_lengths(data_config)
   d = data_config
   return text_table_config(d.vocab_size, d.max_len, d.max_rows, d.max_ngrams, d.hash_buckets)
 

@@ -29,6 +29,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import ngrams
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
@@ -128,6 +129,7 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 def loader(data_config) -> base.Dataset:
   """Prepares (once) and reads a CATALOG data set, mapped to tokens + labels."""
+  base.check_lengths(data_config)
   spec = CATALOG[data_config.name]
   b = source_builder(spec, data_config.dir)
   raw = {ours: read(b.as_data_source(theirs), spec, data_config.max_rows)
@@ -148,9 +150,15 @@ def loader(data_config) -> base.Dataset:
                truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset(
-      name=data_config.name, splits=splits,
-      inputs={'tokens': base.Field((d.max_len,), 'int32', 'tokens', vocab_size=d.vocab_size),
-              **ngrams.fields(d.hash_buckets, d.max_len, d.max_ngrams)},
-      targets={TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)},
-      meta=meta)
+  return base.Dataset.of_fields(
+      data_config.name, schema(data_config), splits=splits, meta=meta,
+      fingerprint=fingerprint_lib.of_arrays({k: v.arrays for k, v in splits.items()}, meta))
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `loader(data_config)` gives, without reading anything."""
+  spec, d = CATALOG[data_config.name], data_config
+  base.check_lengths(d)
+  return {'tokens': base.Field((d.max_len,), 'int32', 'tokens', vocab_size=d.vocab_size),
+          **ngrams.fields(d.hash_buckets, d.max_len, d.max_ngrams),
+          TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)}

@@ -88,7 +88,11 @@ class MovieGenres(base.ArrayBuilder):
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0, 128, ngrams.BUCKETS)]
 
   def fields(self):
-    c = self.builder_config
+    return self.fields_for(self.builder_config)
+
+  @staticmethod
+  def fields_for(c) -> dict[str, base.Field]:
+    """The record layout for vocab_size / max_len settings (no data needed)."""
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
         **ngrams.fields(c.hash_buckets, c.max_len, c.max_ngrams),
@@ -121,3 +125,8 @@ class MovieGenres(base.ArrayBuilder):
 
 def builder(data_config) -> MovieGenres:
   return base.make_builder(MovieGenres, base.text_table_config_of(data_config), data_config)
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `builder(data_config)` writes, without building anything."""
+  return MovieGenres.fields_for(base.text_table_config_of(data_config))

@@ -147,3 +147,8 @@ class TrumpTweets(base.ArrayBuilder):
 
 def builder(data_config) -> TrumpTweets:
   return base.make_builder(TrumpTweets, base.text_table_config_of(data_config), data_config)
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `builder(data_config)` writes, without building anything."""
+  return TrumpTweets.fields_for(base.text_table_config_of(data_config))

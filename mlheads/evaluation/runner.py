@@ -7,7 +7,9 @@ thresholds tuned on validation, and the metric that picks the best checkpoint.
     tuned = all_metrics(heads, preds, tune_thresholds(heads, preds_on_validation))
 """
 
+import difflib
 import functools
+import re
 from collections.abc import Callable, Mapping
 
 import jax
@@ -148,18 +150,97 @@ def flatten(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
   return {f'{out}/{k}': v for out, m in metrics.items() for k, v in m.items()}
 
 
+def metric_names(target_kind: str) -> tuple[str, ...]:
+  """The metrics an output of this target kind reports ('r2_<k>': one per regression column)."""
+  if target_kind == 'real':
+    return ('loss', 'mse', 'mae', 'r2_<k>')
+  return ('loss',) + tuple(metrics_lib.KEYS)
+
+
 def best_metric(config, target_kinds: Mapping[str, str]) -> tuple[str, str]:
   """The validation metric that picks the best checkpoint, and 'max' or 'min'.
 
-  target_kinds: output name -> 'binary' or 'real' (`ModelSpec.target_kinds`).
+  Checked before anything runs (B26): `config.best_metric` is OUTPUT/METRIC (an optional
+  leading 'validation/' is dropped: checkpoints are always chosen on validation), and both
+  parts are names the run will report. target_kinds: output name -> 'binary' or 'real'
+  (`ModelSpec.target_kinds`).
   """
   name = config.best_metric
   if not name:
     first = next(iter(target_kinds))
     name = (f'{first}/average_precision_macro' if target_kinds[first] == 'binary'
             else f'{first}/loss')
+  flag = f'--config.best_metric={name!r}'
+  if name.startswith('validation/'):
+    name = name[len('validation/'):]
+  elif name.split('/')[0] in ('test', 'test_tuned') and name.split('/')[0] not in target_kinds:
+    raise errors.UsageError(f'{flag}: the best checkpoint is chosen on validation, never on '
+                            'test; write OUTPUT/METRIC')
   out, _, metric = name.partition('/')
   if out not in target_kinds:
-    raise errors.UsageError(f'--config.best_metric={name!r}: no output {out!r}; outputs are '
-                            f'{sorted(target_kinds)} (write OUTPUT/METRIC)')
+    raise errors.UsageError(f'{flag}: no output {out!r}; the outputs are '
+                            f'{", ".join(map(repr, sorted(target_kinds)))} (write OUTPUT/METRIC)')
+  known = metric_names(target_kinds[out])
+  if metric not in known and not (target_kinds[out] == 'real'
+                                  and re.fullmatch(r'r2_\d+', metric)):
+    near = [k for k in known if metric and k.startswith(metric)] or difflib.get_close_matches(
+        metric, known, n=2)
+    raise errors.UsageError(f'{flag}: output {out!r} reports no metric {metric!r}'
+                            + (f'; did you mean {" or ".join(map(repr, near))}?' if near else '')
+                            + f'; its metrics are {", ".join(known)}')
   return name, 'min' if metric in LOWER_IS_BETTER else 'max'
+
+
+def check_reported(best: str, widths: Mapping[str, int]) -> None:
+  """The best-checkpoint metric `best` (OUTPUT/METRIC) is one its output reports at its width
+  (`widths`: output -> number of labels, 0 if not known before the data is read): a one-label
+  output reports no ranking metric (B26), so choosing by one would fail after the first epoch."""
+  out, _, metric = best.partition('/')
+  if widths.get(out) == 1 and metric in metrics_lib.RANKING_KEYS:
+    raise errors.UsageError(
+        f'--config.best_metric={best!r}: output {out!r} has one label, and metrics that rank a '
+        f'row\'s labels ({", ".join(metrics_lib.RANKING_KEYS)}) say nothing there and are not '
+        'reported; choose another, e.g. average_precision_macro or roc_auc_macro')
+
+
+class EarlyStopping:
+  """Stops training once the best metric on validation has gone `patience` epochs without
+  improving (`patience` 0: never).
+
+  Its whole state is the curve of that metric, `[[epoch, value], ...]` in the order evaluated,
+  which every checkpoint carries (state/extras.py): a resumed run rebuilds the counter exactly.
+  "Improving" is strictly better than every earlier value, as the best checkpoint is chosen
+  (ties go to the earlier epoch); an undefined value (NaN) never improves.
+  """
+
+  def __init__(self, patience: int, metric: str, mode: str, curve=()):
+    self.patience, self.metric, self.mode = patience, metric, mode
+    self.curve = [[int(e), None if v is None else float(v)] for e, v in curve]  # a copy
+
+  def update(self, epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> None:
+    """Records `epoch`'s validation metrics (`all_metrics`' output)."""
+    out, _, key = self.metric.partition('/')
+    value = metrics.get(out, {}).get(key)
+    defined = value is not None and np.isfinite(value)  # None, not NaN: extras are strict JSON
+    self.curve.append([int(epoch), float(value) if defined else None])
+
+  def best(self) -> tuple[int, float | None]:
+    """(epoch, value) of the best evaluation so far; (0, None) before any finite one."""
+    best_epoch, best = 0, None
+    for epoch, v in self.curve:
+      if v is not None and (best is None or (v > best if self.mode == 'max' else v < best)):
+        best_epoch, best = epoch, v
+    return best_epoch, best
+
+  def stale_epochs(self) -> int:
+    """Epochs evaluated since the best one (all of them before any finite value)."""
+    return self.curve[-1][0] - self.best()[0] if self.curve else 0
+
+  def should_stop(self) -> bool:
+    return self.patience > 0 and bool(self.curve) and self.stale_epochs() >= self.patience
+
+  def reason(self) -> str:
+    epoch, value = self.best()
+    best = 'never defined' if value is None else f'best {value:.4f} at epoch {epoch}'
+    return (f'early stopping after epoch {self.curve[-1][0]}: validation {self.metric} has not '
+            f'improved for {self.stale_epochs()} epochs (patience {self.patience}; {best})')

@@ -7,8 +7,7 @@ networks. The train step only sees `head.loss_fn(...)`; evaluation only
 `head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
 `head.predict(...)` (a label set `[batch, K]` of 0/1).
 
-HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md
-compares them.
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them.
 """
 
 import dataclasses
@@ -66,6 +65,10 @@ class Head:
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   reads_inputs: ClassVar[bool] = False  # True: reads the model inputs (ctx.inputs) itself.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+  # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
+  fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}  # its own settings' ranges (B26)
+  fitted: ClassVar[tuple[str, ...]] = ()  # fields `fit` sets from the train labels
 
   @property
   def threshold(self) -> float:
@@ -88,12 +91,8 @@ class Head:
   def output(self, features, ctx: Context, name: str) -> jax.Array:
     """Logits `[batch, K]` (called inside the model's compact scope)."""
     logits = layers.dense(self.num_classes, name=name)(self.select(features, ctx))
-    if self.add:
-      if self.add not in ctx.intermediates:
-        raise errors.UsageError(f'head {name!r}: add={self.add!r} is not a trunk output; the '
-                                f'trunk gives {sorted(ctx.intermediates)}')
-      logits = logits + ctx.intermediates[self.add]
-    return logits
+    # `add` was checked against the trunk's intermediates up front (model.HeadSpec.check).
+    return logits + ctx.intermediates[self.add] if self.add else logits
 
   def label_shape(self, batch: int) -> tuple[int, ...]:
     return (batch, self.num_classes)
@@ -148,6 +147,8 @@ class SoftmaxHead(Head):
   """
   loss: str = 'softmax_ce'
   none_class: bool | None = None
+
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
 
   @property
   def _none(self) -> bool:
@@ -240,29 +241,6 @@ class PerClassHead(Head):
     return per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
 
 
-class _ChainLayer(nn.Module):
-  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, h, labels=None):
-    k = self.num_classes
-    base = layers.dense(k, name='features')(h)  # [batch, K]
-    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
-    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
-    if labels is not None:  # teacher forcing: all K logits at once
-      return base + labels.astype(base.dtype) @ a.T
-
-    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
-      idx, base_k, a_k = inp
-      logit = base_k + y @ a_k
-      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
-
-    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
-                             (jnp.arange(k), base.T, a))
-    return logits.T
-
-
 @dataclasses.dataclass(frozen=True)
 class ChainHead(Head):
   """A classifier chain in label order 0..K-1: label k also sees labels < k.
@@ -281,7 +259,7 @@ class ChainHead(Head):
         labels = jnp.where(ctx.mask > 0, labels, 0.5)
       if labels.shape[-1] != self.num_classes:
         self.check(name, jnp.zeros(labels.shape[:1] + (self.num_classes,)), labels)
-    return _ChainLayer(self.num_classes, name=name)(self.select(features, ctx), labels)
+    return layers.LabelChain(self.num_classes, name=name)(self.select(features, ctx), labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +284,11 @@ class PowersetHead(Head):
   other_rates: tuple[float, ...] = ()
 
   needs_train_labels: ClassVar[bool] = True
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'min_count': errors.Range(1, 2**31 - 1, integer=True),
+      'max_sets': errors.Range(1, 2**20, integer=True)}
+  fitted: ClassVar[tuple[str, ...]] = ('sets', 'other_rates')
 
   def fit(self, labels, mask=None):
     y = np.asarray(labels) > 0.5
@@ -381,6 +364,7 @@ class RegressionHead(Head):
   """Real-valued outputs (counts on a log scale, ...); squared error by default."""
   loss: str = 'mse'
   target_kind: ClassVar[str] = 'real'
+  fits_losses: ClassVar[tuple[str, ...]] = ('real',)
 
   def scores(self, logits):
     return logits

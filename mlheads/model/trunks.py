@@ -4,96 +4,138 @@
 read instead (the headline model's auxiliary output sits on `'lstm'`).
 TRUNKS maps `config.trunk.kind` to a Flax module class; the rest of
 `config.trunk` becomes its attributes. A trunk declares what it reads from the
-data set (`reads`: input key -> the field kinds it accepts) and what it takes
-from it (`fit_to`: the vocabulary size of its token input), so a new trunk is
-one class plus one line in TRUNKS, and the model builder passes it nothing it
-did not ask for.
+data set (`reads`: input key -> the field kinds it accepts), what it takes
+from it (`fit_to`: the vocabulary sizes, and which inputs its key patterns
+match), the intermediates it gives and the ranges of its settings, so a new
+trunk is one class plus one line in TRUNKS, and the model builder passes it
+nothing it did not ask for.
+
+Input settings are key patterns matched against the data set's inputs of the
+kinds the trunk reads: `'*'` is every one of them (an MLP on any table), `''`
+the only one (the text trunk's token input), a plain name that very input.
+So any trunk runs on any data set that has inputs of its kinds, with no
+setting changed: `--config.trunk.kind=mlp` on a table of numbers.
+
+`config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
+command line reaches them all; the chosen trunk takes its own and leaves the
+others' (logged).
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import bag
+from mlheads.model import trunk_base
+from mlheads.model import transformer
+
+# The base and the input helpers (trunk_base.py), under the names the trunks here use.
+Trunk = trunk_base.Trunk
+WIDTH, WIDTHS, NUMBERS = trunk_base.WIDTH, trunk_base.WIDTHS, trunk_base.NUMBERS
+match, only = trunk_base.match, trunk_base.only
+_side, _category_sizes = trunk_base.side_blocks, trunk_base.category_sizes
 
 
-class Trunk(nn.Module):
-  """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
-
-  def reads(self) -> Mapping[str, tuple[str, ...]]:
-    """Input key -> the data set field kinds it may have ('tokens', 'features', 'image')."""
-    raise NotImplementedError
-
-  def fit_to(self, inputs: Mapping[str, object]) -> 'Trunk':
-    """The trunk with what it takes from the data set's input fields (default: nothing)."""
-    del inputs
-    return self
-
-  def row_tables(self) -> dict[str, tuple[str, ...]]:
-    """Input key -> path (in the trunk's parameters) of a table the trunk reads only at that
-    input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
-    return {}
-
-  def fit_heads(self, heads: Mapping[str, object]) -> 'Trunk':
-    """The trunk sized to the heads that read it (default: itself); `heads` are built."""
-    del heads
-    return self
+def kind_of(cls) -> str:
+  """The TRUNKS name of a trunk class."""
+  return next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
 
 
-def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object],
-          heads: Mapping[str, object] | None = None) -> Trunk:
-  """`cls(**settings)`, checked against and fitted to the data set's input fields and to the
-  (built) heads."""
-  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-  kind = next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
+def resolved_settings(trunk: Trunk) -> dict[str, Any]:
+  """A built trunk's settings as it runs: its input patterns resolved to keys, sizes fitted."""
+  return {f.name: getattr(trunk, f.name) for f in dataclasses.fields(trunk)
+          if f.init and f.name not in ('parent', 'name')}
+
+
+def build(cls: type[Trunk], settings: Mapping[str, Any], inputs: Mapping[str, Any],
+          quiet: bool = False) -> Trunk:
+  """`cls(**settings)` fitted to the data set's input fields, and checked against them; logs
+  the inputs it leaves unused unless `quiet`."""
+  kind = kind_of(cls)
   try:
     trunk = cls(**settings)
   except TypeError as e:
     raise errors.UsageError(f'trunk {kind!r}: {e}') from None
-  for key, kinds in trunk.reads().items():
-    field = inputs.get(key)
-    if field is None:
-      raise errors.UsageError(f'trunk {kind!r} reads input {key!r}, which the data set does '
-                              f'not have; its inputs are {sorted(inputs)}')
+  trunk = trunk.fit_to(inputs)
+  read = trunk.reads()
+  for key, kinds in read.items():
+    field = inputs[key]
     if field.kind not in kinds:
       raise errors.UsageError(f'trunk {kind!r} reads input {key!r} as {"/".join(kinds)}, but '
                               f'the data set\'s {key!r} is {field.kind}')
-  return trunk.fit_to(inputs).fit_heads(heads or {})
+  unused = [k for k in inputs if k not in read]
+  if unused and not quiet:
+    logging.warning('trunk %s reads %s; the data set\'s %s go unused', kind, sorted(read),
+                    unused)
+  return trunk
+
+
+def default_kind(inputs: Mapping[str, Any]) -> str:
+  """The trunk for `config.trunk.kind=''`: the bag if the data set has tokens and hashed
+  n-grams (the text trunk measured best on real tables, docs/trunks.md), text if tokens
+  alone, conv for images, else an MLP over its numbers."""
+  kinds = {f.kind for f in inputs.values()}
+  if 'tokens' in kinds:
+    return 'bag' if 'hashed' in kinds else 'text'
+  return 'conv' if 'image' in kinds else 'mlp'
 
 
 class TextTrunk(Trunk):
-  """Token ids -> Embedding -> LSTM, then optional side features -> Dense stack.
+  """Token ids -> Embedding -> LSTM, then optional side inputs -> Dense stack.
 
   With the defaults of `headline` this is the seed's two-branch body: the LSTM
   output (intermediate `'lstm'`) is concatenated with the 5 side numbers and
   passed through 3 x Dense(64, relu).
 
   Attributes:
-    vocab_size: number of token ids (taken from the data set's token field).
     embed_dim: embedding width.
     lstm_units: LSTM hidden size.
     hidden: widths of the Dense(relu) layers after the concatenation.
-    text_input: input key of the `[batch, time]` token ids.
-    side_inputs: input keys of `[batch, n]` numbers concatenated to the LSTM output.
+    text_input: input key of the `[batch, time]` token ids ('' = the data set's only one).
+    side_inputs: key patterns of `[batch, n]` numbers or categorical ids concatenated to the
+      LSTM output (`'*'`: every one the data set has).
     mask_padding: if True, padding ids (0) do not update the LSTM state.
       The seed's Keras model does not mask; left padding makes this matter little.
+    category_dim: embedding width of each categorical side column.
+    vocab_size, category_sizes: taken from the data set's fields (`fit_to`).
   """
-  vocab_size: int = 0
   embed_dim: int = 128
   lstm_units: int = 64
   hidden: Sequence[int] = ()
-  text_input: str = 'tokens'
+  text_input: str = ''
   side_inputs: Sequence[str] = ()
   mask_padding: bool = True
+  category_dim: int = 8
+  vocab_size: int = 0
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('vocab_size', 'category_sizes')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'embed_dim': WIDTH, 'lstm_units': WIDTH, 'hidden': WIDTHS, 'category_dim': WIDTH}
 
   def reads(self):
-    return {self.text_input: ('tokens',), **{k: ('features',) for k in self.side_inputs}}
+    return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    return self.clone(vocab_size=inputs[self.text_input].vocab_size)
+    kind = kind_of(type(self))
+    text = only(kind, 'text_input', self.text_input, inputs, 'tokens')
+    if text not in inputs:
+      match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming the inputs
+    side = match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
+    side = tuple(k for k in side if k != text)
+    return self.clone(text_input=text, side_inputs=side,
+                      vocab_size=int(inputs[text].vocab_size or 0),
+                      category_sizes=_category_sizes(inputs, side))
+
+  def intermediates(self):
+    return ('lstm',)
 
   def row_tables(self):
     return {self.text_input: ('embedding', 'embedding')}
@@ -111,7 +153,8 @@ class TextTrunk(Trunk):
     valid = (tokens != 0) if self.mask_padding else None
     # The LSTM reads the table itself: it can then skip materializing the embeddings.
     lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=ids, table=table)
-    h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
+    h = jnp.concatenate([lstm] + _side(self, inputs, self.side_inputs, self.category_sizes,
+                                       self.category_dim, lstm.dtype), -1)
     for i, width in enumerate(self.hidden):
       h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
     return h, {'lstm': lstm}
@@ -127,23 +170,41 @@ class HeadlineTrunk(TextTrunk):
 
 
 class MLPTrunk(Trunk):
-  """Numeric inputs concatenated -> Dense(relu) stack.
+  """Numeric inputs (and embedded categorical ones) concatenated -> Dense(relu) stack.
 
   Attributes:
-    inputs_keys: input keys of `[batch, ...]` numbers (flattened).
-    hidden: Dense widths.
+    inputs_keys: key patterns of `[batch, ...]` numbers, images (flattened) or categorical
+      ids (`'*'`: every one the data set has).
+    hidden: Dense widths (`()`: the inputs themselves, a linear model on them).
+    category_dim: embedding width of each categorical column.
+    category_sizes: taken from the data set's fields (`fit_to`).
   """
-  inputs_keys: Sequence[str] = ('features',)
+  inputs_keys: Sequence[str] = ('*',)
   hidden: Sequence[int] = (64, 64)
+  category_dim: int = 8
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('category_sizes',)
+  ranges: ClassVar[Mapping[str, errors.Range]] = {'hidden': WIDTHS, 'category_dim': WIDTH}
 
   def reads(self):
-    return {k: ('features', 'image') for k in self.inputs_keys}
+    return {k: NUMBERS + ('image',) for k in self.inputs_keys}
+
+  def fit_to(self, inputs):
+    keys = match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
+    if not keys:
+      raise errors.UsageError(f'trunk \'mlp\' reads numbers or images, and the data set has '
+                              f'none; its inputs are {sorted(inputs)}')
+    return self.clone(inputs_keys=keys, category_sizes=_category_sizes(inputs, keys))
+
+  def intermediates(self):
+    return tuple(f'dense_{i}' for i in range(len(self.hidden)))
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
-    h = jnp.concatenate([inputs[k].reshape(inputs[k].shape[0], -1).astype(jnp.float32)
-                         for k in self.inputs_keys], -1)
+    h = jnp.concatenate(_side(self, inputs, self.inputs_keys, self.category_sizes,
+                              self.category_dim), -1)
     inter = {}
     for i, width in enumerate(self.hidden):
       h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
@@ -156,16 +217,27 @@ class ConvTrunk(Trunk):
   then flatten -> Dense(relu) stack.
 
   Attributes:
-    image_input: input key of the `[batch, height, width, channels]` images.
+    image_input: input key of the `[batch, height, width, channels]` images ('' = the data
+      set's only one).
     channels: output channels of each conv block.
     hidden: Dense widths after flattening.
   """
-  image_input: str = 'image'
+  image_input: str = ''
   channels: Sequence[int] = (32, 64)
   hidden: Sequence[int] = (128,)
 
+  ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}
+
   def reads(self):
     return {self.image_input: ('image',)}
+
+  def fit_to(self, inputs):
+    key = only('conv', 'image_input', self.image_input, inputs, 'image')
+    match('conv', 'image_input', (key,), inputs, ('image',))
+    return self.clone(image_input=key)
+
+  def intermediates(self):
+    return ('conv',)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
@@ -181,116 +253,79 @@ class ConvTrunk(Trunk):
     return h, inter
 
 
-class BagTrunk(Trunk):
-  """fastText-style bag of n-grams (Joulin et al. 2017), with an optional wide path.
-
-  Three streams of ids, each with its own table: the words (`tokens`), the hashed word
-  bigrams and the hashed character 3-5-grams (`bigrams`, `chargrams`; data/ngrams.py).
-  Each stream's embeddings are averaged over its non-padding ids; the three means are
-  concatenated -> dropout -> [., side numbers] -> Dense(hidden, relu) -> dropout: the
-  features `[batch, hidden]` (`[batch, 3 embed_dim + F]` with hidden 0).
-
-  The wide path (`wide=True`) is a linear model over the same ids beside that deep one, as
-  in Wide & Deep (Cheng et al. 2016): per stream, a K-wide row per id (zero at the start),
-  summed over the example's ids and divided by the square root of their count (an
-  l2-normalized binary bag, like TF-IDF's), plus a linear term in the side numbers. Those
-  are logits, not features, so the trunk returns them as the intermediate `'wide'`
-  `[batch, K]` and the head that names it in `add` adds them to its own logits (the
-  sigmoid head: `sigmoid(Dense(features) + wide)`); `fit_heads` takes K from that head.
-  The wide rows are the last K columns of each stream's table (`[V, embed_dim + K]`), so
-  one lookup per stream serves both paths and the tables stay row-updated
-  (`row_tables`, the `adamw` row rule). docs/trunks.md has the measurements behind it.
+class TransformerTrunk(Trunk):
+  """Token ids -> a small pre-norm Transformer encoder, mean-pooled over the real tokens
+  (model/transformer.py: padding changes nothing), then side inputs -> Dense(relu) stack.
+  Dropout (training only): embeddings, attention, residual branches, pooled text, Dense.
 
   Attributes:
-    vocab_sizes: ids per stream (taken from the data set's fields).
-    embed_dim: embedding width d.
-    hidden: width of the Dense(relu) layer after pooling (0: none).
-    dropout: rate on the pooled text and after the hidden layer (training only).
-    wide: add the wide path (logits `'wide'`); a head must name it in `add`.
-    wide_classes: K, the width of that head (set by `fit_heads`).
-    text_input: input key of the `[batch, L]` word ids.
-    ngram_inputs: input keys of the `[batch, L']` hashed id arrays.
-    side_inputs: input keys of `[batch, n]` numbers concatenated after pooling.
+    embed_dim, num_layers, mlp_dim: model width d, encoder blocks, each block's MLP width.
+    num_heads: attention heads; `embed_dim` must be a multiple of it.
+    dropout: dropout rate.
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids ('' = the data set's only one).
+    side_inputs: key patterns of `[batch, n]` numbers or categorical ids concatenated to the
+      pooled text (`'*'`: every one the data set has).
+    category_dim: embedding width of each categorical side column.
+    vocab_size, max_len, category_sizes: taken from the data set's fields (`fit_to`).
   """
-  vocab_sizes: Sequence[int] = ()
   embed_dim: int = 64
-  hidden: int = 256
-  dropout: float = 0.5
-  wide: bool = False
-  wide_classes: int = 0
-  text_input: str = 'tokens'
-  ngram_inputs: Sequence[str] = ('bigrams', 'chargrams')
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.1
+  hidden: Sequence[int] = (256,)
+  text_input: str = ''
   side_inputs: Sequence[str] = ()
+  category_dim: int = 8
+  vocab_size: int = 0
+  max_len: int = 0
+  category_sizes: Sequence[tuple[str, int]] = ()
 
-  @property
-  def streams(self) -> tuple[str, ...]:
-    return (self.text_input, *self.ngram_inputs)
+  fitted: ClassVar[tuple[str, ...]] = ('vocab_size', 'max_len', 'category_sizes')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'embed_dim': WIDTH, 'num_layers': errors.Range(1, 64, integer=True), 'num_heads': WIDTH,
+      'mlp_dim': WIDTH, 'dropout': errors.Range(0, 0.99), 'hidden': WIDTHS, 'category_dim': WIDTH}
+
+  def __post_init__(self):
+    if self.num_heads >= 1 and self.embed_dim % self.num_heads:
+      raise errors.UsageError(f'--config.trunk.embed_dim={self.embed_dim} must be a multiple of '
+                              f'--config.trunk.num_heads={self.num_heads}')
+    super().__post_init__()
 
   def reads(self):
-    return {self.text_input: ('tokens',), **{k: ('hashed',) for k in self.ngram_inputs},
-            **{k: ('features',) for k in self.side_inputs}}
+    return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    return self.clone(vocab_sizes=tuple(inputs[k].vocab_size for k in self.streams))
+    text = only('transformer', 'text_input', self.text_input, inputs, 'tokens')
+    match('transformer', 'text_input', (text,), inputs, ('tokens',))
+    side = tuple(k for k in match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
+                 if k != text)
+    return self.clone(text_input=text, side_inputs=side, max_len=int(inputs[text].shape[-1]),
+                      vocab_size=int(inputs[text].vocab_size or 0),
+                      category_sizes=_category_sizes(inputs, side))
 
-  def row_tables(self):
-    return {k: (f'table_{k}',) for k in self.streams}
-
-  def fit_heads(self, heads):
-    adders = {n: h.num_classes for n, h in heads.items() if getattr(h, 'add', '') == 'wide'}
-    if not self.wide:
-      if adders:
-        raise errors.UsageError(f'heads {sorted(adders)} add the bag trunk\'s wide logits, '
-                                'but --config.trunk.wide is False')
-      return self
-    if len(adders) != 1:
-      raise errors.UsageError(f'trunk \'bag\' with wide=True needs exactly one head with '
-                              f"add='wide' (--config.heads.<name>.add=wide); got {sorted(adders)}")
-    return self.clone(wide_classes=next(iter(adders.values())))
-
-  def _init(self, key, shape, dtype=jnp.float32):
-    """Embedding columns uniform(-0.05, 0.05) (Keras'), wide columns 0."""
-    deep = layers.embed_init(key, (shape[0], self.embed_dim), dtype)
-    return jnp.concatenate([deep, jnp.zeros((shape[0], shape[1] - self.embed_dim), dtype)], 1)
+  def intermediates(self):
+    return ('encoder',)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
-    d, k = self.embed_dim, self.wide_classes if self.wide else 0
-    pooled, wide = [], 0.0
-    for key, vocab in zip(self.streams, self.vocab_sizes):
-      table = self.param(f'table_{key}', self._init, (vocab, d + k))
-      ids = inputs[key]
-      if isinstance(ids, layers.Lookup):  # training: the batch's rows of the table
-        table, ids, tokens = ids.rows, ids.ids, ids.tokens
-      else:
-        tokens = ids
-      valid = (tokens != 0).astype(table.dtype)  # [batch, L]
-      total = jnp.einsum('ble,bl->be', jnp.take(table, ids, axis=0, mode='clip'), valid)
-      count = jnp.maximum(valid.sum(1, keepdims=True), 1.0)
-      pooled.append(total[:, :d] / count)
-      if k:
-        wide = wide + total[:, d:] * jax.lax.rsqrt(count)
-    h = nn.Dropout(self.dropout, deterministic=not train)(jnp.concatenate(pooled, -1))
-    side = [inputs[key].astype(h.dtype) for key in self.side_inputs]
-    h = jnp.concatenate([h] + side, -1)
-    if self.hidden:
-      h = nn.relu(layers.dense(self.hidden, name='dense_0')(h))
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    inter = {}
-    if k:
-      # The wide path's linear term in the numbers, zero at the start (none without numbers:
-      # a [0, K] kernel has nothing to learn, and orbax cannot save a zero-size array).
-      if sum(x.shape[-1] for x in side):
-        wide = wide + nn.Dense(k, use_bias=False, kernel_init=nn.initializers.zeros,
-                               name='wide_side')(jnp.concatenate(side, -1))
-      inter['wide'] = wide
-    return h, inter
+    text = transformer.Encoder(self.vocab_size, self.max_len, self.embed_dim, self.num_layers,
+                               self.num_heads, self.mlp_dim, self.dropout,
+                               name='encoder')(inputs[self.text_input], train)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    h = jnp.concatenate([drop(text)] + _side(self, inputs, self.side_inputs, self.category_sizes,
+                                             self.category_dim, text.dtype), -1)
+    for i, width in enumerate(self.hidden):
+      h = drop(nn.relu(layers.dense(width, name=f'dense_{i}')(h)))
+    return h, {'encoder': text}
 
 
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
-    'bag': BagTrunk,
+    'bag': bag.BagTrunk,
+    'transformer': TransformerTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,
 }

@@ -39,16 +39,19 @@ def head_from_json(d: dict) -> heads_lib.Head:
   return cls(**_tuples(d))
 
 
-def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int) -> dict:
-  """The extras of a checkpoint (strict JSON)."""
+def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
+         best_metric_curve=()) -> dict:
+  """The extras of a checkpoint (strict JSON). `best_metric_curve`: `[[epoch, value], ...]`
+  of the best metric on validation so far, from which early stopping resumes exactly."""
   return {
       'config': json.loads(config.to_json_best_effort()),
       'heads': {name: head_to_json(h) for name, h in heads.items()},
-      'data': {'name': ds.name, 'meta': dict(ds.meta),
+      'data': {'name': ds.name, 'meta': dict(ds.meta), 'fingerprint': dict(ds.fingerprint),
                'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
                'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
       'thresholds': thresholds,
       'epoch': epoch,
+      'best_metric_curve': [[int(e), v] for e, v in best_metric_curve],
   }
 
 

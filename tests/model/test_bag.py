@@ -36,7 +36,7 @@ def _arrays(seed=0):
           'y': (rng.random((B, K)) < 0.5).astype(np.float32)}
 
 
-def _config(wide=True, add='wide', optimizer='adamw', hidden=6):
+def _config(wide=True, add='wide', optimizer='adamw', hidden=(6,)):
   c = configs.base_config()
   c.trunk = {'kind': 'bag', 'embed_dim': D, 'hidden': hidden, 'dropout': 0.5, 'wide': wide,
              'side_inputs': ('features',)}
@@ -50,7 +50,7 @@ def _inputs(a):
 
 
 def test_features_are_masked_means_and_wide_logits_are_root_normalized_sums():
-  model, _ = model_lib.build_model(_config(hidden=0), DS)
+  model, _ = model_lib.build_model(_config(hidden=()), DS)
   a = _arrays()
   params = model.init(jax.random.key(0), _inputs(a))['params']
   # Random wide columns (they start at zero) and side weights, to see them at work.
@@ -134,7 +134,7 @@ def test_training_updates_only_the_rows_a_batch_touched():
 
 @pytest.mark.parametrize('config, match', [
     (_config(add=''), "exactly one head with add='wide'"),
-    (_config(wide=False), 'trunk.wide is False'),
+    (_config(wide=False), r"add 'wide' is not an output of trunk BagTrunk; it gives \[\]"),
 ])
 def test_wide_and_add_must_agree(config, match):
   with pytest.raises(errors.UsageError, match=match):
@@ -152,4 +152,4 @@ def test_bag_reads_hashed_ids():
   ds = base.Dataset(name='toy', splits={}, meta={}, targets=DS.targets,
                     inputs={**DS.inputs, 'bigrams': DS.inputs['tokens']})
   with pytest.raises(errors.UsageError, match="reads input 'bigrams' as hashed"):
-    trunks.build(trunks.BagTrunk, {}, ds.inputs)
+    trunks.build(trunks.get('bag'), {'text_input': 'tokens'}, ds.inputs)
