@@ -172,7 +172,7 @@ def test_a_numbers_only_table_gets_an_mlp_and_any_trunk_can_be_chosen(tmp_path):
               categorical_encoding='embed')
   ds, arrays = data_lib.load_checked(text)
   trunk = train.check_config(text)[0].trunk(ds.inputs)
-  assert type(trunk).__name__ == 'TextTrunk'
+  assert type(trunk).__name__ == 'BagTrunk'  # text and hashed n-grams: the bag
   assert trunk.side_inputs == ('features', 'categories')  # '*': every numeric input
   text.trunk.kind = 'mlp'  # on the same table: numbers and embedded categories, no tokens
   run = compiled(text, ds, arrays['train'])
@@ -195,7 +195,7 @@ def test_other_trunks_settings_are_left_out_and_a_typo_is_refused(tmp_path):
   spec = model_lib.resolve(c)
   assert 'lstm_units' in spec.trunk_settings
   trunk = spec.trunk(data_lib.schema(c.data).inputs)
-  assert trunk.hidden == (64,)  # the experiment's width carries over to the chosen trunk
+  assert trunk.hidden == (256,)  # the experiment's width carries over to the chosen trunk
   bad = dict(c.trunk)
   bad['lstm_unit'] = 3
   with pytest.raises(errors.UsageError, match="unknown trunk setting 'lstm_unit'.*did you mean "
