@@ -100,8 +100,9 @@ class HeadSpec:
           f'head {self.name!r}: source {source!r} is not an output of trunk '
           f'{type(trunk).__name__}; it gives \'features\' and {list(trunk.intermediates())} '
           f'(--config.heads.{self.name}.source)')
-    if trunk is not None and not trunk_from_data and self.adds(trunk) != self.settings.get(
-        'add', ''):
+    # A trunk chosen by the data that adds nothing to any head (an MLP) leaves `add` out.
+    lenient = trunk_from_data and type(trunk).fit_heads is trunks.Trunk.fit_heads
+    if trunk is not None and not lenient and self.adds(trunk) != self.settings.get('add', ''):
       raise errors.UsageError(
           f'head {self.name!r}: add {self.settings["add"]!r} is not an output of trunk '
           f'{type(trunk).__name__}; it gives {list(trunk.intermediates())} '
