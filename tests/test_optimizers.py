@@ -62,5 +62,5 @@ def test_weight_decay_is_adamws_and_reaches_its_row_rule():
   with pytest.raises(errors.UsageError, match='weight_decay=0.25 needs --config.optimizer=adamw'):
     configs.validate(c)
   c.optimizer, c.weight_decay = 'adamw', -1.0
-  with pytest.raises(errors.UsageError, match='must be >= 0'):
+  with pytest.raises(errors.UsageError, match='weight_decay must be a number from 0 to 1, got -1.0'):
     configs.validate(c)
