@@ -152,7 +152,8 @@ def test_the_schema_is_known_before_any_row_and_matches_the_prepared_fields(tmp_
   schema = data_lib.schema(c.data)
   assert not (tmp_path / 'tfds').exists()  # nothing prepared, no row parsed
   ds = data_lib.load(c.data, batch_size=4)
-  assert set(schema.inputs) == set(ds.inputs) == {'tokens', 'features', 'categories'}
+  assert set(schema.inputs) == set(ds.inputs) == {'tokens', 'bigrams', 'chargrams', 'features',
+                                                  'categories'}
   assert set(schema.targets) == set(ds.targets) == {'labels'}
   for k, f in {**schema.inputs, **schema.targets}.items():
     real = {**ds.inputs, **ds.targets}[k]
