@@ -175,6 +175,7 @@ def test_a_numbers_only_table_gets_an_mlp_and_any_trunk_can_be_chosen(tmp_path):
   trunk = train.check_config(text)[0].trunk(ds.inputs)
   assert type(trunk).__name__ == 'BagTrunk'  # text and hashed n-grams: the bag
   assert trunk.side_inputs == ('features', 'categories')  # '*': every numeric input
+  text.heads.labels.add = ''  # an MLP has no wide path to add
   text.trunk.kind = 'mlp'  # on the same table: numbers and embedded categories, no tokens
   run = compiled(text, ds, arrays['train'])
   assert run.model.trunk.inputs_keys == ('features', 'categories')
@@ -182,7 +183,8 @@ def test_a_numbers_only_table_gets_an_mlp_and_any_trunk_can_be_chosen(tmp_path):
   assert params['trunk']['embed_categories']['embedding'].shape == (4, 8)  # 3 colours + unknown
   text.trunk.kind = 'conv'
   with pytest.raises(errors.UsageError, match=r"trunk 'conv' reads one image input, and the "
-                     r"data set has none; its inputs are \['categories', 'features', 'tokens'\]"):
+                     r"data set has none; its inputs are \['bigrams', "
+                     r"'categories', 'chargrams', 'features', 'tokens'\]"):
     train.check_config(text)
   numbers.trunk.kind = 'text'
   with pytest.raises(errors.UsageError, match="trunk 'text' reads one tokens input"):
