@@ -10,9 +10,9 @@
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
 #   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
 #   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
-#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]  label prior, TF-IDF + LR
-#   ./launch.sh compare_heads [--quick] [--workdir=DIR]   every head vs the baselines -> results/
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
+#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]   prior, TF-IDF + LR
+#   ./launch.sh compare_heads [--config.quick=True] [--workdir=DIR]   every head -> results/
 #   ./launch.sh score|predict|compare|tune|cv|baseline|compare_heads --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
@@ -71,7 +71,8 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare|tune|cv)
+  compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
+  compare|tune|cv|baseline)
     # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
@@ -80,22 +81,11 @@ case $cmd in
       exit 2
     fi
     shift
-    if [[ $cmd == cv ]]; then
-      exec "$venv/bin/python" -m mlheads.commands.cv --config="experiments/$name.py" \
+    if [[ $cmd == cv || $cmd == baseline ]]; then
+      exec "$venv/bin/python" -m "mlheads.commands.$cmd" --config="experiments/$name.py" \
         --experiment="$name" "$@"
     fi
     exec "$venv/bin/python" -m "mlheads.commands.$cmd" --experiment="$name" "$@" ;;
-  baseline)
-    name=${1:-}
-    if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
-      echo "launch.sh: baseline: unknown experiment '$name'. Known experiments:" >&2
-      list_experiments >&2
-      exit 2
-    fi
-    shift
-    exec "$venv/bin/python" -m mlheads.commands.baseline --config="experiments/$name.py" \
-      --experiment="$name" "$@" ;;
-  compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

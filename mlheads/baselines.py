@@ -293,3 +293,23 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
   }
   names = {o: ds.class_names(h.target) for o, h in heads.items()}
   return Fitted(heads=heads, predictions=preds, summary=summary, class_names=names)
+
+
+def beside(summary: Mapping, fitted: Fitted) -> dict:
+  """A run's test macro mAP per output beside the baselines' on the same splits.
+
+  Args:
+    summary: the run's metrics.json (`train.train_and_evaluate`'s return).
+    fitted: `fit` on the run's config.
+
+  Returns:
+    {output: {'run', 'logistic', 'label_prior'}: test average_precision_macro (None where
+    undefined)}, plus 'c' (the C chosen per target on validation).
+  """
+  test = lambda sections, out: sections.get('test', {}).get(out, {}).get(
+      'average_precision_macro')
+  base = fitted.summary
+  out = {o: {'run': test(summary, o), 'logistic': test(base, o),
+             'label_prior': test(base['label_prior'], o)} for o in fitted.heads}
+  out['c'] = dict(base['baseline']['c'])
+  return out

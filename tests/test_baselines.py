@@ -183,3 +183,33 @@ def test_regression_outputs_and_bad_c_are_usage_errors(tmp_path):
     baselines.fit(c, progress=lambda _: None)
   with pytest.raises(errors.UsageError, match='C values must be > 0'):
     baselines.fit(c, c_grid=(0.0,), progress=lambda _: None)
+
+
+def test_a_run_with_baseline_true_reports_the_baseline_beside_its_own_map(tiny_config,
+                                                                          tmp_path):
+  """`--config.baseline=True`: metrics.json gets the baselines' test mAP on the same splits,
+  the very numbers `baselines.fit` gives alone, and the summary table prints them."""
+  from mlheads import console  # pylint: disable=g-import-not-at-top
+  from mlheads import train  # pylint: disable=g-import-not-at-top
+  tiny_config.baseline = True
+  summary = train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  alone = baselines.fit(tiny_config, progress=lambda _: None).summary
+  for out in ('main', 'aux'):
+    got = summary['baseline'][out]
+    assert got['run'] == summary['test'][out]['average_precision_macro']
+    assert got['logistic'] == alone['test'][out]['average_precision_macro']
+    assert got['label_prior'] == alone['label_prior']['test'][out]['average_precision_macro']
+  assert summary['baseline']['c'] == alone['baseline']['c']
+  line = next(l for l in console.summary_table(summary).splitlines()
+              if l.startswith('Baseline, main:'))
+  assert f'{summary["test"]["main"]["average_precision_macro"]:.4f} (this run)' in line
+  assert f'{alone["test"]["main"]["average_precision_macro"]:.4f} (TF-IDF' in line
+
+
+def test_baseline_true_on_a_regression_output_fails_before_any_data_is_read(tmp_path):
+  from mlheads import train  # pylint: disable=g-import-not-at-top
+  c = headline_counts.get_config()
+  c.data.dir, c.baseline = str(tmp_path / 'tfds'), True
+  with pytest.raises(errors.UsageError, match='binary targets only'):
+    train.check_config(c)
+  assert not (tmp_path / 'tfds').exists()

@@ -37,9 +37,9 @@ from mlheads.data import tweets
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`), and
+  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`),
   the record fields it will have (`schema(config.data)`, known from the settings alone: it
-  checks them, and lets every name in the config be checked before any data is read), and
+  checks them, and lets every name in the config be checked before any data is read) and
   (`rows`, None where there are none) its raw rows of each split."""
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]

@@ -23,10 +23,10 @@ import tensorflow_datasets as tfds
 from mlheads import errors
 
 SPLITS = ('train', 'validation', 'test')
-INPUT_KINDS = ('tokens', 'hashed', 'features', 'image', 'categories')  # what a model reads
-TARGET_KINDS = ('binary', 'real')
 # The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
 RECORD_ORDER = 'rows'
+INPUT_KINDS = ('tokens', 'hashed', 'features', 'image', 'categories')  # what a model reads
+TARGET_KINDS = ('binary', 'real')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -229,12 +229,9 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
-def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
-  n = len(table.lines)
-
-
 def rows(data_config) -> base.Rows:
-  """The files' rows (parsed and checked) and the rows of each split, as its records are."""
+  """The files' rows (parsed and checked) and the rows of each split, as its records are: the
+  raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
   for path, _ in s.files():
     if not os.path.isfile(path):
@@ -324,9 +321,11 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  # 1.3.0: hashed bigrams and character n-grams; lengths from the data.
-  VERSION = tfds.core.Version('1.3.0')
-  RELEASE_NOTES = {'1.3.0': 'hashed bigrams and character n-grams; lengths from the data',
+  # 1.3.0: records in the order of the split's rows (base.Rows; metadata record_order).
+  # 1.4.0: hashed bigrams and character n-grams; lengths from the data.
+  VERSION = tfds.core.Version('1.4.0')
+  RELEASE_NOTES = {'1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []

@@ -22,6 +22,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import losses
+from mlheads.model import networks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Context:
   labels: jax.Array | None  # this head's targets during training (teacher forcing)
   train: bool
   mask: jax.Array | None = None  # 1 where `labels` is known
+  initializing: bool = False  # the model is creating its parameters (Module.init)
 
 
 def _ones_if_none(mask, labels):
@@ -205,40 +207,26 @@ class BinarySoftmaxHead(Head):
     return jax.nn.softmax(logits, axis=-1)[..., 1]
 
 
-class _OneNetwork(nn.Module):
-  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
-  trunk: nn.Module
-  train: bool = False
-
-  @nn.compact
-  def __call__(self, inputs):
-    h, _ = self.trunk(inputs, train=self.train)
-    return layers.dense(1, name='out')(h)[..., 0]
-
-
-def per_class_networks(trunk: nn.Module, num_classes: int, train: bool, name: str):
-  """K copies of `_OneNetwork` with stacked parameters (leading axis K), one program."""
-  stacked = nn.vmap(_OneNetwork, variable_axes={'params': 0},
-                    split_rngs={'params': True, 'dropout': True},
-                    in_axes=None, out_axes=-1, axis_size=num_classes)
-  return stacked(trunk=trunk.clone(parent=None, name=None), train=train, name=name)
-
-
 @dataclasses.dataclass(frozen=True)
 class PerClassHead(Head):
   """One whole network (trunk + binary output) per class, all K trained in one step.
 
-  The K networks are `nn.vmap`ped over stacked parameters: one jitted
-  program, K independent initialisations, nothing shared. Each reads the
-  model inputs, not the shared trunk's features (so `source` must stay
-  'features'); scores are sigmoids.
+  The K networks have stacked parameters (model/networks.py): one jitted
+  program, K independent initialisations, nothing shared. They are vmapped, or
+  run one after another where the trunk vmaps badly (convolutions on the CPU);
+  `layout` forces one ('vmap' / 'unroll'; None: by `networks.layout`), with the same
+  parameters and outputs either way. Each reads the model inputs, not the shared
+  trunk's features (so `source` must stay 'features'); scores are sigmoids.
   """
+  layout: str | None = None
+
   needs_features: ClassVar[bool] = False
   reads_inputs: ClassVar[bool] = True
 
   def output(self, features, ctx, name):
     del features
-    return per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
+    return networks.stacked(ctx.trunk, self.num_classes, ctx.train, name, self.layout,
+                            ctx.initializing)(ctx.inputs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import heads as heads_lib
 from mlheads.model import losses
+from mlheads.model import networks
 from mlheads.model import settings as settings_lib
 from mlheads.model import trunks
 
@@ -51,7 +52,7 @@ class Model(nn.Module):
     for name, head in self.heads.items():
       ctx = heads_lib.Context(inputs=inputs, intermediates=intermediates, trunk=self.trunk,
                               labels=None if labels is None else labels.get(head.target),
-                              train=train,
+                              train=train, initializing=self.is_initializing(),
                               mask=None if masks is None else masks.get(head.target))
       out[name] = head.output(features, ctx, name=name)
     return out
@@ -248,6 +249,9 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')
+  if kind == 'per_class' and cfg.get('layout') not in (None,) + networks.LAYOUTS:
+    raise errors.UsageError(f'per_class head {name!r}: layout {cfg["layout"]!r}; known: '
+                            f'{list(networks.LAYOUTS)} (or unset: chosen by the trunk)')
   return HeadSpec(name=name, kind=kind, cls=cls, settings=cfg, num_classes=int(num_classes),
                   loss_options=tuple(sorted(chosen.items())))
 

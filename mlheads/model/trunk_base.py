@@ -1,12 +1,8 @@
-"""The trunk base class and what every trunk uses to read its inputs (trunks.py has them by
-name): key patterns matched against the data set's inputs, side inputs as blocks of numbers.
+"""The trunk base class and what every trunk shares: setting ranges, input key patterns,
+side inputs. The trunks themselves and their registry are in trunks.py."""
 
-Input settings are key patterns matched against the data set's inputs of the kinds a trunk
-reads: `'*'` is every one of them, `''` the only one, a plain name that very input.
-"""
-
-from collections.abc import Mapping, Sequence
 import fnmatch
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -55,6 +51,8 @@ def only(trunk: str, setting: str, key: str, inputs: Mapping[str, Any], kind: st
 
 class Trunk(nn.Module):
   """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
+  # False: per_class runs its K networks one after another on the CPU (model/networks.py).
+  vmaps_well: ClassVar[bool] = True
 
   # Settings the data set fills in (`fit_to`), never set in the config.
   fitted: ClassVar[tuple[str, ...]] = ()

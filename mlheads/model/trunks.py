@@ -18,7 +18,7 @@ setting changed: `--config.trunk.kind=mlp` on a table of numbers.
 
 `config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
 command line reaches them all; the chosen trunk takes its own and leaves the
-others' (logged).
+others' (logged). The base class and the helpers every trunk shares are in trunk_base.py.
 """
 
 import dataclasses
@@ -33,14 +33,10 @@ import jax.numpy as jnp
 from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import bag
-from mlheads.model import trunk_base
 from mlheads.model import transformer
-
-# The base and the input helpers (trunk_base.py), under the names the trunks here use.
-Trunk = trunk_base.Trunk
-WIDTH, WIDTHS, NUMBERS = trunk_base.WIDTH, trunk_base.WIDTHS, trunk_base.NUMBERS
-match, only = trunk_base.match, trunk_base.only
-_side, _category_sizes = trunk_base.side_blocks, trunk_base.category_sizes
+from mlheads.model.trunk_base import NUMBERS, WIDTH, WIDTHS, Trunk, match, only
+from mlheads.model.trunk_base import category_sizes as _category_sizes
+from mlheads.model.trunk_base import side_blocks as _side
 
 
 def kind_of(cls) -> str:
@@ -224,6 +220,7 @@ class ConvTrunk(Trunk):
   """
   image_input: str = ''
   channels: Sequence[int] = (32, 64)
+  vmaps_well: ClassVar[bool] = False  # vmapped convolutions: grouped ones, slow on XLA:CPU
   hidden: Sequence[int] = (128,)
 
   ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}

@@ -32,7 +32,6 @@ from mlheads import sharding  # noqa: E402
 from mlheads import train  # noqa: E402
 from mlheads.data import base  # noqa: E402
 from mlheads.data import pipeline  # noqa: E402
-from mlheads.model import model as model_lib  # noqa: E402
 from mlheads.state import train_state  # noqa: E402
 
 keras = pytest.importorskip('keras')
@@ -54,6 +53,7 @@ def mlheads_headline(vocab, time, embed, units, width):
   """The headline experiment at these sizes: (model, heads, tx, parallel, dataset)."""
   c = headline.get_config()
   c.trunk.embed_dim, c.trunk.lstm_units, c.trunk.hidden = embed, units, (width,) * 3
+  c.heads.aux.target = 'aux_label'  # the seed feeds the same labels twice; distinct ones test more
   c.learning_rate = LR
   ds = base.Dataset(
       name='headline_parity', splits={}, meta={},
@@ -61,9 +61,8 @@ def mlheads_headline(vocab, time, embed, units, width):
               'extra': base.Field((EXTRA,), 'float32', 'features')},
       targets={'retweeted': base.Field((1,), 'float32', 'binary'),
                'aux_label': base.Field((1,), 'float32', 'binary')})
-  _, tx, _ = train.check_config(c)  # checked against trump_tweets' schema, whose targets ...
-  c.heads.aux.target = 'aux_label'  # ... differ: the seed feeds the same labels twice
-  model, heads = model_lib.resolve(c).build(ds)
+  spec, tx, _ = train.check_config(c, ds)
+  model, heads = spec.build(ds)
   return model, heads, tx, sharding.DataParallel.over_all_devices(), ds
 
 
