@@ -41,6 +41,24 @@ OPTIMIZERS = {
 }
 
 
+def _take_rows(rows, table, values, *state):
+  """The table's (`values` if gathered already) and each state array's `rows`; for rows None,
+  the whole arrays. Padding rows (`>= V`) read a clipped row that `_put_rows` drops."""
+  if rows is None:
+    return (table, *state)
+  take = lambda a: jnp.take(a, rows, axis=0, mode='clip')
+  return (take(table) if values is None else values, *map(take, state))
+
+
+def _put_rows(rows, arrays, updated):
+  """`arrays` with the `updated` values at `rows` (padding rows dropped); for rows None, the
+  updated whole arrays."""
+  if rows is None:
+    return tuple(updated)
+  return tuple(a.at[rows].set(v, mode='drop', unique_indices=True)
+               for a, v in zip(arrays, updated))
+
+
 class RowState(NamedTuple):
   """A lazily updated table's optimizer state."""
   nu: jax.Array  # [V, E] second moment, as of the step count `last` of its row
@@ -77,12 +95,7 @@ class LazyRMSprop:
       step: the optimizer step count before this step (`TrainState.step`).
       values: `table[rows]` if the caller has gathered them already.
     """
-    if rows is None:
-      w, nu, last = table, state.nu, state.last
-    else:
-      take = lambda a: jnp.take(a, rows, axis=0, mode='clip')  # padding rows: dropped below
-      w = take(table) if values is None else values
-      nu, last = take(state.nu), take(state.last)
+    w, nu, last = _take_rows(rows, table, values, state.nu, state.last)
     missed = (step + 1 - last).astype(grads.dtype)[:, None]
     # decay**1 exactly when no step was missed: the dense rule's arithmetic, bit for bit.
     decay = jnp.where(missed == 1, self.decay, jnp.power(self.decay, missed))
@@ -93,10 +106,9 @@ class LazyRMSprop:
     else:
       scaled = (1 / (jnp.sqrt(nu) + self.eps)) * grads
     w = w + (-self.learning_rate) * scaled
-    if rows is None:
-      return w, RowState(nu, jnp.full_like(last, step + 1))
-    put = lambda a, v: a.at[rows].set(v, mode='drop', unique_indices=True)
-    return put(table, w), RowState(put(state.nu, nu), put(state.last, step + 1))
+    w, nu, last = _put_rows(rows, (table, state.nu, state.last),
+                            (w, nu, jnp.full_like(last, step + 1)))
+    return w, RowState(nu, last)
 
 
 class AdamRows(NamedTuple):
@@ -127,12 +139,7 @@ class LazyAdamW:
 
   def update(self, table, state: AdamRows, rows, grads, step, values=None):
     """Returns (table, state) after one step; arguments as `LazyRMSprop.update`."""
-    if rows is None:
-      w, mu, nu = table, state.mu, state.nu
-    else:
-      take = lambda a: jnp.take(a, rows, axis=0, mode='clip')  # padding rows: dropped below
-      w = take(table) if values is None else values
-      mu, nu = take(state.mu), take(state.nu)
+    w, mu, nu = _take_rows(rows, table, values, state.mu, state.nu)
     # optax's order of operations (scale_by_adam, add_decayed_weights, scale_by_learning_rate).
     mu = (1 - self.b1) * grads + self.b1 * mu
     nu = (1 - self.b2) * jnp.square(grads) + self.b2 * nu
@@ -143,10 +150,8 @@ class LazyAdamW:
     if self.weight_decay:
       u = u + self.weight_decay * w
     w = w + (-self.learning_rate) * u
-    if rows is None:
-      return w, AdamRows(mu, nu)
-    put = lambda a, v: a.at[rows].set(v, mode='drop', unique_indices=True)
-    return put(table, w), AdamRows(put(state.mu, mu), put(state.nu, nu))
+    w, mu, nu = _put_rows(rows, (table, state.mu, state.nu), (w, mu, nu))
+    return w, AdamRows(mu, nu)
 
 
 ROW_RULES = {
