@@ -23,6 +23,10 @@ Splits, one of:
   * `folds=k`, `fold=i` (k-fold cross-validation, `./launch.sh cv`): rows permuted by
     `split_seed` and cut into k folds; fold i is test, fold i + 1 (mod k) validation, the
     rest train.
+`max_len` / `max_ngrams` 0 (the defaults): the 99.5th percentile of the train split's
+words / character n-grams per text (at most 128 / 1024), saved in the metadata. `rows` hands
+back each split's raw rows (for the baseline's TF-IDF), split by the same `split_parts` as the
+records.
 
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value. The
@@ -50,6 +54,7 @@ from mlheads.data import cells as cells_lib
 from mlheads.data import csv_columns
 from mlheads.data import csv_prepare
 from mlheads.data import files
+from mlheads.data import ngrams
 
 FRACTIONS = csv_prepare.FRACTIONS
 TARGET = csv_prepare.TARGET
@@ -58,6 +63,7 @@ RANGES = {
     'folds': errors.Range(0, 1000, integer=True),
     'fold': errors.Range(0, 999, integer=True),
     'max_categories': errors.Range(1, 1_000_000, integer=True),
+    'min_count': errors.Range(1, 2**31 - 1, integer=True),
 }
 
 
@@ -75,9 +81,12 @@ class Settings:
   separator: str = '|'
   classes: tuple[str, ...] = ()
   vocab_size: int = 10_000
-  max_len: int = 30
+  max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
+  min_count: int = 2
+  max_ngrams: int = 0  # 0: from the train split
+  hash_buckets: int = ngrams.BUCKETS
   split_column: str = ''
   validation_path: str = ''
   test_path: str = ''
@@ -201,7 +210,8 @@ def rows(data_config) -> base.Rows:
   s = settings_from_config(data_config)
   table = parse(s)
   parts, rule = split_parts(s, table)
-  return base.Rows(table.rows, parts, tuple(s.text), rule)
+  return base.Rows(table.rows, parts, tuple(table.columns['text']), rule)
+
 
 
 def make_arrays(s: Settings, chunk: int = csv_prepare.CHUNK
@@ -230,11 +240,15 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record;
-  # 1.3.0 (a 1.x format): records in the order of the split's rows (base.Rows);
-  # 2.0.0: tensors as raw bytes, the record checks in the metadata; 2.1.0: and in row order.
-  VERSION = tfds.core.Version('2.1.0')
-  RELEASE_NOTES = {'2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
-                   '2.0.0': base.RAW_BYTES_NOTE, '1.3.0': 'records in row order',
+  # 1.3.0, 1.4.0 (1.x formats): records in row order (base.Rows); hashed n-grams, lengths
+  # from the data. 2.0.0: tensors as raw bytes, the record checks in the metadata; 2.1.0: and
+  # in row order; 2.2.0: and the n-grams.
+  VERSION = tfds.core.Version('2.2.0')
+  RELEASE_NOTES = {'2.2.0': base.RAW_BYTES_NOTE + '; row order; hashed n-grams',
+                   '2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE,
+                   '1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
@@ -277,7 +291,7 @@ def cache_key(s: Settings) -> str:
   return f'{stem.strip("_")[:40] or "data"}_{h.hexdigest()[:12]}'
 
 
-_CODING = ('columns', 'tokenizer', 'categories', 'scaling')
+_CODING = ('columns', 'tokenizer', 'ngrams', 'categories', 'scaling')
 
 
 def builder(data_config) -> FromCsv:

@@ -24,6 +24,7 @@ from mlheads.data import base
 from mlheads.data import cells as cells_lib
 from mlheads.data import csv_columns
 from mlheads.data import files
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
 # Rows parsed at a time: what bounds the memory of preparing a file, whatever its size.
@@ -150,16 +151,19 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
   names = [collections.Counter() for _ in base.SPLITS]  # label_list: the names seen per split
   known = [False] * max(len(s.labels), 1)
   unknown = 0  # label cells (labels layout) or rows (label_list layout)
-  truncated, first = [0] * len(base.SPLITS), [[] for _ in base.SPLITS]
+  first = [[] for _ in base.SPLITS]
+  lengths = []  # per chunk: (split, words, character n-grams) of each text, for B09's count
   for c in read(s, cols, srcs, size):
     m = len(c.rows)
     if parts is None:
       split_of[c.start:c.start + m] = [base.SPLITS.index(x) for x in c.splits]
     where = split_of[c.start:c.start + m]
-    fit.add(c.rows.iloc[np.flatnonzero(where == 0)], c.numeric[where == 0])
-    for col in cols['text']:
-      for text, k in zip(cells_lib.texts(c.rows, col), where):
-        truncated[k] += len(tokenizer_lib.split_words(text)) > s.max_len
+    train = np.flatnonzero(where == 0)
+    words = [[tokenizer_lib.split_words(t) for t in cells_lib.texts(c.rows, col)]
+             for col in cols['text']]
+    fit.add(c.rows.iloc[train], c.numeric[train], [w[i] for w in words for i in train])
+    lengths += [(where, np.array([len(x) for x in w]),
+                 np.array([ngrams.chargram_count(x) for x in w])) for w in words]
     for line, k, cell in zip(c.rows.index, where, c.label_cells):
       if len(first[k]) < 3:
         first[k].append(int(line))
@@ -185,13 +189,17 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
       split: sum(c for name, c in names[k].items() if name not in classes)
       for k, split in enumerate(base.SPLITS)}
   coding = fit.coding()
-  truncated = dict(zip(base.SPLITS, truncated))
+  fitted = coding['columns']
+  # A text is truncated when its words or its character n-grams do not all fit (ngrams.py).
+  truncated = {split: int(sum(((w > fitted['max_len']) | (g > fitted['max_ngrams']))[
+      where == k].sum() for where, w, g in lengths)) for k, split in enumerate(base.SPLITS)}
   logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
-               'cells %d; texts truncated to %d tokens: %s; label names outside the class '
-               'list dropped: %s.', s.path, n, {k: len(v) for k, v in rows_of.items()}, rule,
-               {k: f.shape for k, f in csv_columns.fields(cols, coding).items()},
+               'cells %d; texts truncated to %d words or %d character n-grams: %s; label names '
+               'outside the class list dropped: %s.', s.path, n,
+               {k: len(v) for k, v in rows_of.items()}, rule,
+               {k: f.shape for k, f in csv_columns.fields(fitted, coding).items()},
                len(classes), list(classes), unknown * (1 if s.labels else len(classes)),
-               s.max_len, truncated, dropped)
+               fitted['max_len'], fitted['max_ngrams'], truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
