@@ -127,7 +127,7 @@ class Fit:
   def __init__(self, cols: dict, s):
     self.cols, self.s = cols, s
     self.words = collections.Counter()
-    self.lengths = ([], [])  # per train text: words, character n-grams
+    self.lengths = ([], [])  # per chunk, per train text: words, character n-grams
     self.counts = {c: collections.Counter() for c in cols['categorical']}
     self.moments = Moments(len(cols['features']))
 
@@ -137,15 +137,16 @@ class Fit:
     of theirs (tokenizer.split_words, text column after text column)."""
     for w in words:
       self.words.update(w)
-      self.lengths[0].append(len(w))
-      self.lengths[1].append(ngrams.chargram_count(w))
+    self.lengths[0].append(np.array([len(w) for w in words], np.int32))
+    self.lengths[1].append(np.array([ngrams.chargram_count(w) for w in words], np.int32))
     for c, counts in self.counts.items():
       counts.update(v for v in _category_values(train, c) if v is not None)
     self.moments.add(numeric_train)
 
   def coding(self) -> dict:
     s = self.s
-    max_len, max_ngrams = ngrams.lengths_of(*self.lengths, s.max_len, s.max_ngrams)
+    max_len, max_ngrams = ngrams.lengths_of(*(np.concatenate(c) if c else np.zeros(0)
+                                              for c in self.lengths), s.max_len, s.max_ngrams)
     tok = tokenizer_lib.Tokenizer.from_counts(self.words, s.vocab_size, max_len, s.min_count)
     categories = {c: [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                       [:s.max_categories]] for c, counts in self.counts.items()}

@@ -162,8 +162,8 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
     words = [[tokenizer_lib.split_words(t) for t in cells_lib.texts(c.rows, col)]
              for col in cols['text']]
     fit.add(c.rows.iloc[train], c.numeric[train], [w[i] for w in words for i in train])
-    lengths += [(where, np.array([len(x) for x in w]),
-                 np.array([ngrams.chargram_count(x) for x in w])) for w in words]
+    lengths += [(where, np.array([len(x) for x in w], np.int32),
+                 np.array([ngrams.chargram_count(x) for x in w], np.int32)) for w in words]
     for line, k, cell in zip(c.rows.index, where, c.label_cells):
       if len(first[k]) < 3:
         first[k].append(int(line))
