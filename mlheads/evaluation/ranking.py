@@ -1,14 +1,31 @@
-"""Exact ranking metrics: one sort of packed int32 keys per axis.
+"""Exact ranking kernels (jittable): rows of a batch, and blocks of whole classes.
 
-Scores are compared in float32. The sorts pack (score bits, label bit) into
-one int32 key: non-negative float32 bits order like the floats, and one int32
-operand sorts several times faster than (float, label) pairs, which is why
-scores must lie in [0, 1]. On CPU the three sorts (rows, columns, all
-entries) run in NumPy via `jax.pure_callback` (see `sort_last_axis`); tie
+Two kinds of kernel, so that a split of any size is evaluated in bounded memory
+(streaming.py drives them):
+
+* `row_sums(...)`: sums over a batch's rows of the sample-wise ranking metrics
+  (LRAP, coverage, ranking loss) and the @k metrics (P@k, R@k, nDCG@k and the
+  propensity-scored PSP@k, PSnDCG@k of Jain, Prabhu and Varma, KDD 2016). No
+  sort: each row's positives are compared with its K scores (`[B, P, K]`, P the
+  most positives in a row), and the @k metrics read the k highest scores'
+  tie groups (`lax.top_k`).
+* `class_block(keys)`: AP and ROC AUC of whole classes, and each class's
+  F1-best threshold, from one sort of packed keys per class.
+
+The sorts pack (score bits, label bit) into one int32 key: non-negative
+float32 bits order like the floats, and one int32 operand sorts several times
+faster than (float, label) pairs, which is why scores must lie in [0, 1]. On
+CPU they run in NumPy via `jax.pure_callback` (see `sort_last_axis`); tie
 groups and counts are XLA scans. metrics.py documents the conventions (ties,
 masks, undefined values) and checks the inputs.
+
+Ties at the k-th score are split evenly: a position of the top k held by a tie
+group of c entries with g positives gains g / c (the expected gain over a random
+order of the tied labels, what scikit-learn's `ndcg_score` computes), so no
+metric depends on the column order.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -16,7 +33,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-TOP_K = (1, 3)
+TOP_K = (1, 3, 5)
+DEFAULT_THRESHOLD = 0.5  # a class without a positive to tune on keeps it
 
 
 def valid_and_positive(labels, mask):
@@ -137,68 +155,148 @@ def average_precision_and_auc(st: _Sorted):
   return jnp.where(defined, ap, nan), jnp.where(defined, auc, nan)
 
 
-def _precision_at_k(st: _Sorted, k: int):
-  """Per-row precision@k `[N]`, ties at the k-th score split evenly."""
-  m = st.score.shape[-1]
-  kk = jnp.minimum(k, st.n_valid)  # [N, 1]
-  # The k-th highest unmasked score sits at ascending position m - kk.
-  at = jnp.clip(m - kk, 0, m - 1)
-  t = jnp.take_along_axis(st.score, at, axis=-1)
-  above, tied = st.score > t, st.score == t
-  n_above = jnp.sum(above, -1, keepdims=True)
-  n_tied = jnp.maximum(jnp.sum(tied, -1, keepdims=True), 1)
-  hits = jnp.sum(st.pos & above, -1, keepdims=True) + jnp.sum(
-      st.pos & tied, -1, keepdims=True) * (kk - n_above) / n_tied
-  return (hits / jnp.maximum(kk, 1))[:, 0]
 
 
-def _row_mean(x, present):
-  return jnp.sum(jnp.where(present, x, 0)) / jnp.maximum(jnp.sum(present), 1)
+def _discounts(n: int) -> np.ndarray:
+  """`[n + 1]`: the cumulative DCG discounts sum_{j<=i} 1 / log2(j + 1), from i = 0."""
+  return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2)))]).astype(np.float32)
 
 
-@jax.jit
-def compute(labels, scores, mask=None) -> dict[str, jax.Array]:
-  """Exact ranking metrics over full `[N, K]` arrays (jittable scalars)."""
-  keys = sort_keys(labels, scores, mask)
-  f = lambda x: x.astype(jnp.float32)
-  # Sample-wise, ranking each row among its unmasked labels.
-  r = sorted_stats(sort_last_axis(keys))
-  n_pos, n_valid = r.n_pos[:, 0], r.n_valid[:, 0]
-  present = n_valid > 0
-  trivial = (n_pos == 0) | (n_pos == n_valid)
-  lrap = jnp.sum(jnp.where(r.pos, f(r.tp_ge) / f(jnp.maximum(r.n_ge, 1)), 0),
-                 -1) / f(jnp.maximum(n_pos, 1))
-  lrap = jnp.where(trivial, 1.0, lrap)
-  wrong_pairs = jnp.sum(jnp.where(r.pos, r.n_ge - r.tp_ge, 0), -1)
-  rank_loss = jnp.where(
-      trivial, 0.0,
-      f(wrong_pairs) / f(jnp.maximum(n_pos * (n_valid - n_pos), 1)))
-  coverage = jnp.max(jnp.where(r.pos, r.n_ge, 0), -1)
-  out = {
-      'label_ranking_average_precision': _row_mean(lrap, present),
-      'label_ranking_loss': _row_mean(rank_loss, present),
-      'coverage_error': _row_mean(f(coverage), present),
-  }
-  for k in TOP_K:
-    out[f'precision_at_{k}'] = _row_mean(_precision_at_k(r, k), present)
-  out['one_error'] = 1.0 - out['precision_at_1']
-  # Per class: each column among its unmasked rows.
-  by_class = sort_last_axis(keys.T)
-  ap, auc = average_precision_and_auc(sorted_stats(by_class))
-  out['average_precision_macro'] = nanmean(ap)
-  out['roc_auc_macro'] = nanmean(auc)
-  # Micro: all unmasked entries as one binary problem. Sorting the sorted
-  # columns rather than the raw keys: XLA's sort (the non-CPU path) runs about
-  # twice as fast on presorted runs.
-  ap, auc = average_precision_and_auc(
-      sorted_stats(sort_last_axis(by_class.reshape(1, -1))))
-  out['average_precision_micro'] = ap[0]
-  out['roc_auc_micro'] = auc[0]
+def _at_k(valid, y, s, inv_propensity, ks) -> dict[str, jax.Array]:
+  """Per-row @k metrics `{name: [B]}` (P, R, nDCG, PSP, PSnDCG at each k in `ks`).
+
+  Position j of a row's ranking (1-based, among its unmasked labels) is held by
+  the tie group of the j-th highest score: c entries, g positives, their inverse
+  propensities summing to w; it gains g / c (w / c propensity-scored). With
+  kk = min(k, unmasked labels) and a row's P positives:
+    P@k = sum_{j<=kk} gain_j / kk,   R@k = sum_{j<=kk} gain_j / P (0 if P == 0),
+    nDCG@k = sum_{j<=kk} gain_j / log2(j + 1) / sum_{l<=min(k, P)} 1 / log2(l + 1),
+    PSP@k = sum_{j<=kk} psgain_j / kk,
+    PSnDCG@k = sum_{j<=kk} psgain_j / log2(j + 1) / sum_{l<=kk} 1 / log2(l + 1).
+  """
+  kmax = min(max(ks), s.shape[-1])
+  top = lax.top_k(jnp.where(valid, s, -1.0), kmax)[0]  # [B, kmax] descending
+  in_group = (s[:, None, :] == top[:, :, None]) & valid[:, None, :]  # [B, kmax, K]
+  c = jnp.sum(in_group, -1, dtype=jnp.int32).astype(jnp.float32)
+  g = jnp.sum(in_group & y[:, None, :], -1, dtype=jnp.int32).astype(jnp.float32)
+  w = jnp.sum(jnp.where(in_group & y[:, None, :], inv_propensity[None, None, :], 0.0), -1)
+  n_valid = jnp.sum(valid, -1, dtype=jnp.int32)
+  n_pos = jnp.sum(y, -1, dtype=jnp.int32)
+  j = jnp.arange(1, kmax + 1)
+  held = j[None, :] <= n_valid[:, None]
+  gain = jnp.where(held, g / jnp.maximum(c, 1), 0.0)
+  psgain = jnp.where(held, w / jnp.maximum(c, 1), 0.0)
+  disc = 1.0 / jnp.log2(j + 1.0)
+  cum = jnp.asarray(_discounts(max(ks)))
+  out = {}
+  for k in ks:
+    first = j <= k
+    kk = jnp.minimum(k, n_valid)
+    hits = jnp.sum(gain * first, -1)
+    has_pos = n_pos > 0
+    ideal = cum[jnp.minimum(k, n_pos)]
+    out[f'precision_at_{k}'] = hits / jnp.maximum(kk, 1)
+    out[f'recall_at_{k}'] = jnp.where(has_pos, hits / jnp.maximum(n_pos, 1), 0.0)
+    out[f'ndcg_at_{k}'] = jnp.where(
+        has_pos, jnp.sum(gain * disc * first, -1) / jnp.where(has_pos, ideal, 1.0), 0.0)
+    out[f'psp_at_{k}'] = jnp.sum(psgain * first, -1) / jnp.maximum(kk, 1)
+    out[f'psndcg_at_{k}'] = jnp.sum(psgain * disc * first, -1) / jnp.maximum(cum[kk], 1e-30)
   return out
 
 
-def nanmean(x):
-  kept = ~jnp.isnan(x)
-  n = jnp.sum(kept)
-  return jnp.where(n > 0, jnp.sum(jnp.where(kept, x, 0)) / jnp.maximum(n, 1),
-                   jnp.nan)
+@functools.partial(jax.jit, static_argnames=('max_positives', 'ks'))
+def row_sums(labels, scores, mask, inv_propensity, *, max_positives: int,
+             ks=TOP_K) -> dict[str, jax.Array]:
+  """Sums over the rows of a batch of every sample-wise ranking metric.
+
+  Args:
+    labels, scores, mask: `[B, K]` as `metrics.check_inputs` returns them.
+    inv_propensity: `[K]` float32, 1 / propensity of each label.
+    max_positives: P >= the most unmasked positives of any row (static).
+    ks: the k of the @k metrics (static).
+
+  Returns:
+    {metric: float32 sum over the rows present (at least one unmasked label)}, with
+    'rows': their number. LRAP, coverage and ranking loss count, per positive, the
+    unmasked labels (and positives) scored at least as high (`[B, P, K]` compares).
+  """
+  valid, y = valid_and_positive(labels, mask)
+  s = jnp.where(valid, scores, 0).astype(jnp.float32)
+  f = lambda x: x.astype(jnp.float32)
+  p = min(max_positives, s.shape[-1])
+  is_pos, where = lax.top_k(f(y), p)  # a row's positives first
+  is_pos = is_pos > 0
+  s_pos = jnp.take_along_axis(s, where, -1)  # [B, P]
+  n_ge = jnp.sum(valid[:, None, :] & (s[:, None, :] >= s_pos[:, :, None]), -1,
+                 dtype=jnp.int32)
+  tp_ge = jnp.sum(is_pos[:, None, :] & (s_pos[:, None, :] >= s_pos[:, :, None]), -1,
+                  dtype=jnp.int32)
+  n_pos = jnp.sum(is_pos, -1, dtype=jnp.int32)
+  n_valid = jnp.sum(valid, -1, dtype=jnp.int32)
+  present = n_valid > 0
+  trivial = (n_pos == 0) | (n_pos == n_valid)
+  lrap = jnp.sum(jnp.where(is_pos, f(tp_ge) / f(jnp.maximum(n_ge, 1)), 0), -1) / f(
+      jnp.maximum(n_pos, 1))
+  wrong_pairs = jnp.sum(jnp.where(is_pos, n_ge - tp_ge, 0), -1)
+  per_row = {
+      'label_ranking_average_precision': jnp.where(trivial, 1.0, lrap),
+      'label_ranking_loss': jnp.where(
+          trivial, 0.0, f(wrong_pairs) / f(jnp.maximum(n_pos * (n_valid - n_pos), 1))),
+      'coverage_error': f(jnp.max(jnp.where(is_pos, n_ge, 0), -1)),
+      **_at_k(valid, y, s, inv_propensity.astype(jnp.float32), ks),
+  }
+  out = {k: jnp.sum(jnp.where(present, v, 0.0)) for k, v in per_row.items()}
+  out['rows'] = jnp.sum(present, dtype=jnp.int32)
+  return out
+
+
+def best_f1(k):
+  """Best F1 threshold of each row of ascending sorted keys `k` (thresholds.py's rule).
+
+  Args:
+    k: `[C, M]` int32 keys from `sort_keys`, sorted along axis 1.
+
+  Returns:
+    (threshold `[C]` float32, best F1 `[C]` float32).
+  """
+  m = k.shape[-1]
+  valid = k >= 0
+  pos = ((k & 1) == 1).astype(jnp.int32)
+  score_bits = k >> 1
+  idx = lax.broadcasted_iota(jnp.int32, k.shape, 1)
+  prev_bits = jnp.concatenate([jnp.full_like(score_bits[:, :1], -1), score_bits[:, :-1]], 1)
+  is_start = valid & (score_bits != prev_bits)
+  n_pos = jnp.sum(pos, 1, keepdims=True)
+  # Predicting {score >= v} for the group starting at idx: everything from
+  # idx on (masked keys sort first, below any score).
+  tp = n_pos - (prefix_scan(jnp.add, pos) - pos)
+  f1 = 2.0 * tp / jnp.maximum(m - idx + n_pos, 1)
+  f1 = jnp.where(is_start & (n_pos > 0), f1, -1.0)
+  # argmax takes the first maximum; flipping makes that the highest score.
+  best = m - 1 - jnp.argmax(f1[:, ::-1], axis=1)
+  best_f1_ = jnp.take_along_axis(f1, best[:, None], 1)[:, 0]
+  v = jnp.take_along_axis(score_bits, best[:, None], 1)[:, 0]
+  below = jnp.take_along_axis(score_bits, jnp.maximum(best - 1, 0)[:, None], 1)[:, 0]
+  t = midpoint(v, jnp.where(best > 0, below, -1))
+  return jnp.where(best_f1_ >= 0, t, DEFAULT_THRESHOLD), jnp.maximum(best_f1_, 0.0)
+
+
+def midpoint(v_bits, below_bits):
+  """The threshold that predicts {score >= v} and nothing lower: halfway between v and the
+  next lower distinct score (`below_bits` < 0: none, then v / 2, or -0.5 when v is 0)."""
+  as_float = lambda bits: lax.bitcast_convert_type(bits, jnp.float32)
+  v, lower = as_float(v_bits), as_float(jnp.maximum(below_bits, 0))
+  mid = lower + (v - lower) / 2
+  # Adjacent floats: the midpoint may round up to v, which would drop v.
+  mid = jnp.where(mid < v, mid, lower)
+  return jnp.where(below_bits >= 0, mid, jnp.where(v > 0, v / 2, -0.5))
+
+
+@jax.jit
+def class_block(keys):
+  """Whole classes: keys `[C, N]` (one row per class) -> (sorted keys, AP `[C]`, ROC AUC `[C]`,
+  F1-best threshold `[C]`); AP and AUC are NaN unless a class has a positive and a negative."""
+  k = sort_last_axis(keys)
+  ap, auc = average_precision_and_auc(sorted_stats(k))
+  t, _ = best_f1(k)
+  return k, ap, auc, t
