@@ -162,44 +162,63 @@ def _discounts(n: int) -> np.ndarray:
   return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2)))]).astype(np.float32)
 
 
-def _at_k(valid, y, s, inv_propensity, ks) -> dict[str, jax.Array]:
+def _column_counts(s, valid, y, inv_propensity, s_pos, top):
+  """One pass over the K labels of a batch (a scan, vectorized over rows).
+
+  Returns, per row: n_ge `[B, P]`, the unmasked labels scored >= each of the row's
+  positives' scores `s_pos [B, P]`; and per top position j (scores `top [B, J]`): the size
+  c, positives g and inverse-propensity sum w of the tie group holding it, `[B, J]` each.
+  (XLA:CPU runs these compare-and-count loops several times faster as a scan over labels
+  than as one `[B, P, K]` broadcast.)
+  """
+  t_pos, t_top = s_pos.T, top.T  # [P, B], [J, B]
+  i32 = lambda x: x.astype(jnp.int32)
+
+  def add(carry, column):
+    n_ge, c, g, w = carry
+    col, ok, pos, weight = column  # [B], [B], [B], []
+    n_ge = n_ge + i32(ok & (col >= t_pos))
+    eq = ok & (col == t_top)
+    return (n_ge, c + i32(eq), g + i32(eq & pos),
+            w + jnp.where(eq & pos, weight, 0.0)), None
+
+  zeros = lambda t, dtype: jnp.zeros(t.shape, dtype)
+  init = (zeros(t_pos, jnp.int32), zeros(t_top, jnp.int32), zeros(t_top, jnp.int32),
+          zeros(t_top, jnp.float32))
+  (n_ge, c, g, w), _ = lax.scan(add, init, (s.T, valid.T, y.T, inv_propensity))
+  return n_ge.T, c.T, g.T, w.T
+
+
+def _at_k(n_valid, n_pos, c, g, w, ks) -> dict[str, jax.Array]:
   """Per-row @k metrics `{name: [B]}` (P, R, nDCG, PSP, PSnDCG at each k in `ks`).
 
-  Position j of a row's ranking (1-based, among its unmasked labels) is held by
-  the tie group of the j-th highest score: c entries, g positives, their inverse
-  propensities summing to w; it gains g / c (w / c propensity-scored). With
-  kk = min(k, unmasked labels) and a row's P positives:
+  Position j of a row's ranking (1-based, among its unmasked labels) is held by the tie
+  group of the j-th highest score: c entries, g positives, their inverse propensities
+  summing to w; it gains g / c (w / c propensity-scored). With kk = min(k, unmasked labels)
+  and a row's P positives:
     P@k = sum_{j<=kk} gain_j / kk,   R@k = sum_{j<=kk} gain_j / P (0 if P == 0),
     nDCG@k = sum_{j<=kk} gain_j / log2(j + 1) / sum_{l<=min(k, P)} 1 / log2(l + 1),
     PSP@k = sum_{j<=kk} psgain_j / kk,
     PSnDCG@k = sum_{j<=kk} psgain_j / log2(j + 1) / sum_{l<=kk} 1 / log2(l + 1).
   """
-  kmax = min(max(ks), s.shape[-1])
-  top = lax.top_k(jnp.where(valid, s, -1.0), kmax)[0]  # [B, kmax] descending
-  in_group = (s[:, None, :] == top[:, :, None]) & valid[:, None, :]  # [B, kmax, K]
-  c = jnp.sum(in_group, -1, dtype=jnp.int32).astype(jnp.float32)
-  g = jnp.sum(in_group & y[:, None, :], -1, dtype=jnp.int32).astype(jnp.float32)
-  w = jnp.sum(jnp.where(in_group & y[:, None, :], inv_propensity[None, None, :], 0.0), -1)
-  n_valid = jnp.sum(valid, -1, dtype=jnp.int32)
-  n_pos = jnp.sum(y, -1, dtype=jnp.int32)
-  j = jnp.arange(1, kmax + 1)
+  f = lambda x: x.astype(jnp.float32)
+  j = jnp.arange(1, c.shape[-1] + 1)
   held = j[None, :] <= n_valid[:, None]
-  gain = jnp.where(held, g / jnp.maximum(c, 1), 0.0)
-  psgain = jnp.where(held, w / jnp.maximum(c, 1), 0.0)
+  gain = jnp.where(held, f(g) / f(jnp.maximum(c, 1)), 0.0)
+  psgain = jnp.where(held, w / f(jnp.maximum(c, 1)), 0.0)
   disc = 1.0 / jnp.log2(j + 1.0)
   cum = jnp.asarray(_discounts(max(ks)))
+  has_pos = n_pos > 0
   out = {}
   for k in ks:
     first = j <= k
     kk = jnp.minimum(k, n_valid)
     hits = jnp.sum(gain * first, -1)
-    has_pos = n_pos > 0
-    ideal = cum[jnp.minimum(k, n_pos)]
-    out[f'precision_at_{k}'] = hits / jnp.maximum(kk, 1)
-    out[f'recall_at_{k}'] = jnp.where(has_pos, hits / jnp.maximum(n_pos, 1), 0.0)
-    out[f'ndcg_at_{k}'] = jnp.where(
-        has_pos, jnp.sum(gain * disc * first, -1) / jnp.where(has_pos, ideal, 1.0), 0.0)
-    out[f'psp_at_{k}'] = jnp.sum(psgain * first, -1) / jnp.maximum(kk, 1)
+    ideal = jnp.where(has_pos, cum[jnp.minimum(k, n_pos)], 1.0)
+    out[f'precision_at_{k}'] = hits / f(jnp.maximum(kk, 1))
+    out[f'recall_at_{k}'] = jnp.where(has_pos, hits / f(jnp.maximum(n_pos, 1)), 0.0)
+    out[f'ndcg_at_{k}'] = jnp.where(has_pos, jnp.sum(gain * disc * first, -1) / ideal, 0.0)
+    out[f'psp_at_{k}'] = jnp.sum(psgain * first, -1) / f(jnp.maximum(kk, 1))
     out[f'psndcg_at_{k}'] = jnp.sum(psgain * disc * first, -1) / jnp.maximum(cum[kk], 1e-30)
   return out
 
@@ -218,20 +237,20 @@ def row_sums(labels, scores, mask, inv_propensity, *, max_positives: int,
   Returns:
     {metric: float32 sum over the rows present (at least one unmasked label)}, with
     'rows': their number. LRAP, coverage and ranking loss count, per positive, the
-    unmasked labels (and positives) scored at least as high (`[B, P, K]` compares).
+    unmasked labels (and positives) scored at least as high; no sort.
   """
   valid, y = valid_and_positive(labels, mask)
-  s = jnp.where(valid, scores, 0).astype(jnp.float32)
+  s = jnp.where(valid, scores, -1.0).astype(jnp.float32)  # masked: below every score
   f = lambda x: x.astype(jnp.float32)
   p = min(max_positives, s.shape[-1])
   is_pos, where = lax.top_k(f(y), p)  # a row's positives first
   is_pos = is_pos > 0
-  s_pos = jnp.take_along_axis(s, where, -1)  # [B, P]
-  n_ge = jnp.sum(valid[:, None, :] & (s[:, None, :] >= s_pos[:, :, None]), -1,
-                 dtype=jnp.int32)
+  s_pos = jnp.where(is_pos, jnp.take_along_axis(s, where, -1), 2.0)  # [B, P]
+  top = lax.top_k(s, min(max(ks), s.shape[-1]))[0]  # [B, J] descending
+  n_ge, c, g, w = _column_counts(s, valid, y, inv_propensity.astype(jnp.float32), s_pos, top)
   tp_ge = jnp.sum(is_pos[:, None, :] & (s_pos[:, None, :] >= s_pos[:, :, None]), -1,
                   dtype=jnp.int32)
-  n_pos = jnp.sum(is_pos, -1, dtype=jnp.int32)
+  n_pos = jnp.sum(y, -1, dtype=jnp.int32)
   n_valid = jnp.sum(valid, -1, dtype=jnp.int32)
   present = n_valid > 0
   trivial = (n_pos == 0) | (n_pos == n_valid)
@@ -243,7 +262,7 @@ def row_sums(labels, scores, mask, inv_propensity, *, max_positives: int,
       'label_ranking_loss': jnp.where(
           trivial, 0.0, f(wrong_pairs) / f(jnp.maximum(n_pos * (n_valid - n_pos), 1))),
       'coverage_error': f(jnp.max(jnp.where(is_pos, n_ge, 0), -1)),
-      **_at_k(valid, y, s, inv_propensity.astype(jnp.float32), ks),
+      **_at_k(n_valid, n_pos, c, g, w, ks),
   }
   out = {k: jnp.sum(jnp.where(present, v, 0.0)) for k, v in per_row.items()}
   out['rows'] = jnp.sum(present, dtype=jnp.int32)
