@@ -50,6 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
 
+  # Evaluation: calibration fitted on validation ('platt', 'temperature' or 'none'), and
+  # the propensity model of PSP@k / PSnDCG@k (Jain et al. 2016: A = 0.55, B = 1.5).
+  c.evaluation = ml_collections.ConfigDict(
+      {'calibration': 'platt', 'propensity_a': 0.55, 'propensity_b': 1.5})
+
   c.trunk = ml_collections.ConfigDict({'kind': 'mlp'})
   c.heads = ml_collections.ConfigDict()
   return c

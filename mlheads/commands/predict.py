@@ -4,13 +4,13 @@
       [--step=N] [--batch_size=B] [--keep=all|none|col,col]
 
 Reads a checkpoint's extras (config, fitted heads, the data set's fields and
-metadata, thresholds tuned on validation), rebuilds the model from them (no
-training data needed), restores its parameters, encodes the input rows with
-the data set's own `encode` (the run's tokenizer and scaling) and writes one
-CSV row per input row: the kept input columns, then per output
-`<output>:<class>` probabilities and `<output>:labels` (the classes whose
-probability exceeds its tuned threshold, joined by '|'), or for a regression
-output `<output>:<column>` values. docs/predict.md has the details.
+metadata, thresholds tuned and calibration fitted on validation), rebuilds the
+model from them (no training data needed), restores its parameters, encodes the
+input rows with the data set's own `encode` (the run's tokenizer and scaling)
+and writes one CSV row per input row: the kept input columns, then per output
+`<output>:<class>` probabilities (calibrated, calibration.py) and
+`<output>:labels` (the classes whose score exceeds its tuned threshold, joined
+by '|'), or for a regression output `<output>:<column>` values. docs/predict.md has the details.
 
 Bad input is one line on stderr naming the file, the line, the column and the
 value, exit code 2, and no output file (it is written to a temporary file and
@@ -33,6 +33,7 @@ from mlheads import sharding
 from mlheads.data import base
 from mlheads.data import files
 from mlheads.data import pipeline
+from mlheads.evaluation import calibration
 from mlheads.evaluation import runner
 from mlheads.model import heads as heads_lib
 from mlheads.model import model as model_lib
@@ -128,12 +129,21 @@ def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarra
   n = len(next(iter(inputs.values())))
   arrays = dict(inputs)
   for key, f in ds.targets.items():
-    arrays[key] = np.zeros((n,) + f.shape, np.float32)
-    if f.has_mask:
-      arrays[f'{key}_mask'] = np.ones((n,) + f.shape, np.float32)
+    arrays.update(f.empty(key, n))
   preds = runner.predict_split(runner.make_eval_fn(model, heads, parallel), state.params, ds,
                                arrays, batch_size, heads)
   return {name: p['scores'] for name, p in preds.items()}
+
+
+def calibrated(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+  """Each output's probabilities through the calibration fitted on validation, if the
+  checkpoint has one (an increasing map per class: the label sets do not change)."""
+  out = dict(out_scores)
+  for name, cal in ckpt.calibration.items():
+    if name in out and len(cal['a']) == out[name].shape[-1]:
+      out[name] = calibration.apply_numpy(out[name], cal['a'], cal['b'])
+  return out
 
 
 def thresholds_of(ckpt: extras_lib.RunRecord, name: str, head: heads_lib.Head) -> tuple[np.ndarray, str]:
@@ -158,12 +168,16 @@ def _cell(v) -> str:
 
 def output_columns(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
                    ) -> tuple[dict[str, list], dict[str, str]]:
-  """Output column -> values, and output -> where its thresholds came from."""
+  """Output column -> values, and output -> where its thresholds came from.
+
+  Probabilities are calibrated where the checkpoint has a calibration; label sets compare
+  the scores the thresholds were tuned on."""
   cols, used = {}, {}
+  probabilities = calibrated(ckpt, out_scores)
   for name, head in ckpt.heads.items():
     s, names = out_scores[name], ckpt.dataset.class_names(head.target)
     for k, cls in enumerate(names):
-      cols[f'{name}:{cls}'] = [f'{float(x):.9g}' for x in s[:, k]]  # float32 round trip
+      cols[f'{name}:{cls}'] = [f'{float(x):.9g}' for x in probabilities[name][:, k]]
     if head.target_kind == 'binary':
       t, used[name] = thresholds_of(ckpt, name, head)
       cols[f'{name}:labels'] = label_sets(s, t, names)

@@ -4,7 +4,9 @@ A data set is prepared once by a tfds builder (array_record files, no
 TensorFlow), then read back as random-access data sources. Each record is a flat
 dict of numpy arrays: the model inputs, the targets, and for a target with
 missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
-`Dataset` says which keys are which, so the pipeline can hand the train step
+A target of many classes may be stored sparse (`Field.sparse`): its positive
+label indices per example, densified per batch only. `Dataset` says which keys
+are which, so the pipeline can hand the train step
 `{'inputs': {...}, 'targets': {...}, 'masks': {...}}`.
 """
 
@@ -37,6 +39,11 @@ class Field:
     vocab_size: for 'tokens', ids lie in [0, vocab_size).
     names: for targets, one name per column (class names).
     has_mask: for targets, whether records carry `<key>_mask`.
+    sparse: for binary targets of shape `(K,)`, 0: stored as the `[K]` 0/1 vector;
+      P > 0: stored as the example's positive class indices, `<key>` int32 `[P]`
+      padded with -1 after the `<key>_count` int32 `[]` real ones, and (with has_mask)
+      a row-level `<key>_mask` float32 `[]` (0: every label of the row unknown). A
+      record then costs 4 (P + 1) bytes, not 4 K: 50,000 classes are fine.
   """
   shape: tuple[int, ...]
   dtype: str
@@ -44,6 +51,52 @@ class Field:
   vocab_size: int | None = None
   names: tuple[str, ...] = ()
   has_mask: bool = False
+  sparse: int = 0
+
+  def stored(self, key: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The record keys this field is stored as: key -> (per-example shape, dtype)."""
+    if self.sparse:
+      out = {key: ((self.sparse,), 'int32'), f'{key}_count': ((), 'int32')}
+      return out | ({f'{key}_mask': ((), 'float32')} if self.has_mask else {})
+    return {key: (self.shape, self.dtype)} | (
+        {f'{key}_mask': (self.shape, 'float32')} if self.has_mask else {})
+
+  def densify(self, arrays: Mapping[str, np.ndarray], key: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, mask) float32 `[n, *shape]` from the stored arrays of n examples."""
+    if not self.sparse:
+      y = arrays[key].astype(np.float32)
+      m = arrays.get(f'{key}_mask')
+      return y, (np.ones_like(y) if m is None else m.astype(np.float32))
+    idx = np.asarray(arrays[key])
+    n, k = len(idx), self.shape[-1]
+    y = np.zeros((n, k), np.float32)
+    rows, slots = np.nonzero(idx >= 0)
+    y[rows, idx[rows, slots]] = 1.0
+    m = arrays.get(f'{key}_mask')
+    m = np.ones((n, k), np.float32) if m is None else np.repeat(
+        np.asarray(m, np.float32).reshape(n, 1), k, axis=1)
+    return y, m
+
+  def empty(self, key: str, n: int) -> dict[str, np.ndarray]:
+    """Stored arrays of n examples with every label known and negative (predict's dummies)."""
+    if self.sparse:
+      return {key: np.full((n, self.sparse), -1, np.int32), f'{key}_count': np.zeros(n, np.int32),
+              **({f'{key}_mask': np.ones(n, np.float32)} if self.has_mask else {})}
+    return {key: np.zeros((n,) + self.shape, np.float32),
+            **({f'{key}_mask': np.ones((n,) + self.shape, np.float32)} if self.has_mask else {})}
+
+
+def sparse_labels(rows: Sequence[Sequence[int]], width: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Label index lists -> (indices int32 `[n, P]` padded with -1, count int32 `[n]`), P the
+  longest list (at least 1) or `width`."""
+  count = np.array([len(r) for r in rows], np.int32).reshape(len(rows))
+  p = max(width, int(count.max(initial=0)), 1)
+  idx = np.full((len(rows), p), -1, np.int32)
+  for i, r in enumerate(rows):
+    idx[i, :len(r)] = sorted(r)
+  return idx, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +124,8 @@ def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
   """The tfds feature spec for records made of `fields` (and their masks)."""
   spec = {}
   for key, f in fields.items():
-    spec[key] = tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype))
-    if f.has_mask:
-      spec[f'{key}_mask'] = tfds.features.Tensor(shape=f.shape, dtype=np.float32)
+    for k, (shape, dtype) in f.stored(key).items():
+      spec[k] = tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype))
   return tfds.features.FeaturesDict(spec)
 
 

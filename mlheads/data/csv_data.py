@@ -16,7 +16,11 @@ loss and the metrics. Records:
   tokens       `[max_len]` int32: the `text` column as word ids (vocabulary built
                on train, as for the tweets); all padding if there is no text.
   features     `[F]` float32: the `features` columns, standardized on train (F may be 0).
-  labels       `[K]` float32 0/1, with `labels_mask` `[K]`.
+  labels       `labels=` layout: `[K]` float32 0/1, with `labels_mask` `[K]`;
+               `label_list=` layout: stored sparse (`base.Field.sparse`), the class
+               indices `[P]` int32 (-1 padded, P the most names in a row) with
+               `labels_count` and a row-level `labels_mask` `[]`, so a list of
+               50,000 classes costs 4 (P + 2) bytes a row; densified per batch.
 Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
 
 `encode` turns raw rows (the `text` and `features` columns, named in the
@@ -219,21 +223,17 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
       raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
                               'split; nothing to learn')
     index = {c: k for k, c in enumerate(classes)}
-    y = np.zeros((n, len(classes)), np.float32)
-    mask = np.zeros((n, len(classes)), np.float32)
+    mask = np.array([c is not None for c in table.label_cells], np.float32)
     dropped = {name: 0 for name in base.SPLITS}
     split_of = np.empty(n, object)
     for name, idx in parts.items():
       split_of[idx] = name
+    rows = []
     for i, names in enumerate(table.label_cells):
-      if names is None:
-        continue
-      mask[i] = 1.0
-      for name in names:
-        if name in index:
-          y[i, index[name]] = 1.0
-        else:
-          dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
+      known = {index[name] for name in names or () if name in index}
+      dropped[split_of[i]] += len(set(names or ())) - len(known)  # names outside the list
+      rows.append(known)
+    y, count = base.sparse_labels(rows)
   tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
                                     s.max_len)
   coding = {'columns': {'text': s.text, 'features': list(s.features)},
@@ -243,15 +243,19 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   for name, idx in parts.items():
     inputs, truncated[name] = encode(table.rows.iloc[idx], coding, s.path)
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
+    if not s.labels:
+      splits[name][f'{TARGET}_count'] = count[idx]
   rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
                'texts truncated to %d tokens: %s; label names outside the class list '
                'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
-               len(classes), list(classes), int((mask == 0).sum()), s.max_len, truncated,
+               len(classes), list(classes) if len(classes) <= 50 else
+               f'{list(classes[:10])} ...', int((mask == 0).sum()), s.max_len, truncated,
                dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
+      'max_labels': 0 if s.labels else int(y.shape[1]),
       **coding,
       'split_rule': rule,
       'truncated': truncated,
@@ -267,13 +271,16 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
+  max_labels: int = 0  # the label_list layout's sparse width (0: the labels= layout, dense)
 
 
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
   # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'metadata: columns', '1.0.0': 'first version'}
+  # 1.2.0: label lists stored sparse.
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': 'label_list layout stored sparse', '1.1.0': 'metadata: columns',
+                   '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):
@@ -287,7 +294,7 @@ class FromCsv(base.ArrayBuilder):
         'tokens': base.Field((s.max_len,), 'int32', 'tokens', vocab_size=s.vocab_size),
         'features': base.Field((len(s.features),), 'float32', 'features', names=s.features),
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
-                           has_mask=True),
+                           has_mask=True, sparse=c.max_labels),
     }
 
   def make_splits(self):
@@ -320,8 +327,10 @@ def builder(data_config) -> FromCsv:
   probe = FromCsv(config=CsvConfig(name=key, settings=s, classes=s.labels or s.classes), **kw)
   if probe.is_prepared():
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
-    classes = tuple(probe.metadata()['classes'])
-    return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), **kw)
+    meta = probe.metadata()
+    return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                    max_labels=meta['max_labels']), **kw)
   arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
-  classes = tuple(arrays[1]['classes'])
-  return FromCsv(config=CsvConfig(name=key, settings=s, classes=classes), arrays=arrays, **kw)
+  meta = arrays[1]
+  return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                  max_labels=meta['max_labels']), arrays=arrays, **kw)

@@ -112,7 +112,11 @@ class ModelSpec:
       if target not in ds.targets:
         raise errors.UsageError(f'head {name!r}: target {target!r} is not in data set '
                                 f'{ds.name}; its targets are {sorted(ds.targets)}')
-      heads[name] = spec.build(ds.targets[target], split.get(target), split.get(f'{target}_mask'))
+      field = ds.targets[target]
+      # A sparse target becomes [n, K] here only for the heads that learn from it (powerset).
+      labels, mask = (field.densify(split, target) if spec.cls.needs_train_labels and target in split
+                      else (None, None))
+      heads[name] = spec.build(field, labels, mask)
     trunk = trunks.build(self.trunk_cls, self.trunk_settings, ds.inputs)
     return Model(trunk=trunk, heads=heads), heads
 
