@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 10_000
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
+  c.data.split = 'random'  # or 'stratified' (iterative stratification; data/splits.py)
 
   # Evaluation: calibration fitted on validation ('platt', 'temperature' or 'none'), and
   # the propensity model of PSP@k / PSnDCG@k (Jain et al. 2016: A = 0.55, B = 1.5).

@@ -1,4 +1,5 @@
-"""Speed benchmarks: `./launch.sh bench [--cases=headline,metrics]`, one JSON line each.
+"""Speed benchmarks: `./launch.sh bench [--cases=headline,metrics,metrics_large]`, one JSON
+line each.
 
 Add a case by writing `bench_<name>() -> dict | list[dict]` and registering it in `CASES`.
 
@@ -29,6 +30,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('rows', 100_000, 'metrics: rows N.')
   flags.DEFINE_integer('classes', 100, 'metrics: classes K.')
   flags.DEFINE_integer('repeats', 3, 'metrics: timed runs (median).')
+  flags.DEFINE_integer('large_rows', 100_000, 'metrics_large: rows N.')
+  flags.DEFINE_integer('large_classes', 10_000, 'metrics_large: classes K.')
+  flags.DEFINE_integer('large_batch', 1_000, 'metrics_large: rows per batch.')
   flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
   flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
   flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
@@ -126,6 +130,69 @@ def bench_metrics():
   return result
 
 
+def _reset_peak_rss() -> bool:
+  """Resets the kernel's peak-RSS mark of this process (Linux: `5 > /proc/self/clear_refs`),
+  so a case's peak is its own, not an earlier case's."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def _peak_rss_mb() -> float:
+  """The process' peak resident memory (VmHWM) in MiB."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_metrics_large():
+  """The streaming evaluation of N x K SYNTHETIC scores (N = 100,000, K = 10,000 by default:
+  a dense float32 score matrix alone would be 4 GB), against a 2 GB bound on peak memory.
+
+  Labels: data/synthetic.py (power-law classes, stored sparse, densified per batch); scores:
+  its oracle linear model, made batch by batch. Every metric of metrics.KEYS, exact, and the
+  F1-tuned thresholds.
+  """
+  from mlheads.data import base, synthetic  # pylint: disable=g-import-not-at-top
+  from mlheads.evaluation import metrics, streaming  # pylint: disable=g-import-not-at-top
+  n, k, b = FLAGS.large_rows, FLAGS.large_classes, FLAGS.large_batch
+  c = synthetic.SyntheticConfig(name='bench', rows=n, classes=k)
+  x, idx, _ = synthetic.generate(c)
+  field = base.Field((k,), 'float32', 'binary', sparse=c.max_labels)
+  positives = np.bincount(idx[idx >= 0], minlength=k)
+  inv_p = 1.0 / metrics.propensities(positives, n)
+  reset = _reset_peak_rss()
+  start_mb = _peak_rss_mb()
+  t0 = time.perf_counter()
+  acc = streaming.Accumulator(k, n, thresholds={'own': 0.5}, inv_propensity=inv_p)
+  for lo in range(0, n, b):
+    y, m = field.densify({'labels': idx[lo:lo + b]}, 'labels')
+    labels, scores, _, valid = metrics.check_inputs(y, synthetic.oracle_scores(c, x[lo:lo + b]),
+                                                    0.5, m)
+    acc.add(labels, scores, valid)
+  rows_s = time.perf_counter() - t0
+  result = acc.finish(tune=True)
+  total_s = time.perf_counter() - t0
+  m = result.metrics['own']
+  peak = _peak_rss_mb()
+  return {'bench': 'metrics_large', 'rows': n, 'classes': k, 'batch': b,
+          'labels_per_row': round(float((idx >= 0).sum(1).mean()), 2),
+          'seconds': round(total_s, 1), 'row_pass_s': round(rows_s, 1),
+          'class_pass_s': round(total_s - rows_s, 1), 'spilled': not acc.store.in_memory,
+          'peak_rss_mb': round(peak), 'rss_before_mb': round(start_mb), 'bound_mb': 2048,
+          'within_bound': peak < 2048, 'peak_reset': reset,
+          **{key: round(m[key], 4) for key in ('precision_at_1', 'precision_at_5', 'ndcg_at_5',
+                                               'psp_at_5', 'average_precision_macro',
+                                               'roc_auc_macro', 'average_precision_micro',
+                                               'f1_micro')}}
+
+
 def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
   """Times the headline model's train step on random data (as the Keras script does)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -212,7 +279,8 @@ def bench_headline() -> list[dict]:
   return rows
 
 
-CASES = {'headline': bench_headline, 'metrics': bench_metrics}
+CASES = {'headline': bench_headline, 'metrics': bench_metrics,
+         'metrics_large': bench_metrics_large}
 
 
 def main(argv):

@@ -26,6 +26,7 @@ from mlheads.data import checks
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
+from mlheads.data import synthetic
 from mlheads.data import pipeline
 from mlheads.data import tweets
 
@@ -42,6 +43,7 @@ DATASETS = {
     'movie_genres': Source(movies.builder, movies.encode),
     'digit_mosaics': Source(digits.builder, digits.encode),
     'from_csv': Source(csv_data.builder, csv_data.encode),
+    'synthetic_xml': Source(synthetic.builder, synthetic.encode),
     **{name: Source(catalog.loader, catalog.encode) for name in catalog.CATALOG},
 }
 

@@ -23,6 +23,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
+from mlheads.data import splits as splits_lib
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -181,11 +182,16 @@ class TextTableConfig(tfds.core.BuilderConfig):
   vocab_size: int = 10_000
   max_len: int = 100
   max_rows: int = 0  # 0: all rows; tests use a small slice.
+  split: str = 'random'  # splits.RULES
 
 
-def text_table_config(vocab_size: int, max_len: int, max_rows: int) -> TextTableConfig:
-  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
-  return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
+def text_table_config(vocab_size: int, max_len: int, max_rows: int,
+                      split: str = 'random') -> TextTableConfig:
+  splits_lib.check_rule(split)
+  name = (f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '') +
+          ('' if split == 'random' else f'_{split}'))
+  return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows,
+                         split=split)
 
 
 def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
@@ -209,24 +215,28 @@ SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def split_table(df, max_rows: int):
-  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way.
+def split_table(df, max_rows: int, rule: str = 'random', labels=None,
+                names: Sequence[str] = (), dataset: str = 'table'):
+  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
+  by `rule` (splits.RULES; 'stratified' stratifies `labels(table)` `[n, K]`), seed SPLIT_SEED.
 
-  Returns (table, {split: sorted row indices}, the rule in words for the metadata).
+  Returns (table, {split: sorted row indices}, the rule in words for the metadata); logs each
+  split's positives per label when `labels` is given.
   """
   if max_rows:
     df = df.iloc[:max_rows]
   df = df.reset_index(drop=True)
-  parts = dict(zip(SPLITS, split_indices(len(df), FRACTIONS, SPLIT_SEED)))
-  return df, parts, f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}'
+  y = None if labels is None else labels(df)
+  index, words = splits_lib.split(len(df), FRACTIONS, SPLIT_SEED, rule, y)
+  parts = dict(zip(SPLITS, index))
+  if y is not None:
+    splits_lib.log_label_counts(dataset, splits_lib.positives(parts, y),
+                            {k: len(v) for k, v in parts.items()},
+                            list(names) or [str(i) for i in range(np.shape(y)[-1])], rule)
+  return df, parts, words
 
 
-def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-  """Random disjoint index sets of the given fractions of `n` rows, from `seed`."""
-  perm = np.random.default_rng(seed).permutation(n)
-  bounds = np.round(np.cumsum((0.0,) + tuple(fractions)) * n).astype(int)
-  bounds[-1] = n
-  return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+split_indices = splits_lib.split_indices
 
 
 def fit_scaling(train: np.ndarray) -> dict:

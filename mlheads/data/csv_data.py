@@ -21,7 +21,9 @@ loss and the metrics. Records:
                indices `[P]` int32 (-1 padded, P the most names in a row) with
                `labels_count` and a row-level `labels_mask` `[]`, so a list of
                50,000 classes costs 4 (P + 2) bytes a row; densified per batch.
-Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test.
+Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test; or
+(`split=stratified`) by iterative stratification of the labels (splits.py); the log
+shows each split's positives per class.
 
 `encode` turns raw rows (the `text` and `features` columns, named in the
 metadata's `columns`) into `tokens` and `features`, for the builder and for
@@ -48,6 +50,7 @@ import tensorflow_datasets as tfds
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import files
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -68,6 +71,7 @@ class Settings:
   max_len: int = 30
   max_rows: int = 0
   split_seed: int = 0
+  split: str = 'random'  # splits.RULES
 
 
 def _names(s: str) -> tuple[str, ...]:
@@ -81,7 +85,8 @@ def settings_from_config(data_config) -> Settings:
                label_list=data_config.label_list, separator=data_config.separator,
                classes=_names(data_config.classes), vocab_size=data_config.vocab_size,
                max_len=data_config.max_len, max_rows=data_config.max_rows,
-               split_seed=data_config.split_seed)
+               split_seed=data_config.split_seed, split=data_config.split)
+  splits_lib.check_rule(s.split)
   if not s.path:
     raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
   if bool(s.labels) == bool(s.label_list):
@@ -200,11 +205,27 @@ def split_sizes(n: int, seed: int) -> dict[str, int]:
   return {k: len(v) for k, v in zip(base.SPLITS, base.split_indices(n, FRACTIONS, seed))}
 
 
+def _stratify_on(s: Settings, table: Table) -> np.ndarray | None:
+  """`[n, K]` 0/1 known positives to stratify on (every name in the file for a label list:
+  the class list is learned on train, after the split), or None for a random split."""
+  if s.split != 'stratified':
+    return None
+  if s.labels:
+    return np.array([[v == 1.0 for v in row] for row in table.label_cells], bool)
+  names = sorted({n for c in table.label_cells for n in c or ()})
+  index = {name: k for k, name in enumerate(names)}
+  y = np.zeros((len(table.label_cells), len(names)), bool)
+  for i, c in enumerate(table.label_cells):
+    y[i, [index[name] for name in c or ()]] = True
+  return y
+
+
 def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
   table = parse(s)
   n = len(table.texts)
-  parts = dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed)))
+  index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split, _stratify_on(s, table))
+  parts = dict(zip(base.SPLITS, index))
   for name, idx in parts.items():
     if len(idx) == 0:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
@@ -245,7 +266,12 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
     if not s.labels:
       splits[name][f'{TARGET}_count'] = count[idx]
-  rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
+  if s.labels:
+    counts = splits_lib.positives(parts, np.where(mask > 0, y, 0))
+  else:
+    counts = {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()}
+  splits_lib.log_label_counts(f'from_csv {s.path}', counts, {k: len(v) for k, v in parts.items()},
+                              list(classes), s.split)
   logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
                'texts truncated to %d tokens: %s; label names outside the class list '
                'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,

@@ -9,7 +9,8 @@ none of the seven. Records:
            log1p(votes); standardized with the train split's mean and std.
   genres   `[7]` float32 0/1: Action, Animation, Comedy, Drama, Documentary,
            Romance, Short.
-Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test;
+`--config.data.split=stratified`: iterative stratification of the genres (splits.py).
 `max_rows` keeps the first rows of the table (alphabetical by title) for
 quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
 blank) into `tokens` and `numeric` for the builder and for predict alike.
@@ -80,7 +81,9 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
+    df, parts, split_rule = base.split_table(
+        load_table(), c.max_rows, c.split, labels=lambda d: d[list(GENRES)].to_numpy(),
+        names=GENRES, dataset='movie_genres')
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
@@ -100,4 +103,5 @@ class MovieGenres(base.ArrayBuilder):
 
 def builder(data_config) -> MovieGenres:
   return base.make_builder(MovieGenres, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)
+      data_config.vocab_size, data_config.max_len, data_config.max_rows, data_config.split),
+                           data_config)

@@ -83,7 +83,11 @@ class TrumpTweets(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(load_table(), c.max_rows)
+    # Stratified: on retweets above the whole table's median (the label's train median is
+    # only known after the split).
+    df, parts, split_rule = base.split_table(
+        load_table(), c.max_rows, c.split, dataset='trump_tweets', names=('retweeted',),
+        labels=lambda d: (d['retweet_count'] > d['retweet_count'].median()).to_numpy()[:, None])
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
@@ -117,4 +121,5 @@ class TrumpTweets(base.ArrayBuilder):
 
 def builder(data_config) -> TrumpTweets:
   return base.make_builder(TrumpTweets, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)
+      data_config.vocab_size, data_config.max_len, data_config.max_rows, data_config.split),
+                           data_config)

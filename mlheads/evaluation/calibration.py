@@ -5,7 +5,7 @@ A head's score for class c becomes `sigmoid(a_c * logit(score) + b_c)`: Platt sc
 (`method='temperature'` fixes b_c = 0). The fit minimizes the binary cross-entropy on the
 validation split's unmasked entries against Platt's smoothed targets, (N+ + 1) / (N+ + 2) for a
 positive and 1 / (N- + 2) for a negative, so a class that validation separates perfectly still
-gets a finite fit; Newton's method, vectorized over classes, 30 steps. `a_c` is kept >= A_MIN,
+gets a finite fit; Newton's method with step halving, vectorized over classes. `a_c` is kept >= A_MIN,
 so the map is increasing for every class: each class's ranking, and with it its AP, ROC AUC
 and F1-best threshold, is unchanged (up to scores that float32 can no longer tell apart).
 Rankings across classes within a row (P@k, LRAP) can change, since each class has its own
@@ -28,6 +28,7 @@ METHODS = ('platt', 'temperature', 'none')
 N_BINS = 15
 A_MIN = 1e-2
 STEPS = 30
+TOL = 1e-5
 _Z_MAX = 100.0  # logit(1.0) = inf: scores of exactly 0 or 1 map to -/+ this (already ties)
 
 
@@ -54,16 +55,24 @@ def identity(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
   return np.ones(num_classes, np.float32), np.zeros(num_classes, np.float32)
 
 
+def _loss(z, t, w, a, b):
+  u = a[:, None] * z + b[:, None]
+  return jnp.sum(w * (jnp.logaddexp(0.0, u) - t * u), -1)
+
+
 def _newton(z, t, w, a, b, fit_a: bool, fit_b: bool):
   """Newton steps on the weighted cross-entropy of sigmoid(a z + b) against targets t.
 
-  z, t, w: `[C, N]`; a, b: `[C]`. Damped by 1e-6 per unit of weight, so a constant column
-  (no information about a) stays finite.
+  z, t, w: `[C, N]`; a, b: `[C]`. Each step is halved until the loss does not rise (up to
+  2^-7: an overconfident start has a flat Hessian, and a full step overshoots), until no
+  parameter moves by more than TOL (at most STEPS steps). Damped by
+  1e-6 per unit of weight, so a constant column (no information about a) stays finite.
   """
   damp = 1e-6 * jnp.maximum(jnp.sum(w, -1), 1.0)
+  halvings = 2.0 ** -jnp.arange(8)
 
-  def step(_, ab):
-    a, b = ab
+  def step(state):
+    i, a, b, _ = state
     p = jax.nn.sigmoid(a[:, None] * z + b[:, None])
     r, h = w * (p - t), w * p * (1 - p)
     ga, gb = jnp.sum(r * z, -1), jnp.sum(r, -1)
@@ -72,11 +81,20 @@ def _newton(z, t, w, a, b, fit_a: bool, fit_b: bool):
       det = haa * hbb - hab * hab
       da, db = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
     else:
-      da, db = (ga / haa, 0.0) if fit_a else (0.0, gb / hbb)
-    # Newton on a convex loss may overshoot far from the optimum: bound each step.
-    return a - jnp.clip(da, -2.0, 2.0), b - jnp.clip(db, -5.0, 5.0)
+      da, db = (ga / haa, jnp.zeros_like(b)) if fit_a else (jnp.zeros_like(a), gb / hbb)
+    now = _loss(z, t, w, a, b)
+    tried = jax.vmap(lambda f: _loss(z, t, w, a - f * da, b - f * db))(halvings)  # [8, C]
+    ok = tried <= now[None]
+    f = jnp.where(ok.any(0), halvings[jnp.argmax(ok, 0)], 0.0)  # the longest step that helps
+    moved = jnp.max(jnp.abs(f * da) + jnp.abs(f * db))
+    return i + 1, a - f * da, b - f * db, moved
 
-  return jax.lax.fori_loop(0, STEPS, step, (a, b))
+  def going(state):
+    i, _, _, moved = state
+    return (i < STEPS) & (moved > TOL)
+
+  _, a, b, _ = jax.lax.while_loop(going, step, (0, a, b, jnp.float32(jnp.inf)))
+  return a, b
 
 
 @functools.partial(jax.jit, static_argnames=('method',))

@@ -23,6 +23,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import losses
+from mlheads.model import sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Head:
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+
+  @classmethod
+  def check_settings(cls, name: str, settings: Mapping[str, Any], loss: str) -> None:
+    """Rejects valid types that are bad values (B26), before any data is read."""
 
   @property
   def threshold(self) -> float:
@@ -118,7 +123,35 @@ class Head:
 
 @dataclasses.dataclass(frozen=True)
 class SigmoidHead(Head):
-  """K independent sigmoid units with binary cross-entropy."""
+  """K independent sigmoid units with binary cross-entropy; `negatives = m > 0` trains on
+  all positives and m sampled negatives per example (an unbiased estimate, sampling.py)."""
+  negatives: int = 0
+  max_positives: int = 0  # P: the target's sparse width (or K), set when the head is built
+
+  @classmethod
+  def check_settings(cls, name, settings, loss):
+    m = settings.get('negatives', 0)
+    if not isinstance(m, int) or m < 0:
+      raise errors.UsageError(f'--config.heads.{name}.negatives must be an integer >= 0, '
+                              f'got {m!r}')
+    if m and loss != 'bce':
+      raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) need the bce '
+                              f'loss, not {loss!r}')
+
+  def output(self, features, ctx, name):
+    layer, h = layers.OutputDense(self.num_classes, name=name), self.select(features, ctx)
+    if self.negatives and ctx.train and ctx.labels is not None:
+      return sampling.sampled_logits(layer, h, ctx.labels, ctx.mask, self.negatives,
+                                     self.max_positives)
+    return layer(h)
+
+  def check(self, name, logits, labels):
+    super().check(name, logits['logits'] if isinstance(logits, dict) else logits, labels)
+
+  def loss_fn(self, logits, labels, mask=None):
+    if isinstance(logits, dict):
+      return sampling.sampled_loss(logits, **dict(self.loss_options))
+    return super().loss_fn(logits, labels, mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,25 +227,6 @@ class BinarySoftmaxHead(Head):
     return jax.nn.softmax(logits, axis=-1)[..., 1]
 
 
-class _OneNetwork(nn.Module):
-  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
-  trunk: nn.Module
-  train: bool = False
-
-  @nn.compact
-  def __call__(self, inputs):
-    h, _ = self.trunk(inputs, train=self.train)
-    return layers.dense(1, name='out')(h)[..., 0]
-
-
-def per_class_networks(trunk: nn.Module, num_classes: int, train: bool, name: str):
-  """K copies of `_OneNetwork` with stacked parameters (leading axis K), one program."""
-  stacked = nn.vmap(_OneNetwork, variable_axes={'params': 0},
-                    split_rngs={'params': True, 'dropout': True},
-                    in_axes=None, out_axes=-1, axis_size=num_classes)
-  return stacked(trunk=trunk.clone(parent=None, name=None), train=train, name=name)
-
-
 @dataclasses.dataclass(frozen=True)
 class PerClassHead(Head):
   """One whole network (trunk + binary output) per class, all K trained in one step.
@@ -226,30 +240,7 @@ class PerClassHead(Head):
 
   def output(self, features, ctx, name):
     del features
-    return per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
-
-
-class _ChainLayer(nn.Module):
-  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, h, labels=None):
-    k = self.num_classes
-    base = layers.dense(k, name='features')(h)  # [batch, K]
-    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
-    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
-    if labels is not None:  # teacher forcing: all K logits at once
-      return base + labels.astype(base.dtype) @ a.T
-
-    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
-      idx, base_k, a_k = inp
-      logit = base_k + y @ a_k
-      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
-
-    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
-                             (jnp.arange(k), base.T, a))
-    return logits.T
+    return layers.per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +261,7 @@ class ChainHead(Head):
         labels = jnp.where(ctx.mask > 0, labels, 0.5)
       if labels.shape[-1] != self.num_classes:
         self.check(name, jnp.zeros(labels.shape[:1] + (self.num_classes,)), labels)
-    return _ChainLayer(self.num_classes, name=name)(self.select(features, ctx), labels)
+    return layers.ChainLayer(self.num_classes, name=name)(self.select(features, ctx), labels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Layers the trunks and heads share: Keras-default initializers, Dense, a Keras-layout LSTM.
+"""Layers the trunks and heads share: Keras-default initializers, Dense (and an output Dense
+that can score chosen classes only), a Keras-layout LSTM, and the heads' own layers.
 
 The initializers are Keras' defaults, so that the headline model starts where
 the seed's Keras model does: glorot-uniform kernels, zero biases, uniform
@@ -18,6 +19,26 @@ def embed_init(key, shape, dtype=jnp.float32):
 
 def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
+
+
+class OutputDense(nn.Module):
+  """`dense(features)`'s parameters (kernel `[D, K]`, bias `[K]`, same names and inits), and
+  optionally only the logits of chosen classes.
+
+  `__call__(x)`: logits `[batch, K]`; `__call__(x, index)`: the logits `[batch, S]` of
+  classes `index [batch, S]` only, gathering S kernel columns per example: B x S x D
+  multiply-adds instead of B x K x D (the gradient still scatters into the `[D, K]` kernel).
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, index: jax.Array | None = None) -> jax.Array:
+    kernel = self.param('kernel', glorot, (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    if index is None:
+      return x @ kernel + bias
+    rows = jnp.take(kernel.T, index, axis=0)  # [batch, S, D]
+    return jnp.einsum('bd,bsd->bs', x, rows) + jnp.take(bias, index)
 
 
 class LSTM(nn.Module):
@@ -80,3 +101,48 @@ class LSTM(nn.Module):
     zeros = jnp.zeros((xw.shape[1], u), xw.dtype)
     (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps)
     return h
+
+
+# Heads' own layers: per-class networks (heads.PerClassHead), a classifier chain (ChainHead).
+
+
+class OneNetwork(nn.Module):
+  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
+  trunk: nn.Module
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, inputs):
+    h, _ = self.trunk(inputs, train=self.train)
+    return dense(1, name='out')(h)[..., 0]
+
+
+def per_class_networks(trunk: nn.Module, num_classes: int, train: bool, name: str):
+  """K copies of `OneNetwork` with stacked parameters (leading axis K), one program."""
+  stacked = nn.vmap(OneNetwork, variable_axes={'params': 0},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=None, out_axes=-1, axis_size=num_classes)
+  return stacked(trunk=trunk.clone(parent=None, name=None), train=train, name=name)
+
+
+class ChainLayer(nn.Module):
+  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, h, labels=None):
+    k = self.num_classes
+    base = dense(k, name='features')(h)  # [batch, K]
+    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
+    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
+    if labels is not None:  # teacher forcing: all K logits at once
+      return base + labels.astype(base.dtype) @ a.T
+
+    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
+      idx, base_k, a_k = inp
+      logit = base_k + y @ a_k
+      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
+
+    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
+                             (jnp.arange(k), base.T, a))
+    return logits.T

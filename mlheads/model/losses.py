@@ -49,6 +49,18 @@ def masked_mean(per_entry: jnp.ndarray, known: jnp.ndarray) -> jnp.ndarray:
   return total / jnp.maximum(known.sum(-1), 1)
 
 
+def bce_per_entry(logits, labels, *, pos_weight: float = 1.0,
+                  label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Binary cross-entropy of each entry (`sigmoid_bce` before its mean; also the sampled
+  sigmoid head's loss)."""
+  if label_smoothing:
+    labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+  if pos_weight == 1.0:
+    return optax.losses.sigmoid_binary_cross_entropy(logits, labels)
+  return -(pos_weight * labels * jax.nn.log_sigmoid(logits)
+           + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+
+
 @_masked
 def sigmoid_bce(logits, labels, known, *, pos_weight: float = 1.0,
                 label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -57,14 +69,8 @@ def sigmoid_bce(logits, labels, known, *, pos_weight: float = 1.0,
   pos_weight scales the positive term (> 1 favours recall on rare labels);
   label_smoothing moves targets towards 0.5 by that amount.
   """
-  if label_smoothing:
-    labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
-  if pos_weight == 1.0:
-    per_entry = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
-  else:
-    per_entry = -(pos_weight * labels * jax.nn.log_sigmoid(logits)
-                  + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
-  return masked_mean(per_entry, known)
+  return masked_mean(bce_per_entry(logits, labels, pos_weight=pos_weight,
+                                   label_smoothing=label_smoothing), known)
 
 
 @_masked

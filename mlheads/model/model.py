@@ -73,7 +73,10 @@ class HeadSpec:
     if self.cls.target_kind != target_field.kind:
       raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs {self.cls.target_kind} '
                               f'targets; {self.settings["target"]!r} is {target_field.kind}')
-    head = self.cls(num_classes=width, loss_options=self.loss_options, **self.settings)
+    sized = {'max_positives': target_field.sparse or width} if 'max_positives' in {
+        f.name for f in dataclasses.fields(self.cls)} else {}
+    head = self.cls(num_classes=width, loss_options=self.loss_options,
+                    **{**self.settings, **sized})
     if self.cls.needs_train_labels:
       if train_labels is None:
         raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs the train split\'s '
@@ -132,7 +135,7 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   num_classes = cfg.pop('num_classes', 0) or 0
   options = dict(cfg.pop('loss_options', {}) or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(cfg) - set(fields))
+  unknown = sorted(set(cfg) - (set(fields) - {'max_positives'}))  # that one is the data's
   if unknown:
     raise errors.UsageError(f'head {name!r} ({kind}): unknown settings {unknown}; '
                             f'known: {sorted(set(fields) - {"num_classes", "loss_options"})}')
@@ -150,6 +153,7 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   if bad:
     raise errors.UsageError(f'head {name!r}: loss {loss_name!r} has no options {bad}; '
                             f'its options are {list(loss.options)}')
+  cls.check_settings(name, cfg, loss_name)
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')

@@ -15,6 +15,7 @@ from mlheads import errors
 from mlheads import train
 from mlheads.data import base
 from mlheads.model import heads as heads_lib
+from mlheads.model import layers
 from mlheads.model import model as model_lib
 from mlheads.model import trunks
 from mlheads.state import train_state
@@ -186,7 +187,7 @@ def test_per_class_equals_k_networks_run_one_by_one():
   assert params['y']['trunk']['dense_0']['kernel'].shape == (K, 6, 5)
   logits = model.apply({'params': params}, {'x': x})['y']
   assert logits.shape == (6, K)
-  one = heads_lib._OneNetwork(trunk=trunks.MLPTrunk(inputs_keys=('x',), hidden=(5,)))
+  one = layers.OneNetwork(trunk=trunks.MLPTrunk(inputs_keys=('x',), hidden=(5,)))
   for k in range(K):
     p_k = jax.tree.map(lambda a: a[k], params['y'])  # pylint: disable=cell-var-from-loop
     np.testing.assert_allclose(one.apply({'params': p_k}, {'x': x}), logits[:, k],
