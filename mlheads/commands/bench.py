@@ -33,6 +33,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('large_rows', 100_000, 'metrics_large: rows N.')
   flags.DEFINE_integer('large_classes', 10_000, 'metrics_large: classes K.')
   flags.DEFINE_integer('large_batch', 1_000, 'metrics_large: rows per batch.')
+  flags.DEFINE_list('sampled_classes', ['10000', '50000'], 'sampled: classes K.')
+  flags.DEFINE_list('sampled_negatives', ['0', '256', '1024'],
+                    'sampled: negatives per example (0: the full loss).')
   flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
   flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
   flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
@@ -193,6 +196,55 @@ def bench_metrics_large():
                                                'f1_micro')}}
 
 
+def bench_sampled() -> list[dict]:
+  """The synthetic_xml model's train step at K classes: the full sigmoid loss vs sampled
+  negatives (model/sampling.py), batch 256, random SYNTHETIC batches; ms per step, medians
+  of alternating rounds."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import synthetic_xml  # pylint: disable=g-import-not-at-top
+  from mlheads import optimizers, sharding, train  # pylint: disable=g-import-not-at-top
+  from mlheads.data import base, pipeline, synthetic  # pylint: disable=g-import-not-at-top
+  from mlheads.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mlheads.state import train_state  # pylint: disable=g-import-not-at-top
+  rows = []
+  for k in (int(x) for x in FLAGS.sampled_classes):
+    c = synthetic.SyntheticConfig(name='bench', rows=8 * 256, classes=k)
+    x, idx, count = synthetic.generate(c)
+    arrays = {'features': x, 'labels': idx, 'labels_count': count}
+    fields = {'features': base.Field((c.features,), 'float32', 'features'),
+              'labels': base.Field((k,), 'float32', 'binary', sparse=c.max_labels)}
+    ds = base.Dataset(name='bench', splits={}, meta={}, inputs={'features': fields['features']},
+                      targets={'labels': fields['labels']})
+    steps, times = {}, {}
+    for m in (int(x) for x in FLAGS.sampled_negatives):
+      config = synthetic_xml.get_config()
+      config.heads.labels.negatives = m
+      model, heads = model_lib.build_model(config, ds)
+      parallel = sharding.DataParallel.over_all_devices()
+      state = train_state.create(model, optimizers.make(config), 0, pipeline.example_inputs(ds),
+                                 parallel.replicated)
+      step = train.make_train_step(heads, parallel)
+      batches = [parallel.shard(b) for b in pipeline.eval_batches(ds, arrays, 256)]
+      state, out = step(state, batches[0])  # compile
+      jax.block_until_ready(out)
+      steps[m], times[m] = (step, state, batches), []
+    for _ in range(FLAGS.rounds):
+      for m, (step, state, batches) in steps.items():
+        t = time.perf_counter()
+        for i in range(10):
+          state, out = step(state, batches[i % len(batches)])
+        jax.block_until_ready(out)
+        times[m].append(1000 * (time.perf_counter() - t) / 10)
+        steps[m] = (step, state, batches)
+    full = statistics.median(times[0]) if 0 in times else None
+    for m, ts in times.items():
+      ms = statistics.median(ts)
+      rows.append({'bench': 'sampled', 'classes': k, 'negatives': m, 'batch_size': 256,
+                   'ms_per_step': round(ms, 1), 'rounds_ms': [round(t, 1) for t in ts],
+                   **({'speedup_vs_full': round(full / ms, 2)} if full else {})})
+  return rows
+
+
 def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
   """Times the headline model's train step on random data (as the Keras script does)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -280,7 +332,7 @@ def bench_headline() -> list[dict]:
 
 
 CASES = {'headline': bench_headline, 'metrics': bench_metrics,
-         'metrics_large': bench_metrics_large}
+         'metrics_large': bench_metrics_large, 'sampled': bench_sampled}
 
 
 def main(argv):

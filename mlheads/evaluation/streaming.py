@@ -11,11 +11,13 @@ of the sample-wise ranking and @k metrics (`ranking.row_sums`), the batch's pack
 (score bits, label bit; -2 where masked) into a `KeyStore`, and the score of every positive.
 
 Class pass (`finish`, per block of whole classes): a block's keys `[C, rows]` are sorted once
-(`ranking.class_block`) for each class's AP, ROC AUC and F1-best threshold. The block's sorted
-rows, merged into one sorted run, give each distinct positive score the number of entries of
-the block scored at least as high (and higher); summed over blocks, these counts are all that
-micro AP, micro ROC AUC and the micro-F1-best threshold need, exactly. Calibration is fitted
-and ECE binned per block too (calibration.py).
+per class; each positive's rank among its class's entries (a binary search in the sorted
+keys) is all that the class's AP, ROC AUC and F1-best threshold need (`_summaries`), with no
+pass over the negatives. The block's sorted rows, merged into one sorted run, give each
+distinct positive score the number of entries of the block scored at least as high (and
+higher); summed over blocks, these counts give micro AP, micro ROC AUC and the
+micro-F1-best threshold the same way, exactly. Calibration is fitted and ECE binned per
+block too (calibration.py).
 
 Memory: the keys take 4 bytes per entry (rows x K); above `in_memory_bytes` they go to a
 temporary file laid out block by block (reads back contiguous), so the peak is about
@@ -32,7 +34,6 @@ import tempfile
 from collections.abc import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mlheads.evaluation import calibration as calibration_lib
@@ -144,7 +145,7 @@ class Accumulator:
     self.inv_propensity = (np.ones(num_classes, np.float32) if inv_propensity is None
                            else np.asarray(inv_propensity, np.float32))
     n_blocks = math.ceil(num_classes / max(1, min(num_classes, block_entries // max(rows, 1))))
-    self.width = math.ceil(num_classes / n_blocks)  # balanced blocks: one compiled shape
+    self.width = math.ceil(num_classes / n_blocks)  # balanced blocks
     self.store = KeyStore(rows, num_classes, self.width, in_memory_bytes, directory)
     self.sums: dict[str, float] = {}
     self.row = 0
@@ -203,13 +204,9 @@ class Accumulator:
     n_valid = 0
     for i, (c0, c1) in enumerate(self.store.blocks):
       keys = self.store.block(i)
-      w = c1 - c0
-      if w < self.width:
-        keys = np.concatenate([keys, np.full((self.width - w, self.rows), -2, np.int32)])
-      ks, ap_b, auc_b, t_b = jax.device_get(ranking.class_block(keys))
-      keys, ks = keys[:w], ks[:w]
-      ap[c0:c1], auc[c0:c1], tuned[c0:c1] = ap_b[:w], auc_b[:w], t_b[:w]
-      flat = np.sort(ks.ravel(), kind='stable') >> 1  # merges w sorted runs; masked: -1
+      ks = np.sort(keys, axis=-1)  # each class's keys ascending; masked (-2) first
+      ap[c0:c1], auc[c0:c1], tuned[c0:c1] = _per_class(ks)
+      flat = np.sort(ks.ravel(), kind='stable') >> 1  # merges the sorted runs; masked: -1
       lo, hi = np.searchsorted(flat, uniq, 'left'), np.searchsorted(flat, uniq, 'right')
       n_ge += flat.size - lo
       n_gt += flat.size - hi
@@ -256,27 +253,77 @@ def _nanmean(x: np.ndarray) -> float:
   return float(np.mean(x[kept], dtype=np.float64)) if kept.any() else float('nan')
 
 
+def midpoint(v_bits, below_bits) -> np.ndarray:
+  """The threshold that predicts {score >= v} and nothing lower: halfway between v and the
+  next lower distinct score (`below_bits` < 0: none, then v / 2, or -0.5 when v is 0);
+  float32 arithmetic, as thresholds.py states the rule."""
+  v = np.asarray(v_bits, np.int32).view(np.float32)
+  lower = np.maximum(np.asarray(below_bits), 0).astype(np.int32).view(np.float32)
+  mid = lower + (v - lower) / np.float32(2)
+  mid = np.where(mid < v, mid, lower)  # adjacent floats: the midpoint may round up to v
+  return np.where(np.asarray(below_bits) >= 0, mid,
+                  np.where(v > 0, v / np.float32(2), np.float32(-0.5))).astype(np.float32)
+
+
+def _summaries(group, u, w, n_ge, n_gt, below, n_valid, groups: int):
+  """AP, ROC AUC and F1-best threshold per group (a class, or all entries for micro) from
+  its positives: distinct scores `u` (bits) of multiplicity `w`, sorted by (group, u), with
+  n_ge / n_gt entries of the group scored >= / > u and `below` the highest score < u.
+
+  The conventions are metrics.py's: a positive's precision is taken at its whole tie group,
+  a tied (positive, negative) pair counts 1/2. The F1-best threshold predicts {score >= u}
+  for the best u, the highest among equals: only a tie group holding a positive can be best,
+  so the positives' scores are every candidate needed. NaN AP / AUC and threshold
+  ranking.DEFAULT_THRESHOLD for a group without a positive; NaN AP / AUC without a negative.
+  """
+  w = w.astype(np.float64)
+  n_pos = np.bincount(group, weights=w, minlength=groups)
+  key = (group.astype(np.int64) << 32) | u.astype(np.int64)  # ascending
+  cw = np.concatenate([[0.0], np.cumsum(w)])
+  first, end = np.searchsorted(key, key, 'left'), np.searchsorted(key, key, 'right')
+  start = np.searchsorted(group, group, 'left')
+  tp_ge = n_pos[group] - (cw[first] - cw[start])  # positives of the group scored >= u
+  neg_lt = (n_valid[group] - n_ge) - (n_pos[group] - tp_ge)
+  neg_tied = (n_ge - n_gt) - (cw[end] - cw[first])
+  n_neg = n_valid - n_pos
+  with np.errstate(invalid='ignore', divide='ignore'):
+    ap = np.bincount(group, weights=w * tp_ge / n_ge, minlength=groups) / n_pos
+    auc = np.bincount(group, weights=w * (2 * neg_lt + neg_tied) / 2,
+                      minlength=groups) / (n_pos * n_neg)
+    f1 = 2 * tp_ge / (n_ge + n_pos[group])
+  defined = (n_pos > 0) & (n_neg > 0)
+  ap, auc = np.where(defined, ap, np.nan), np.where(defined, auc, np.nan)
+  t = np.full(groups, ranking.DEFAULT_THRESHOLD, np.float32)
+  if len(u):
+    best = np.lexsort((u, f1, group))  # by group, then F1, then score: a group's last wins
+    last = best[np.searchsorted(group[best], np.arange(groups), 'right') - 1]
+    has = n_pos > 0
+    t[has] = midpoint(u[last[has]], below[last[has]])
+  return ap.astype(np.float32), auc.astype(np.float32), t
+
+
+def _per_class(ks: np.ndarray):
+  """AP, ROC AUC, F1-best threshold `[C]` of each row of sorted keys `ks` `[C, N]`."""
+  c, n = ks.shape
+  offset = np.arange(c, dtype=np.int64)[:, None] << 32
+  flat = (ks + offset).ravel()  # one ascending run: row r's keys + r * 2^32
+  row, col = np.nonzero((ks >= 0) & ((ks & 1) == 1))  # positives, by (class, score)
+  u = ks[row, col] >> 1
+  base = row.astype(np.int64) << 32
+  first_ge = np.searchsorted(flat, base + (u.astype(np.int64) << 1)) - row * n
+  first_gt = np.searchsorted(flat, base + ((u.astype(np.int64) + 1) << 1)) - row * n
+  first_valid = np.searchsorted(flat, offset[:, 0]) - np.arange(c) * n
+  below = np.where(first_ge > first_valid[row], ks[row, np.maximum(first_ge - 1, 0)] >> 1, -1)
+  return _summaries(row, u, np.ones(len(u)), n - first_ge, n - first_gt, below,
+                    (n - first_valid).astype(np.float64), c)
+
+
 def _micro(uniq, cnt, n_ge, n_gt, below, n_valid) -> tuple[dict[str, float], float]:
   """Micro AP and ROC AUC, and the micro-F1-best threshold, from each distinct positive
-  score u's counts: n_ge / n_gt entries scored >= / > u, `below` the highest score < u.
-
-  The same conventions as the per-class ones (metrics.py): a positive's precision is taken
-  at its whole tie group, a tied (positive, negative) pair counts 1/2. The F1-best
-  threshold predicts {score >= u} for the best u (the highest among equals): only a group
-  holding a positive can be best, so the positives' scores are every candidate needed.
-  """
-  p = int(cnt.sum())
-  nan = float('nan')
-  if p == 0:
+  score's counts over all entries (`_summaries` with one group)."""
+  if cnt.sum() == 0:
+    nan = float('nan')
     return {'average_precision_micro': nan, 'roc_auc_micro': nan}, ranking.DEFAULT_THRESHOLD
-  cnt = cnt.astype(np.float64)
-  tp_ge = p - (np.cumsum(cnt) - cnt)  # positives scored >= u
-  neg_lt = (n_valid - n_ge) - (p - tp_ge)
-  neg_tied = (n_ge - n_gt) - cnt
-  negatives = n_valid - p
-  ap = float(np.sum(cnt * tp_ge / n_ge) / p) if negatives else nan
-  auc = float(np.sum(cnt * (2 * neg_lt + neg_tied) / 2) / (p * negatives)) if negatives else nan
-  f1 = 2 * tp_ge / (n_ge + p)
-  best = len(f1) - 1 - int(np.argmax(f1[::-1]))
-  t = float(ranking.midpoint(jnp.int32(uniq[best]), jnp.int32(below[best])))
-  return {'average_precision_micro': ap, 'roc_auc_micro': auc}, t
+  ap, auc, t = _summaries(np.zeros(len(uniq), np.int64), uniq, cnt, n_ge, n_gt, below,
+                          np.array([float(n_valid)]), 1)
+  return {'average_precision_micro': float(ap[0]), 'roc_auc_micro': float(auc[0])}, float(t[0])

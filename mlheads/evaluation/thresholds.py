@@ -5,9 +5,9 @@ distinct scores every threshold predicts the same set, so the candidates are
 one threshold per distinct score v, predicting exactly {score >= v}: the
 midpoint between v and the next lower distinct score (below the lowest score:
 v / 2, or -0.5 when v is 0). Predicting nothing (F1 = 0) is the fallback.
-All candidates are scored at once from one sort per class (`ranking.best_f1`),
-with no loop over rows; the global threshold from the counts the micro averages
-use (streaming.py), so both tune on a split of any size.
+All candidates are scored at once from one sort per class, with no loop over
+rows, and the global threshold from the counts the micro averages use
+(streaming.py), so both tune on a split of any size.
 Among equally good candidates the highest threshold wins (fewest positives
 predicted). A class with no (unmasked) positive gets 0.5, as does the global
 threshold when there is no positive at all.

@@ -124,8 +124,11 @@ class Head:
 @dataclasses.dataclass(frozen=True)
 class SigmoidHead(Head):
   """K independent sigmoid units with binary cross-entropy; `negatives = m > 0` trains on
-  all positives and m sampled negatives per example (an unbiased estimate, sampling.py)."""
+  all positives and m sampled negatives per example (an unbiased estimate, sampling.py).
+  `init_bias`: every class starts at probability sigmoid(init_bias) (the prior init of Lin et
+  al. 2017; about -log K suits thousands of rare labels, where 0 starts the loss far off)."""
   negatives: int = 0
+  init_bias: float = 0.0
   max_positives: int = 0  # P: the target's sparse width (or K), set when the head is built
 
   @classmethod
@@ -139,7 +142,8 @@ class SigmoidHead(Head):
                               f'loss, not {loss!r}')
 
   def output(self, features, ctx, name):
-    layer, h = layers.OutputDense(self.num_classes, name=name), self.select(features, ctx)
+    layer = layers.OutputDense(self.num_classes, bias_init=self.init_bias, name=name)
+    h = self.select(features, ctx)
     if self.negatives and ctx.train and ctx.labels is not None:
       return sampling.sampled_logits(layer, h, ctx.labels, ctx.mask, self.negatives,
                                      self.max_positives)

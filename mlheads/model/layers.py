@@ -30,11 +30,12 @@ class OutputDense(nn.Module):
   multiply-adds instead of B x K x D (the gradient still scatters into the `[D, K]` kernel).
   """
   features: int
+  bias_init: float = 0.0  # every logit's starting value
 
   @nn.compact
   def __call__(self, x: jax.Array, index: jax.Array | None = None) -> jax.Array:
     kernel = self.param('kernel', glorot, (x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init), (self.features,))
     if index is None:
       return x @ kernel + bias
     rows = jnp.take(kernel.T, index, axis=0)  # [batch, S, D]

@@ -6,7 +6,6 @@ import pytest
 from sklearn import metrics as skm
 
 from mlheads.evaluation import metrics
-from mlheads.evaluation import ranking
 
 N, K = 64, 6  # One shape for most tests: one compilation.
 TOL = 1e-6
@@ -304,17 +303,3 @@ def test_no_class_with_both_labels_gives_nan_not_zero():
 def test_bad_inputs_name_the_value(labels, scores, mask, match):
   with pytest.raises(ValueError, match=match):
     metrics.compute(labels, scores, mask=mask)
-
-
-def test_xla_sort_path_matches_sklearn(monkeypatch):
-  # CPU runs use the NumPy sort; accelerators use lax.sort. A shape no other
-  # test uses forces a fresh trace with the patched sort.
-  labels, scores = _data(12, n=37, ties=True)
-  mask = _mask(12, n=37)
-  monkeypatch.setattr(ranking, 'sort_last_axis', ranking.xla_sort)
-  got = metrics.compute(labels, scores, mask=mask)
-  _assert_close(got, _reference_masked(labels, scores, 0.5, mask))
-  y, s, _, valid = metrics.check_inputs(labels, scores, 0.5, mask)
-  keys = ranking.sort_keys(y, s, valid).T
-  jaxpr = str(jax.make_jaxpr(ranking.class_block.__wrapped__)(keys))
-  assert 'sort' in jaxpr and 'callback' not in jaxpr
