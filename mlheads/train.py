@@ -177,6 +177,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         for step in range(start_step, total_steps):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
+          if len(history) > 2:  # at most 2 steps in flight: each holds its batch ([B, K] targets)
+            jax.block_until_ready(history[-3])
           seen += config.batch_size
           bar.update(1)
           done = step + 1

@@ -217,8 +217,7 @@ class Accumulator:
         y = (keys & 1).astype(np.int8)
         s = np.where(valid, keys >> 1, 0).view(np.float32)
         if fit:
-          a_b, b_b = jax.device_get(calibration_lib.fit(s, y, valid, calibrate))
-          cal[0][c0:c1], cal[1][c0:c1] = a_b, b_b
+          cal[0][c0:c1], cal[1][c0:c1] = _fit_in_chunks(s, y, valid, calibrate)
         if cal is not None:
           ece_bins['before'][c0:c1] = calibration_lib.bins(s, y, valid)
           after = calibration_lib.apply_numpy(s, cal[0][c0:c1, None], cal[1][c0:c1, None])
@@ -246,6 +245,21 @@ class Accumulator:
       out.ece = {s: calibration_lib.ece(v) for s, v in ece_bins.items()}
       out.reliability = {s: calibration_lib.reliability(v) for s, v in ece_bins.items()}
     return out
+
+
+def _fit_in_chunks(s, y, valid, method: str, entries: int = 2**20):
+  """`calibration.fit` over a block's classes a chunk at a time (its Newton steps hold about
+  12 floats an entry), every chunk padded to one shape (one compilation)."""
+  c, n = s.shape
+  width = max(1, min(c, entries // max(n, 1)))
+  a, b = np.empty(c, np.float32), np.empty(c, np.float32)
+  for lo in range(0, c, width):
+    hi = min(lo + width, c)
+    pad = ((0, width - (hi - lo)), (0, 0))
+    a_c, b_c = jax.device_get(calibration_lib.fit(np.pad(s[lo:hi], pad), np.pad(y[lo:hi], pad),
+                                                  np.pad(valid[lo:hi], pad), method))
+    a[lo:hi], b[lo:hi] = a_c[:hi - lo], b_c[:hi - lo]
+  return a, b
 
 
 def _nanmean(x: np.ndarray) -> float:
