@@ -5,9 +5,10 @@
 #   ./launch.sh test [pytest args]      the whole test suite
 #   ./launch.sh list                    experiments and what they do
 #   ./launch.sh bench                   speed benchmarks (JSON lines)
-#   ./launch.sh score --labels=L.npy --scores=S.npy [--mask=M.npy]   (alias: evaluate)
-#   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
+#   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
+#   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh score|predict|compare --help     that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -41,7 +42,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -49,6 +50,14 @@ ensure_venv
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 # Quiet TF-less tfds and absl start-up chatter; JAX picks the accelerator it finds.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+# `COMMAND --help`: the command's own flags (absl's --helpshort), not every library's.
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  case $cmd in
+    score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
+    predict|compare) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+  esac
+fi
 
 case $cmd in
   test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;

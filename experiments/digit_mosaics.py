@@ -6,7 +6,7 @@ Data: scikit-learn's 8x8 digits composed into 16x16 mosaics (12,000 train /
 2,000 validation / 2,000 test; train and test digits from disjoint source
 images). Trunk: Conv(32) -> pool -> Conv(64) -> pool -> Dense(128). Output
 `digits`: 10 sigmoid units, binary cross-entropy. Adam 1e-3, batch 64.
-Expected (seed 0, CPU): test macro ROC AUC 0.996, accuracy 0.98;
+Expected (seed 0, CPU): test macro ROC AUC 0.996, label accuracy 0.98;
 151,306 parameters.
 """
 

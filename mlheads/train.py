@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from mlheads import configs
+from mlheads import console
 from mlheads import optimizers
 from mlheads import sharding
 from mlheads.data import pipeline
@@ -172,8 +172,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
                                        config.epochs, start_step)
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
-      with tqdm.tqdm(total=total_steps, initial=start_step, disable=not config.progress,
-                     unit='step', dynamic_ncols=True) as bar:
+      with console.progress_bar(total=total_steps, initial=start_step,
+                                disable=not config.progress, unit='step',
+                                dynamic_ncols=True) as bar:
         for step in range(start_step, total_steps):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
@@ -227,7 +228,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         **runner.summarize(heads, val, test, thresholds, calibration),
         'steps': trained_steps,
     }
-    runner.log_summary(summary)
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)

@@ -1,10 +1,22 @@
 """Shared fixtures: tiny configs and a small prepared slice of the tweets."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
+
+# One compilation cache for the session and the subprocesses its tests start: the CLI and
+# fault tests run the same tiny models many times, and XLA compiling them dominates. A fresh
+# directory each session, so no test depends on an earlier one. Set before jax is imported.
+_CACHE = tempfile.mkdtemp(prefix='mlheads-test-xla-cache-')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
 import ml_collections
 import pytest

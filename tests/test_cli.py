@@ -1,6 +1,7 @@
 """launch.sh and the entry point: overrides, typos and bad names exit 2 with one line."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -57,15 +58,32 @@ def test_bad_settings_exit_2_with_one_line_and_write_nothing(tmp_path, override,
   assert not workdir.exists()
 
 
-def test_a_full_run_from_the_command_line(tmp_path, tweets_dir):
+def test_a_full_run_from_the_command_line(tmp_path):
+  # Its own data dir, so that the data set is prepared in this run; the progress bar on.
   r, workdir = _main(
-      tmp_path, f'--config.data.dir={tweets_dir}', '--config.data.max_rows=240',
+      tmp_path, f'--config.data.dir={tmp_path / "tfds"}', '--config.data.max_rows=240',
       '--config.data.vocab_size=60', '--config.data.max_len=12', '--config.trunk.embed_dim=8',
       '--config.trunk.lstm_units=4', '--config.trunk.hidden=(8,)', '--config.batch_size=8',
-      '--config.epochs=1', '--config.progress=False', '--config.heads.aux.weight=0.5')
+      '--config.epochs=1', '--config.log_every_steps=5', '--config.heads.aux.weight=0.5')
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'Total parameters:' in r.stderr
   saved = json.loads((workdir / 'metrics.json').read_text())
   assert set(saved['test']) == {'main', 'aux'}
   config = json.loads((workdir / 'config.json').read_text())
   assert config['heads']['aux']['weight'] == 0.5
+  # Quiet and readable: stdout is the epoch lines and the final table, and says where it wrote.
+  assert 'Downloading and preparing' not in r.stdout and 'Generating splits' not in r.stderr
+  table = r.stdout[r.stdout.index('output  metric'):]
+  for out in ('main', 'aux'):
+    val, test = (saved[s][out]['average_precision_macro'] for s in ('validation', 'test'))
+    assert re.search(rf'{out} +mAP \(macro AP\) +{val:.4f} +{test:.4f}', table), table
+  assert f'{workdir}/metrics.json' in table and 'F1 micro @tuned' in table
+  for noise in ('Using custom data configuration', "Unable to initialize backend 'tpu'",
+                '!!python', 'has no dataset_info.json'):
+    assert noise not in r.stderr, noise
+  assert '  trunk.hidden: (8,)' in r.stderr  # the config, as dotted keys
+  # Every log line starts a line of its own, never after the progress bar.
+  shown = [line.split('\r')[-1] for line in r.stderr.split('\n')]
+  assert any('checkpoint step' in l for l in shown)
+  glued = [l for l in shown if re.search(r'.[IWE]\d{4} \d\d:\d\d:\d\d', l)]
+  assert not glued, glued

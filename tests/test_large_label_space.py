@@ -60,8 +60,11 @@ def test_from_csv_label_lists_of_thousands_of_names_are_stored_sparse(tmp_path):
       dir=str(tmp_path)))
   splits, meta = csv_data.make_arrays(csv_data.settings_from_config(d))
   k = len(meta['classes'])
-  assert 2900 < k <= 3000 and meta['max_labels'] == 3
   train_split = splits['train']
+  # The class list: the names seen in train (about 3000 (1 - e^-3.2) of them), sorted.
+  assert np.array_equal(np.unique(train_split['labels']), np.arange(k))
+  assert meta['classes'] == sorted(meta['classes']) and set(meta['classes']) <= set(names)
+  assert 2800 < k <= 3000 and meta['max_labels'] == 3
   assert train_split['labels'].shape == (3200, 3) and train_split['labels'].dtype == np.int32
   assert train_split['labels_mask'].shape == (3200,)  # one known flag a row, not [K]
   assert (train_split['labels_count'] == 3).all()

@@ -8,14 +8,15 @@ import re
 from conftest import ROOT
 
 PACKAGE = pathlib.Path(ROOT) / 'mlheads'
-# Who may import whom: commands -> train -> model / data / evaluation / state -> errors.
+# Who may import whom: api -> commands -> train -> model / data / evaluation / state -> errors.
 # A module of a layer imports modules of its own layer or of layers to its right.
-LAYERS = ('commands', 'main', 'train', 'evaluation', 'state', 'model', 'data',
-          'configs', 'optimizers', 'sharding', 'errors')
+LAYERS = ('api', 'commands', 'main', 'train', 'evaluation', 'state', 'model', 'data',
+          'configs', 'optimizers', 'sharding', 'console', 'errors')
 BELOW = {
-    'commands': set(LAYERS) - {'main'},
-    'main': {'train', 'errors'},
-    'train': set(LAYERS) - {'commands', 'main', 'train'},
+    'api': set(LAYERS) - {'main'},
+    'commands': set(LAYERS) - {'api', 'main'},
+    'main': {'train', 'console', 'errors'},
+    'train': set(LAYERS) - {'api', 'commands', 'main', 'train'},
     'evaluation': {'evaluation', 'state', 'model', 'data', 'errors'},
     'state': {'state', 'model', 'data', 'errors'},
     'model': {'model', 'errors'},
@@ -23,6 +24,7 @@ BELOW = {
     'configs': {'errors'},
     'optimizers': {'errors'},
     'sharding': set(),
+    'console': set(),
     'errors': set(),
 }
 

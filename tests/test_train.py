@@ -12,6 +12,7 @@ from mlheads import errors
 from mlheads import train
 from mlheads.data import base
 from mlheads.data import pipeline
+from mlheads.evaluation import metrics
 
 from conftest import compiled
 
@@ -167,8 +168,11 @@ def test_train_and_evaluate_writes_metrics(tiny_config, tmp_path):
   for split in ('validation', 'test'):
     for out in ('main', 'aux'):
       m = saved[split][out]
-      assert {'loss', 'accuracy', 'roc_auc_macro'} <= set(m)
-      assert 0 <= m['accuracy'] <= 1
+      assert {'loss', 'label_accuracy', 'roc_auc_macro'} <= set(m)
+      assert 0 <= m['label_accuracy'] <= 1
+      # One label each: no metric that ranks a row's labels; thresholds per class only.
+      assert not set(m) & set(metrics.RANKING_KEYS)
+  assert set(saved['thresholds']['main']) == {'per_class'}
   lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl', encoding='utf-8')]
   assert any(l['split'] == 'train' and 'loss_main' in l for l in lines)
   assert any(l['split'] == 'validation/main' for l in lines)

@@ -1,6 +1,6 @@
 """Trains one experiment over a grid of settings and seeds, and tabulates the results.
 
-  ./launch.sh compare EXPERIMENT --grid='heads.genres.kind=sigmoid,softmax' --seeds=0,1,2 \
+  ./launch.sh compare EXPERIMENT --grid='heads.genres.kind=sigmoid,softmax' --seeds=0,1,2
       [--set='epochs=3' ...] [--workdir=runs/compare/NAME]
 
 Every run is `train.train_and_evaluate` in this process, in `WORKDIR/<point>/seed<k>`. Every
@@ -13,11 +13,13 @@ A run that finished under the same config (its `compare_run.json` and `metrics.j
 is skipped; an unfinished one resumes from its checkpoints. So rerunning the same command after
 an interruption finishes the grid without retraining anything.
 
-Writes WORKDIR/compare.json (every run's metrics, config point, seed, wall time, parameters,
-validation curve), WORKDIR/compare.md (per output: mean ± std over seeds) and WORKDIR/curves.png.
+Writes WORKDIR/compare.json (every run's metrics, config point, seed, wall and compile time,
+parameters, validation curve), WORKDIR/compare.md (per output: mean ± std over seeds, each point
+against the best by validation mAP in a paired t-test over seeds) and WORKDIR/curves.png.
 docs/compare.md describes the columns.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -27,7 +29,9 @@ import time
 
 from absl import flags
 from absl import logging
+import jax
 
+from mlheads import console
 from mlheads import errors
 from mlheads import train
 from mlheads.commands import compare_report
@@ -51,7 +55,6 @@ def define_flags() -> None:
                       'launch.sh passes the first argument here.')
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_RECORD = 'compare_run.json'  # written into a run's folder when it has finished.
 
 
@@ -151,25 +154,24 @@ def point_names(axes) -> list[tuple[str, dict[str, str]]]:
 
 def experiment_path(name: str) -> str:
   """experiments/NAME.py, checked as launch.sh checks it."""
-  path = os.path.join(ROOT, 'experiments', f'{name}.py')
-  if not re.fullmatch(r'[a-z][a-z0-9_]*', name or '') or not os.path.isfile(path):
-    raise errors.UsageError(f'unknown experiment {name!r}; known: '
-                            f'{sorted(experiments_lib.experiments())}')
-  return path
+  return experiments_lib.path(name)
 
 
 def load_config(experiment: str, overrides: list[tuple[str, str]], what: str = ''):
   """The experiment's locked config with `--config.KEY=VALUE` overrides, parsed by ml_collections'
   config flags exactly as `./launch.sh EXPERIMENT --config.KEY=VALUE` parses them."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  path = experiment_path(experiment)
-  argv = ['compare', f'--config={path}'] + [f'--config.{k}={v}' for k, v in overrides]
+  argv = ['compare'] + [f'--config.{k}={v}' for k, v in overrides]
+  config = experiments_lib.get_config(experiment)
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
   try:
+    # The override flags are made here, from argv: an unknown key fails here, not in fv(argv).
+    config_flags.DEFINE_config_dict('config', config, flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
     fv(argv)
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
+    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
+      e = e.args[0]  # ml_collections wraps the KeyError of an unknown key
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     msg = ' '.join(str(msg).split()) or type(e).__name__
     raise errors.UsageError(f'{what}: {msg}' if what else msg) from None
@@ -239,6 +241,30 @@ def _read_summary(run_dir: str) -> dict:
     return json.load(f)
 
 
+# JAX's own timings of a compilation: tracing to a jaxpr, lowering to MLIR, XLA's compile.
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+
+
+@contextlib.contextmanager
+def compile_timer():
+  """`{'s': seconds}` JAX spent tracing and compiling inside the block (jax.monitoring), so
+  that a run's time can be given without it: compiling dominates small runs and does not
+  scale with the data."""
+  spent = {'s': 0.0}
+
+  def listen(event, duration, **_):
+    if event in COMPILE_EVENTS:
+      spent['s'] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield spent
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
 def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
   """Trains (or skips, or resumes) each run; returns one result dict per run."""
   results = []
@@ -250,9 +276,11 @@ def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
       print(f'{head}: training in {run_dir} ...', file=out, flush=True)
       resumed = os.path.isdir(os.path.join(run_dir, 'checkpoints'))
       t0 = time.perf_counter()
-      train.train_and_evaluate(run['config'], run_dir)
+      with compile_timer() as compiling:
+        train.train_and_evaluate(run['config'], run_dir)
       record = {'config': _config_json(run['config']), 'wall_s': time.perf_counter() - t0,
-                'resumed': resumed, 'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
+                'compile_s': compiling['s'], 'resumed': resumed,
+                'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
       writers.write_json(os.path.join(run_dir, RUN_RECORD), record)
       how = 'resumed and finished' if resumed else 'done'
     else:
@@ -260,7 +288,9 @@ def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
     summary = _read_summary(run_dir)
     result = compare_report.run_result(run, summary, record, run_dir)
     results.append(result)
-    print(f'{head}: {how} ({record["wall_s"]:.1f} s): '
+    took = f'{record["wall_s"]:.1f} s' + (f', {record["compile_s"]:.1f} s of it compiling'
+                                          if 'compile_s' in record else '')
+    print(f'{head}: {how} ({took}): '
           + compare_report.one_line(result), file=out, flush=True)
   return results
 
@@ -284,6 +314,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; give the experiment first, then '
                             '--grid, --seeds, --set, --workdir')
+  console.quiet()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # one progress line per run instead of the run logs.
   experiment = FLAGS.experiment

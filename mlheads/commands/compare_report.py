@@ -19,6 +19,7 @@ import os
 from matplotlib.figure import Figure
 import numpy as np
 
+from mlheads.commands import compare_stats
 from mlheads.evaluation import markdown as md_lib
 from mlheads.state import writers
 
@@ -43,7 +44,8 @@ SPEED_COLUMNS = (
     ('epochs to 95%', 'speed', 'epochs_to_target'),
     ('val loss, last epoch', 'speed', 'val_loss_last'),
     ('parameters', 'run', 'parameters'),
-    ('time / run (s)', 'run', 'wall_s'),
+    ('time / run, excl. compiling (s)', 'run', 'run_s'),
+    ('compiling (s)', 'run', 'compile_s'),
 )
 
 
@@ -68,10 +70,14 @@ def curves(run_dir: str) -> dict[str, dict[str, list]]:
 
 
 def run_result(run: dict, summary: dict, record: dict, run_dir: str) -> dict:
-  """One run's entry in compare.json."""
+  """One run's entry in compare.json. `record['compile_s']`: JAX's tracing, lowering and
+  compiling time within `wall_s` (absent from records of older runs)."""
+  compile_s = record.get('compile_s')
   return {
       'point': run['point'], 'overrides': run['overrides'], 'seed': run['seed'],
-      'dir': run['dir'], 'wall_s': record['wall_s'], 'resumed': record.get('resumed', False),
+      'dir': run['dir'], 'wall_s': record['wall_s'], 'compile_s': compile_s,
+      'run_s': None if compile_s is None else record['wall_s'] - compile_s,
+      'resumed': record.get('resumed', False),
       'finished_at': record.get('finished_at'),
       'parameters': summary.get('parameters'), 'steps': summary.get('steps'),
       'evaluated_step': summary.get('evaluated_step'), 'best_metric': summary.get('best_metric'),
@@ -149,7 +155,9 @@ def build(experiment: str, axes, seeds, sets, results: list[dict], argv=None) ->
       'experiment': experiment, 'command': list(argv) if argv else None,
       'grid': {k: v for k, v in axes}, 'seeds': list(seeds), 'set': {k: v for k, v in sets},
       'points': points, 'outputs': outputs, 'statistics': 'mean and sample std (ddof=1) over seeds',
-      'speed': speed_def, 'summary': summary, 'runs': results,
+      'speed': speed_def, 'summary': summary,
+      'paired': {out: compare_stats.against_reference(results, out, points) for out in outputs},
+      'runs': results,
   }
 
 
@@ -164,7 +172,8 @@ def _fmt(s: dict, key: str) -> str:
     return 'n/a'
   if key == 'parameters':
     return f'{s["mean"]:,.0f}' if not s['std'] else f'{s["mean"]:,.0f} ± {s["std"]:,.0f}'
-  digits = 1 if key in ('wall_s', 'epochs_to_target') else 3 if key != 'val_loss_last' else 4
+  digits = (1 if key in ('wall_s', 'run_s', 'compile_s', 'epochs_to_target') else
+            3 if key != 'val_loss_last' else 4)
   text = f'{s["mean"]:.{digits}f}' + (f' ± {s["std"]:.{digits}f}' if s['std'] is not None
                                       else '')
   if key == 'epochs_to_target':
@@ -185,9 +194,13 @@ def markdown(doc: dict) -> str:
   md = [f'# Comparison: {doc["experiment"]}', '']
   if doc.get('command'):
     md += ['```', ' '.join(doc['command']), '```', '']
+  cells = (f'Cells: mean ± sample std (ddof=1) over the {n_seeds} seeds.' if n_seeds > 1 else
+           f'**One seed ({doc["seeds"][0]}): each cell is a single run, with no spread; '
+           'differences between points are not tested and may be seed noise** (use '
+           '`--seeds=0,1,2`).')
   md += [f'Grid: {grid}. Seeds: {", ".join(map(str, doc["seeds"]))}. Settings: {sets}. '
          f'{len(doc["runs"])} runs, each in `<point>/seed<k>/`.', '',
-         f'Cells: mean ± sample std (ddof=1) over the {n_seeds} seed(s). `@default`: each '
+         f'{cells} `@default`: each '
          "head's own threshold (0.5; 1/C for softmax). `@tuned`: per-class thresholds tuned on "
          'validation for F1, applied to test. Test metrics are those of the best checkpoint '
          '(by the experiment\'s `best_metric` on validation).', '']
@@ -199,6 +212,7 @@ def markdown(doc: dict) -> str:
     rows = [[f'`{p}`'] + [_fmt(doc['summary'][out][p][f'{s}/{k}'], k)
                           for _, s, k in TEST_COLUMNS] for p in doc['points']]
     md += _table(['point'] + [c for c, _, _ in TEST_COLUMNS], rows) + ['']
+    md += _paired_section(doc.get('paired', {}).get(out))
     sp = doc['speed'][out]
     md += ['### Speed of learning and cost', '']
     rows = [[f'`{p}`'] + [_fmt(doc['summary'][out][p][f'{s}/{k}'], k)
@@ -210,7 +224,8 @@ def markdown(doc: dict) -> str:
              f'validation mAP at its evaluated (best) checkpoint ({sp["best_final_val_map"]:.4f}, `{sp["best_point"]}`); '
              'mean over the seeds that reached it. Validation losses are each head\'s own loss '
              '(softmax cross-entropy is not on the scale of binary cross-entropy). Time: wall '
-             'clock of the whole run (data loading, compiling, training, evaluation).', '']
+             'clock of the whole run (data loading, training, evaluation) less the time JAX '
+             'spent tracing and compiling, which is given apart.', '']
   md += ['![Validation curves](curves.png)', '', '<details><summary>Every run</summary>', '']
   rows = []
   for r in doc['runs']:
@@ -225,6 +240,22 @@ def markdown(doc: dict) -> str:
                 'F1 micro @tuned', 'steps', 'time (s)'], rows)
   md += ['', '</details>', '']
   return '\n'.join(md)
+
+
+def _paired_section(p: dict | None) -> list[str]:
+  """Markdown: each point's test mAP against the reference's, paired over seeds."""
+  if not p or p['reference'] is None:
+    return []
+  md = [f'Against `{p["reference"]}` (best mean validation mAP), test mAP paired seed by seed: '
+        f'mean difference, its 95% t interval, and the Holm-corrected p-value of a paired '
+        f't-test; significant at p < {p["alpha"]}.', '']
+  if not p['comparisons']:
+    return md + [f'No test: {p["note"]}.', '']
+  rows = [[f'`{c["point"]}`', f'{c["mean_diff"]:+.4f}',
+           f'[{c["ci95"][0]:+.4f}, {c["ci95"][1]:+.4f}]', str(c['n']), f'{c["p_holm"]:.3g}',
+           'yes' if c['significant'] else 'no'] for c in p['comparisons']]
+  return md + _table(['point', 'Δ test mAP', '95% CI', 'seeds', 'p (Holm)', 'significant'],
+                     rows) + ['']
 
 
 def _mean_band(doc, out, point, key, relative=False):

@@ -1,16 +1,20 @@
 """Predictions of a trained run on new rows.
 
   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv
-      [--step=N] [--batch_size=B] [--keep=all|none|col,col]
+      [--step=N] [--batch_size=B] [--keep=all|none|col,col] [--threshold=T] [--top_k=K]
 
 Reads a checkpoint's extras (config, fitted heads, the data set's fields and
 metadata, thresholds tuned and calibration fitted on validation), rebuilds the
 model from them (no training data needed), restores its parameters, encodes the
 input rows with the data set's own `encode` (the run's tokenizer and scaling)
 and writes one CSV row per input row: the kept input columns, then per output
-`<output>:<class>` probabilities (calibrated, calibration.py) and
-`<output>:labels` (the classes whose score exceeds its tuned threshold, joined
-by '|'), or for a regression output `<output>:<column>` values. docs/predict.md has the details.
+`<output>:<class>` probabilities (calibrated where the run fitted a calibration,
+calibration.py) and `<output>:predicted` (the classes whose score exceeds its
+tuned threshold, or `--threshold`, or the `--top_k` most probable, joined by
+'|'), or for a regression output `<output>:<column>` values. Tuned thresholds
+compare the uncalibrated scores they were tuned on; `--threshold` and `--top_k`
+the probabilities written. docs/predict.md has the details. `predict_table` does the same for a
+pandas DataFrame, in memory (the Python API's `Run.predict`).
 
 Bad input is one line on stderr naming the file, the line, the column and the
 value, exit code 2, and no output file (it is written to a temporary file and
@@ -19,7 +23,10 @@ renamed at the end).
 
 import csv
 import json
+import math
 import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from absl import flags
 from absl import logging
@@ -27,6 +34,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from mlheads import console
 from mlheads import errors
 from mlheads import optimizers
 from mlheads import sharding
@@ -57,6 +65,10 @@ def define_flags() -> None:
                        'eval_batch_size).')
   flags.DEFINE_string('keep', 'all', "Input columns copied to the output: 'all', 'none' "
                       'or a comma-separated list.')
+  flags.DEFINE_float('threshold', None, 'Predict the classes with probability > T (one '
+                     'threshold for every class) instead of the thresholds tuned on validation.')
+  flags.DEFINE_integer('top_k', None, 'Predict each row\'s K most probable classes (with '
+                       '--threshold: those of them above it).')
 
 
 LABEL_SEPARATOR = '|'
@@ -110,28 +122,44 @@ def encode(ckpt: extras_lib.RunRecord, table: pd.DataFrame, source: str) -> tupl
   return inputs, truncated
 
 
-def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarray],
-           batch_size: int) -> dict[str, np.ndarray]:
-  """Restores the step's parameters and returns each output's scores `[n, K]`.
+class Restored(NamedTuple):
+  """A checkpoint's model, ready to score rows: built, its parameters restored, its
+  evaluation step jitted (once: scoring more rows reuses it)."""
+  model: Any
+  heads: dict
+  params: Any
+  eval_fn: Callable
 
-  Runs the trainer's own evaluation step (`runner.eval_step`) on the rows, with
-  zero targets (the step computes a loss that is thrown away).
-  """
+
+def restore(ckpt: extras_lib.RunRecord, workdir: str) -> Restored:
+  """Rebuilds the run's model from the checkpoint's extras and restores `ckpt.step`."""
   config, ds = ckpt.config, ckpt.dataset
-  devices = jax.device_count()
-  batch_size = -(-batch_size // devices) * devices  # whole batches per device
   model, heads = model_lib.build_model(config, ds, fitted_heads=ckpt.heads)
   parallel = sharding.DataParallel.over_all_devices()
   target = train_state.create(model, optimizers.make(config), config.seed,
                               pipeline.example_inputs(ds), parallel.replicated)
   with checkpoints.Checkpointer(workdir) as ck:
     state, _, _ = ck.restore(target, ckpt.step)
+  return Restored(model, heads, state.params, runner.make_eval_fn(model, heads, parallel))
+
+
+def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarray],
+           batch_size: int, restored: Restored | None = None) -> dict[str, np.ndarray]:
+  """Each output's scores `[n, K]` for the encoded rows `inputs`.
+
+  Runs the trainer's own evaluation step (`runner.eval_step`) on the rows, with
+  zero targets (the step computes a loss that is thrown away). `restored`: a
+  model already restored from this checkpoint (else it is restored here).
+  """
+  ds = ckpt.dataset
+  devices = jax.device_count()
+  batch_size = -(-batch_size // devices) * devices  # whole batches per device
+  r = restored or restore(ckpt, workdir)
   n = len(next(iter(inputs.values())))
   arrays = dict(inputs)
   for key, f in ds.targets.items():
     arrays.update(f.empty(key, n))
-  preds = runner.predict_split(runner.make_eval_fn(model, heads, parallel), state.params, ds,
-                               arrays, batch_size, heads)
+  preds = runner.predict_split(r.eval_fn, r.params, ds, arrays, batch_size, r.heads)
   return {name: p['scores'] for name, p in preds.items()}
 
 
@@ -154,9 +182,17 @@ def thresholds_of(ckpt: extras_lib.RunRecord, name: str, head: heads_lib.Head) -
   return np.full((head.num_classes,), head.threshold, np.float32), f'head default {head.threshold:g}'
 
 
-def label_sets(scores: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[str]:
-  """Each row's classes with score > threshold, joined by '|' ('' for none)."""
-  hits = scores > thresholds[None, :]
+def label_sets(scores: np.ndarray, thresholds: np.ndarray | None, names: list[str],
+               top_k: int | None = None, rank: np.ndarray | None = None) -> list[str]:
+  """Each row's classes with score > threshold (all, if `thresholds` is None), of those only
+  the `top_k` highest in `rank` (default: the scores; ties: the earlier class), joined by
+  '|' ('' for none)."""
+  hits = np.ones(scores.shape, bool) if thresholds is None else scores > thresholds[None, :]
+  if top_k is not None:
+    top = np.argsort(-(scores if rank is None else rank), axis=1, kind='stable')[:, :top_k]
+    in_top = np.zeros(scores.shape, bool)
+    np.put_along_axis(in_top, top, True, axis=1)
+    hits &= in_top
   return [LABEL_SEPARATOR.join(n for n, h in zip(names, row) if h) for row in hits]
 
 
@@ -166,21 +202,44 @@ def _cell(v) -> str:
   return v if isinstance(v, str) else json.dumps(v)
 
 
-def output_columns(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
-                   ) -> tuple[dict[str, list], dict[str, str]]:
-  """Output column -> values, and output -> where its thresholds came from.
+def predicted_column(name: str, class_names: list[str]) -> str:
+  """`<output>:predicted`, the label-set column; `<output>:predicted_set` for an output with a
+  class named 'predicted', whose probability column takes the plain name."""
+  return f'{name}:predicted' if 'predicted' not in class_names else f'{name}:predicted_set'
 
-  Probabilities are calibrated where the checkpoint has a calibration; label sets compare
-  the scores the thresholds were tuned on."""
+
+def output_columns(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray],
+                   threshold: float | None = None, top_k: int | None = None
+                   ) -> tuple[dict[str, list], dict[str, str]]:
+  """Output column -> values (float32 `[n]` arrays of probabilities or values; lists of
+  label sets), and output -> how its label sets were chosen.
+
+  Probabilities are calibrated where the checkpoint has a calibration. The tuned thresholds
+  compare the uncalibrated scores they were tuned on; `threshold` and `top_k` the
+  probabilities written.
+  threshold: one threshold for every class, instead of the checkpoint's tuned ones.
+  top_k: at most the k most probable classes per row; alone, exactly k (no threshold).
+  """
   cols, used = {}, {}
   probabilities = calibrated(ckpt, out_scores)
   for name, head in ckpt.heads.items():
     s, names = out_scores[name], ckpt.dataset.class_names(head.target)
     for k, cls in enumerate(names):
-      cols[f'{name}:{cls}'] = [f'{float(x):.9g}' for x in probabilities[name][:, k]]
+      cols[f'{name}:{cls}'] = probabilities[name][:, k]
     if head.target_kind == 'binary':
-      t, used[name] = thresholds_of(ckpt, name, head)
-      cols[f'{name}:labels'] = label_sets(s, t, names)
+      if threshold is not None:
+        t, used[name] = np.full((head.num_classes,), threshold, np.float32), f'> {threshold:g}'
+      elif top_k is not None:
+        t, used[name] = None, 'no threshold'
+      else:
+        t, used[name] = thresholds_of(ckpt, name, head)
+      if top_k is not None:
+        used[name] = f'top {top_k}, {used[name]}'
+      p = probabilities[name]
+      if threshold is not None or t is None:
+        cols[predicted_column(name, names)] = label_sets(p, t, names, top_k)
+      else:
+        cols[predicted_column(name, names)] = label_sets(s, t, names, top_k, rank=p)
   return cols, used
 
 
@@ -205,7 +264,7 @@ def write_csv(path: str, header: list[str], rows) -> None:
     raise errors.UsageError(f'--output={path}: no such directory {directory}')
 
   def write(f):
-    w = csv.writer(f)
+    w = csv.writer(f, lineterminator='\n')  # csv's default is '\r\n'
     w.writerow(header)
     w.writerows(rows)
 
@@ -215,8 +274,30 @@ def write_csv(path: str, header: list[str], rows) -> None:
     raise errors.UsageError(f'--output={path}: cannot write: {e}') from None
 
 
+def check_choice(threshold: float | None, top_k: int | None) -> None:
+  """UsageError for a `--threshold` or `--top_k` that cannot choose labels."""
+  if threshold is not None and not math.isfinite(threshold):
+    raise errors.UsageError(f'--threshold={threshold}: not a finite number')
+  if top_k is not None and top_k <= 0:
+    raise errors.UsageError(f'--top_k={top_k}: must be a positive integer')
+
+
+def predict_table(ckpt: extras_lib.RunRecord, workdir: str, table: pd.DataFrame, source: str,
+                  batch_size: int | None = None, threshold: float | None = None,
+                  top_k: int | None = None, restored: Restored | None = None
+                  ) -> tuple[dict[str, list], dict[str, str], int]:
+  """The output columns for `table`'s rows (see `output_columns`), how each output's labels
+  were chosen, and how many texts were truncated. `source` names the rows in messages."""
+  check_choice(threshold, top_k)
+  inputs, truncated = encode(ckpt, table, source)
+  out_scores = scores(ckpt, workdir, inputs, batch_size or ckpt.config.eval_batch_size, restored)
+  cols, used = output_columns(ckpt, out_scores, threshold, top_k)
+  return cols, used, truncated
+
+
 def run(workdir: str, input_path: str, output: str, step: int | None = None,
-        batch_size: int | None = None, keep: str = 'all') -> dict:
+        batch_size: int | None = None, keep: str = 'all', threshold: float | None = None,
+        top_k: int | None = None) -> dict:
   """Predicts every row of `input_path` into `output`; returns a summary.
 
   Everything that can be wrong with the flags, the run or the input is raised
@@ -228,43 +309,35 @@ def run(workdir: str, input_path: str, output: str, step: int | None = None,
     raise errors.UsageError(f'--output={output} would overwrite --input')
   if batch_size is not None and batch_size <= 0:
     raise errors.UsageError(f'--batch_size must be a positive integer, got {batch_size}')
+  check_choice(threshold, top_k)
   ckpt = choose_checkpoint(workdir, step)
   table = read_table(input_path)
-  inputs, truncated = encode(ckpt, table, input_path)
+  logging.info('Checkpoint step %d of %s (%s).', ckpt.step, workdir, ckpt.how)
+  cols, used, truncated = predict_table(ckpt, workdir, table, input_path, batch_size,
+                                        threshold, top_k)
   logging.info('%s: %d rows; %d texts longer than the run\'s max length were truncated.',
                input_path, len(table), truncated)
-  logging.info('Checkpoint step %d of %s (%s).', ckpt.step, workdir, ckpt.how)
-  out_scores = scores(ckpt, workdir, inputs, batch_size or ckpt.config.eval_batch_size)
-  cols, used = output_columns(ckpt, out_scores)
   kept = kept_columns(table, keep, set(cols), input_path)
   header = kept + list(cols)
   kept_cells = table[kept].to_numpy(object)
-  rows = ([_cell(v) for v in kept_cells[i]] + [c[i] for c in cols.values()]
+  text = {k: [f'{float(x):.9g}' for x in v] if isinstance(v, np.ndarray) else v
+          for k, v in cols.items()}  # 9 digits: a float32 round trip
+  rows = ([_cell(v) for v in kept_cells[i]] + [c[i] for c in text.values()]
           for i in range(len(table)))
   write_csv(output, header, rows)
-  summary = {'rows': len(table), 'step': ckpt.step, 'chosen': ckpt.how, 'truncated': truncated,
-             'thresholds': used, 'output': output, 'columns': header}
-  logging.info('Thresholds: %s', used)
-  return summary
-
-
-class _LibraryChatter(logging.logging.Filter):
-  """Drops orbax's and JAX's INFO lines (as main.py does for orbax); warnings still show,
-  and a bad input's error stays the only line a user sees."""
-
-  def filter(self, record):
-    noisy = any(p in record.pathname for p in ('/orbax/', '/jax/'))
-    return record.levelno >= logging.logging.WARNING or not noisy
+  return {'rows': len(table), 'step': ckpt.step, 'chosen': ckpt.how, 'truncated': truncated,
+          'thresholds': used, 'output': output, 'columns': header}
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(_LibraryChatter())
+  console.quiet()
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
-  s = run(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.step, FLAGS.batch_size, FLAGS.keep)
-  print(f'wrote {s["output"]}: {s["rows"]} rows, step {s["step"]} ({s["chosen"]}), '
-        f'thresholds {s["thresholds"] or "none (regression only)"}, {s["truncated"]} texts '
-        'truncated')
+  s = run(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.step, FLAGS.batch_size, FLAGS.keep,
+          FLAGS.threshold, FLAGS.top_k)
+  chosen = ', '.join(f'{k}: {v}' for k, v in s['thresholds'].items()) or 'none (regression only)'
+  print(f'wrote {s["output"]}: {s["rows"]} rows, step {s["step"]} ({s["chosen"]}); labels '
+        f'predicted by {chosen}; {s["truncated"]} texts truncated')
 
 
 if __name__ == '__main__':

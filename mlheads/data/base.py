@@ -170,6 +170,15 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def metadata(self) -> dict:
     return json.loads(self.info.metadata['mlheads'])
 
+  # tfds prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+  # prepared" on stdout, on purpose, for downloads one might cancel. Nothing is downloaded
+  # here, and `prepare` logs what happens.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def planned_sizes(self) -> dict[str, int] | None:
     """Split sizes known before preparing (None if not known yet), so that a split
     too small for one batch is rejected before anything is written."""
@@ -307,11 +316,12 @@ def number(cell, where: str, what: str = 'features') -> float:
 
 
 def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = False,
-            low: float | None = None, high: float | None = None) -> np.ndarray:
+            low: float | None = None, high: float | None = None,
+            what: str = 'features') -> np.ndarray:
   """Column `col` as finite float64 `[n]`; blank cells are NaN where `blank_ok`.
 
   Any other cell that is not a finite number in [low, high] is a UsageError
-  naming the source, the row's line and the column.
+  naming the source, the row's line and the column (and `what` must be numbers).
   """
   values = table[col]
   if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
@@ -321,10 +331,10 @@ def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = Fals
       bad &= ~np.isnan(out)
     if bad.any():
       i = int(np.flatnonzero(bad)[0])
-      number(values.iloc[i], cell_where(source, table.index[i], col))  # raises, naming it
+      number(values.iloc[i], cell_where(source, table.index[i], col), what)  # raises
   else:
     out = np.array([np.nan if blank_ok and blank(c) else
-                    number(c, cell_where(source, line, col))
+                    number(c, cell_where(source, line, col), what)
                     for line, c in zip(table.index, values)], np.float64).reshape(len(table))
   for bound, side, bad in ((low, 'below', lambda: out < low), (high, 'above', lambda: out > high)):
     if bound is not None and (b := bad()).any():

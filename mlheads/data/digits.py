@@ -129,5 +129,5 @@ class DigitMosaics(base.ArrayBuilder):
 
 
 def builder(data_config) -> DigitMosaics:
-  return base.make_builder(DigitMosaics, _config(data_config.max_rows, data_config.split),
-                           data_config)
+  split = data_config.get('split', 'random')  # a partial config (tests, the API): random
+  return base.make_builder(DigitMosaics, _config(data_config.max_rows, split), data_config)

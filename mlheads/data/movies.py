@@ -102,6 +102,6 @@ class MovieGenres(base.ArrayBuilder):
 
 
 def builder(data_config) -> MovieGenres:
+  split = data_config.get('split', 'random')  # a partial config (tests, the API): random
   return base.make_builder(MovieGenres, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows, data_config.split),
-                           data_config)
+      data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)

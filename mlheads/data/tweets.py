@@ -120,6 +120,6 @@ class TrumpTweets(base.ArrayBuilder):
 
 
 def builder(data_config) -> TrumpTweets:
+  split = data_config.get('split', 'random')  # a partial config (tests, the API): random
   return base.make_builder(TrumpTweets, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows, data_config.split),
-                           data_config)
+      data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)

@@ -97,7 +97,7 @@ def finalize(counts: ThresholdCounts) -> dict[str, jax.Array]:
   rows = f(counts.rows)
   hamming = _div0(sfp + sfn, entries)
   return {
-      'accuracy': 1.0 - hamming,
+      'label_accuracy': 1.0 - hamming,
       'hamming_loss': hamming,
       'subset_accuracy': _div0(f(counts.subset_correct), rows),
       'precision_micro': _div0(stp, stp + sfp),

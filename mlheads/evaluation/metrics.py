@@ -42,8 +42,12 @@ Conventions (each checked against scikit-learn in tests/evaluation/test_metrics.
   C = (ln N - 1) (B + 1)^A, N_l the positives of label l among N rows of the
   train split (`propensities`; A = 0.55, B = 1.5 by default). Not normalized
   by the best achievable value (some tools report PSP / best PSP).
-* `accuracy` = 1 - `hamming_loss`: the fraction of correct unmasked entries
-  (what a single binary output reports).
+* `label_accuracy` = 1 - `hamming_loss`: the fraction of unmasked (row, label)
+  entries predicted right. `subset_accuracy` is the fraction of rows with every
+  unmasked label right. For one label (K = 1) both are the plain accuracy.
+* One label (K = 1): the metrics that rank a row's labels against each other
+  (`RANKING_KEYS`: LRAP, coverage, ranking loss, one-error and every @k metric)
+  say nothing with a single label per row and are not reported (`keys(1)`).
 
 Scores are compared in float32; they must lie in [0, 1] because the ranking
 metrics (ranking.py) sort packed int32 keys of (score bits, label bit).
@@ -66,7 +70,7 @@ ThresholdCounts, init, update, finalize = (counts.ThresholdCounts, counts.init, 
 PROPENSITY_A, PROPENSITY_B = 0.55, 1.5
 
 KEYS = (
-    'accuracy', 'hamming_loss', 'subset_accuracy',
+    'label_accuracy', 'hamming_loss', 'subset_accuracy',
     'precision_micro', 'recall_micro', 'f1_micro',
     'precision_macro', 'recall_macro', 'f1_macro',
     'precision_samples', 'recall_samples', 'f1_samples',
@@ -74,8 +78,17 @@ KEYS = (
     'roc_auc_macro', 'roc_auc_micro',
     'label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
     'one_error',
-    *(f'{m}_at_{k}' for m in ('precision', 'recall', 'ndcg', 'psp', 'psndcg') for k in TOP_K),
+    *(f'{m}_at_{k}' for m in ranking.AT_K for k in TOP_K),
 )
+
+is_ranking = ranking.is_ranking
+RANKING_KEYS = tuple(k for k in KEYS if is_ranking(k))
+
+
+def keys(num_classes: int) -> tuple[str, ...]:
+  """The metric names `compute` reports for `num_classes` labels (`KEYS`, less
+  `RANKING_KEYS` for one label)."""
+  return tuple(k for k in KEYS if num_classes != 1 or not is_ranking(k))
 
 
 def propensities(positives, rows: int, a: float = PROPENSITY_A, b: float = PROPENSITY_B
@@ -172,6 +185,14 @@ def _accumulate(labels, scores, threshold, mask, propensity) -> streaming.Result
   return acc.finish()
 
 
+def sigmoid(logits) -> np.ndarray:
+  """Scores from logits (`--from_logits`): the sigmoid in float64, then float32, as every
+  metric compares scores. float32 holds no value between 1 - 2**-24 and 1, so logits above
+  about 16.6 tie at 1.0 (below about -87 at 0): rank such outputs by scores, not logits."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  return special.expit(np.asarray(logits, np.float64)).astype(np.float32)
+
+
 def compute(labels, scores, threshold=0.5, mask=None, propensity=None) -> dict[str, float]:
   """All metrics (see `KEYS` and the module docstring) as Python floats.
 
@@ -184,8 +205,8 @@ def compute(labels, scores, threshold=0.5, mask=None, propensity=None) -> dict[s
       of the train split); default: those of `labels` itself.
 
   Returns:
-    {metric name: value}; NaN where a metric is undefined (e.g. macro ROC AUC
-    with no class holding both a positive and a negative).
+    {metric name: value} for `keys(K)`; NaN where a metric is undefined (e.g.
+    macro ROC AUC with no class holding both a positive and a negative).
 
   Raises:
     ValueError: on bad input, naming the value and its position.

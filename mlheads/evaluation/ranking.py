@@ -30,6 +30,14 @@ import numpy as np
 
 TOP_K = (1, 3, 5)
 DEFAULT_THRESHOLD = 0.5  # a class without a positive to tune on keeps it
+AT_K = ('precision', 'recall', 'ndcg', 'psp', 'psndcg')  # the metrics `row_sums` reports @k
+
+
+def is_ranking(key: str) -> bool:
+  """Whether metric `key` ranks each row's labels against each other (meaningless for one
+  label per row, so not reported then)."""
+  return key in ('label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
+                 'one_error') or key.startswith(tuple(f'{m}_at_' for m in AT_K))
 
 
 def valid_and_positive(labels, mask):

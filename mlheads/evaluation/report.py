@@ -26,7 +26,8 @@ HEADLINE = {
     'average_precision_macro': 'mAP (macro AP)', 'f1_micro': 'F1 micro',
     'f1_macro': 'F1 macro', 'roc_auc_macro': 'ROC AUC macro',
     'label_ranking_average_precision': 'LRAP',
-    'subset_accuracy': 'subset accuracy', 'hamming_loss': 'Hamming loss',
+    'subset_accuracy': 'subset accuracy (rows all right)',
+    'label_accuracy': 'label accuracy (1 − Hamming loss)',
     'precision_at_1': 'P@1', 'precision_at_5': 'P@5', 'ndcg_at_5': 'nDCG@5',
     'psp_at_5': 'PSP@5', 'loss': 'loss'}
 AT_K = {'precision': 'P@k', 'recall': 'R@k', 'ndcg': 'nDCG@k', 'psp': 'PSP@k',
@@ -164,7 +165,10 @@ def _binary_section(out, summary, pred, names, plot_dir, stem):
     names = [str(i) for i in range(k)]
     thr = _thresholds(summary, out, k)
   md = [f'## Output `{out}` (binary, {k} classes)', '', '### Headline', '']
-  md += _metric_table(out, summary, HEADLINE)
+  # Only what was reported: a one-label output has no ranking metrics (metrics.keys).
+  reported = {key: label for key, label in HEADLINE.items()
+              if any(key in _section(summary, s, out) for s in _splits(summary, out))}
+  md += _metric_table(out, summary, reported or HEADLINE)
   md += [f'This head predicts a label where its score > {markdown.fmt(own)} (`{_at(own)}`).', '']
   test = _section(summary, 'test', out)
   if any(f'precision_at_{j}' in test for j in metrics.TOP_K):
@@ -316,19 +320,8 @@ def _is_regression(out, summary, predictions) -> bool:
 
 
 def _thresholds(summary, out, k):
-  """`[K]` tuned thresholds, or None if the run tuned none for `out`.
-
-  A missing per-class entry falls back to the global tuned threshold: that
-  is the best validation-based choice left for the class.
-  """
-  t = (summary.get('thresholds') or {}).get(out)
-  if not t:
-    return None
-  glob = t.get('global')
-  per = list(t.get('per_class') or [glob] * k)
-  per = [glob if v is None else v for v in per]
-  if len(per) != k or any(v is None for v in per):
+  """`[K]` tuned thresholds, or None if the run tuned none for `out`."""
+  per = ((summary.get('thresholds') or {}).get(out) or {}).get('per_class')
+  if not per or len(per) != k or any(v is None for v in per):
     return None
   return np.asarray(per, np.float32)
-
-

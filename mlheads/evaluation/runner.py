@@ -13,7 +13,6 @@ import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 
-from absl import logging
 import jax
 import numpy as np
 
@@ -166,9 +165,10 @@ def metrics_of(evals: Mapping[str, OutputEval], which: str = 'own') -> dict[str,
 
 
 def tuned_thresholds(evals: Mapping[str, OutputEval]) -> dict[str, dict]:
-  """Per-class F1-best thresholds (and one global) of each binary output, for the extras."""
-  return {name: {'per_class': [float(t) for t in e.result.tuned],
-                 'global': float(e.result.tuned_global)}
+  """`{output: {'per_class': [K]}}`: each binary output's per-class F1-best thresholds, for
+  the extras. (The accumulator also finds one global threshold; nothing uses it, so it is
+  neither stored nor reported.)"""
+  return {name: {'per_class': [float(t) for t in e.result.tuned]}
           for name, e in evals.items() if e.result is not None}
 
 
@@ -225,18 +225,6 @@ def report_details(evals: Mapping[str, OutputEval]) -> dict[str, dict]:
     out[name] = {'per_class': r.per_class, 'columns': r.columns,
                  'reliability': r.reliability, 'ece': r.ece}
   return out
-
-
-_SHOWN = ('loss', 'average_precision_macro', 'roc_auc_macro', 'f1_micro', 'f1_macro',
-          'subset_accuracy', 'accuracy', 'mse', 'mae')
-
-
-def log_summary(summary: dict) -> None:
-  """One log line per split and output with the headline metrics."""
-  for split in ('validation', 'test', 'test_tuned'):
-    for name, m in summary[split].items():
-      logging.info('%s %s: %s', split, name,
-                   ', '.join(f'{k} {m[k]:.4f}' for k in _SHOWN if k in m))
 
 
 def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:

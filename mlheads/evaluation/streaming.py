@@ -234,8 +234,9 @@ class Accumulator:
     ranked.update(micro)
     metrics, per_class = {}, {}
     for name, c in self.counts.items():
-      metrics[name] = {**{m: float(v) for m, v in jax.device_get(_finalize(c)).items()},
-                       **ranked}
+      m = {**{m: float(v) for m, v in jax.device_get(_finalize(c)).items()}, **ranked}
+      # One label per row: nothing to rank a row's labels against (metrics.keys(1)).
+      metrics[name] = {n: v for n, v in m.items() if k != 1 or not ranking.is_ranking(n)}
       per_class[name] = {**counts_lib.per_class(c), 'average_precision': ap, 'roc_auc': auc}
     out = Result(metrics=metrics, per_class=per_class, columns=kept)
     if tune:

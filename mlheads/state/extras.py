@@ -24,7 +24,7 @@ class RunRecord:
   config: ml_collections.ConfigDict
   dataset: base.Dataset  # no splits: fields and metadata only
   heads: dict[str, heads_lib.Head]
-  thresholds: dict  # {output: {'per_class': [K], 'global': t}}, possibly empty
+  thresholds: dict  # {output: {'per_class': [K]}}, possibly empty
   calibration: dict = dataclasses.field(default_factory=dict)  # {output: {'method', 'a', 'b'}}
 
 

@@ -263,3 +263,24 @@ def test_an_unrecorded_run_resumes_from_its_checkpoint_without_training(grid_run
   assert doc['runs'][3]['resumed'] and doc['runs'][3]['steps'] == 48
   assert re.search(r'\[4/4\] softmax seed 1: resumed and finished', out.read_text())
   assert out.read_text().count('already finished, skipped') == 3
+
+
+@pytest.mark.slow
+def test_time_apart_from_compiling_and_a_paired_test_against_the_best_on_validation(grid_run):
+  workdir, _, doc = grid_run
+  for r in doc['runs']:
+    assert 0 < r['compile_s'] < r['wall_s']
+    assert r['run_s'] == pytest.approx(r['wall_s'] - r['compile_s'])
+  for out in ('main', 'aux'):
+    p = doc['paired'][out]
+    val = {pt: np.mean([_metrics_json(workdir, pt, s)['validation'][out]
+                        ['average_precision_macro'] for s in SEEDS]) for pt in doc['points']}
+    assert p['reference'] == max(val, key=val.get)
+    (c,) = p['comparisons']
+    other = next(pt for pt in doc['points'] if pt != p['reference'])
+    test = lambda pt: np.array([_metrics_json(workdir, pt, s)['test'][out]
+                                ['average_precision_macro'] for s in SEEDS])
+    assert c['point'] == other and c['n'] == 2
+    assert c['mean_diff'] == pytest.approx(np.mean(test(other) - test(p['reference'])))
+  md = pathlib.Path(workdir, 'compare.md').read_text()
+  assert 'p (Holm)' in md and 'compiling (s)' in md

@@ -176,7 +176,7 @@ def test_headline_predictions_equal_the_trainers_eval(headline, tmp_path):
     assert np.all(np.sign(np.subtract.outer(got, got)) * np.sign(np.subtract.outer(raw, raw))
                   >= 0)
     t = ref['extras']['thresholds'][name]['per_class']
-    assert [r[f'{name}:labels'] for r in rows] == _expected_labels(
+    assert [r[f'{name}:predicted'] for r in rows] == _expected_labels(
         ref['scores'][name], t, ['retweeted'])
   assert summary['thresholds'] == {'main': 'tuned on validation', 'aux': 'tuned on validation'}
 
@@ -208,6 +208,9 @@ def test_from_csv_cli_equals_the_trainers_eval_and_reads_jsonl(csv_run, tmp_path
               f'--output={out}', '--keep=id')
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'wrote' in r.stdout
+  with open(out, 'rb') as f:
+    raw = f.read()
+  assert b'\r' not in raw and raw.endswith(b'\n')  # plain '\n' line endings
   ref = csv_run['ref'][csv_run['best']]
   ref_scores = ref['scores']['labels'][_record_order(csv_run, inp)]
   rows = _read_output(out)
@@ -216,7 +219,7 @@ def test_from_csv_cli_equals_the_trainers_eval_and_reads_jsonl(csv_run, tmp_path
   got = np.stack([_column(rows, f'labels:{g}') for g in GENRES], 1)
   np.testing.assert_allclose(got, _probabilities(ref, 'labels', ref_scores), atol=1e-5)
   t = ref['extras']['thresholds']['labels']['per_class']
-  assert [r['labels:labels'] for r in rows] == _expected_labels(ref_scores, t, GENRES)
+  assert [r['labels:predicted'] for r in rows] == _expected_labels(ref_scores, t, GENRES)
   # the same rows as JSONL (numbers as JSON numbers) give the same probabilities
   jsonl = tmp_path / 'in.jsonl'
   jsonl.write_text(''.join(json.dumps(rec) + '\n' for rec in
@@ -228,11 +231,63 @@ def test_from_csv_cli_equals_the_trainers_eval_and_reads_jsonl(csv_run, tmp_path
                              got, atol=1e-6)
 
 
+def test_the_python_api_predicts_what_the_command_writes(csv_run, tmp_path):
+  from mlheads import api  # pylint: disable=g-import-not-at-top
+  rows = csv_run['rows'].drop(columns=['genres']).reset_index(drop=True)
+  inp, out = str(tmp_path / 'in.csv'), str(tmp_path / 'out.csv')
+  rows.to_csv(inp, index=False)
+  predict.run(csv_run['workdir'], inp, out, keep='id', top_k=2)
+  written = _read_output(out)
+  run = api.load_run(csv_run['workdir'])
+  assert run.step == csv_run['best'] and run.metrics['evaluated_step'] == csv_run['best']
+  table = run.predict(rows, keep='id', top_k=2)
+  assert list(table.columns) == list(written[0])
+  assert table.index.equals(rows.index) and list(table['id']) == [r['id'] for r in written]
+  for g in GENRES:
+    np.testing.assert_array_equal(table[f'labels:{g}'].to_numpy(np.float32),
+                                  _column(written, f'labels:{g}'))
+  assert list(table['labels:predicted']) == [r['labels:predicted'] for r in written]
+  probs = run.scores(rows)['labels']  # the model restored once, reused
+  np.testing.assert_array_equal(probs[:, 0], table['labels:Comedy'].to_numpy(np.float32))
+
+
 def test_label_sets_use_per_class_thresholds():
   s = np.array([[0.2, 0.6, 0.9], [0.5, 0.5, 0.1]], np.float32)
   t = np.array([0.1, 0.7, 0.5], np.float32)
   assert predict.label_sets(s, t, ['a', 'b', 'c']) == ['a|c', 'a']
   assert predict.label_sets(s, np.full(3, 0.5, np.float32), ['a', 'b', 'c']) == ['b|c', '']
+  # top_k alone: exactly k, ties to the earlier class; with thresholds: those of them above.
+  assert predict.label_sets(s, None, ['a', 'b', 'c'], top_k=1) == ['c', 'a']
+  assert predict.label_sets(s, None, ['a', 'b', 'c'], top_k=2) == ['b|c', 'a|b']
+  assert predict.label_sets(s, t, ['a', 'b', 'c'], top_k=1) == ['c', 'a']
+  assert predict.label_sets(s, np.full(3, 0.55, np.float32), ['a', 'b', 'c'],
+                            top_k=5) == ['b|c', '']
+  assert predict.predicted_column('genres', ['a', 'b']) == 'genres:predicted'
+  assert predict.predicted_column('x', ['predicted', 'b']) == 'x:predicted_set'
+
+
+def test_threshold_and_top_k_choose_the_label_sets(csv_run, tmp_path):
+  inp = str(tmp_path / 'in.csv')
+  csv_run['rows'].to_csv(inp, index=False)
+  got = {}
+  for name, extra in [('t', {'threshold': 0.45}), ('k', {'top_k': 1}),
+                      ('tk', {'threshold': 0.45, 'top_k': 2})]:
+    out = str(tmp_path / f'{name}.csv')
+    predict.run(csv_run['workdir'], inp, out, keep='none', **extra)
+    got[name] = _read_output(out)
+  s = np.stack([_column(got['t'], f'labels:{g}') for g in GENRES], 1)
+  assert [r['labels:predicted'] for r in got['t']] == _expected_labels(s, [0.45] * 3, GENRES)
+  assert [r['labels:predicted'] for r in got['k']] == [GENRES[i] for i in s.argmax(1)]
+  expect = ['|'.join(g for g, v in zip(GENRES, row) if v > 0.45 and v >= np.sort(row)[-2])
+            for row in s]
+  assert [r['labels:predicted'] for r in got['tk']] == expect
+  for flag, message in [('--top_k=0', 'must be a positive integer'),
+                        ('--threshold=inf', 'not a finite number')]:
+    r = run_cli('-m', 'mlheads.commands.predict', f'--workdir={csv_run["workdir"]}',
+                f'--input={inp}', f'--output={tmp_path / "bad.csv"}', flag)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f'error: {flag}: {message}'], r.stderr
+  assert not (tmp_path / 'bad.csv').exists()
 
 
 def test_without_tuned_thresholds_the_heads_own_is_used(csv_run):
@@ -243,7 +298,7 @@ def test_without_tuned_thresholds_the_heads_own_is_used(csv_run):
   t, how = predict.thresholds_of(ckpt, 'labels', ckpt.heads['labels'])
   np.testing.assert_array_equal(t, [0.5, 0.5, 0.5])
   assert how == 'head default 0.5'
-  extras['thresholds'] = {'labels': {'per_class': [0.1, 0.2, 0.3], 'global': 0.2}}
+  extras['thresholds'] = {'labels': {'per_class': [0.1, 0.2, 0.3]}}
   t, how = predict.thresholds_of(extras_lib.read(extras, step, 'latest'), 'labels',
                                  ckpt.heads['labels'])
   np.testing.assert_allclose(t, [0.1, 0.2, 0.3]) and how == 'tuned on validation'

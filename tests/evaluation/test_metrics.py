@@ -46,7 +46,7 @@ def _reference_unmasked(y, s, thr):
   kept = _both_classes(y)
   ref = {
       'hamming_loss': skm.hamming_loss(y, p),
-      'accuracy': 1 - skm.hamming_loss(y, p),
+      'label_accuracy': 1 - skm.hamming_loss(y, p),
       'subset_accuracy': skm.accuracy_score(y, p),
       'average_precision_micro': skm.average_precision_score(
           y, s, average='micro'),
@@ -74,7 +74,7 @@ def _reference_masked(y, s, thr, mask):
   p = (s > np.broadcast_to(thr, y.shape)).astype(np.int64)
   yv, pv, sv = y[valid], p[valid], s[valid]
   ref = {'hamming_loss': skm.hamming_loss(yv, pv),
-         'accuracy': skm.accuracy_score(yv, pv),
+         'label_accuracy': skm.accuracy_score(yv, pv),
          'average_precision_micro': skm.average_precision_score(yv, sv),
          'roc_auc_micro': skm.roc_auc_score(yv, sv)}
   for name, v in zip(('precision', 'recall', 'f1'), _prf(yv, pv, 'binary')):
@@ -243,10 +243,18 @@ def test_single_binary_output():
   y = (rng.random(N) < 0.5).astype(int)
   s = rng.random(N).astype(np.float32)
   got = metrics.compute(y, s)
-  assert got['accuracy'] == pytest.approx(skm.accuracy_score(y, s > 0.5))
+  # One label: label accuracy and subset accuracy are both the plain accuracy, and nothing
+  # ranks a row's labels against each other.
+  assert got['label_accuracy'] == pytest.approx(skm.accuracy_score(y, s > 0.5))
+  assert got['subset_accuracy'] == pytest.approx(skm.accuracy_score(y, s > 0.5))
   assert got['roc_auc_macro'] == pytest.approx(skm.roc_auc_score(y, s))
   assert got['average_precision_micro'] == pytest.approx(
       skm.average_precision_score(y, s))
+  assert set(got) == set(metrics.keys(1)) == set(metrics.KEYS) - set(metrics.RANKING_KEYS)
+  assert metrics.compute(y[:, None], s[:, None]) == got
+  assert {'label_ranking_average_precision', 'coverage_error', 'one_error',
+          'precision_at_1'} <= set(metrics.RANKING_KEYS)
+  assert not {'average_precision_macro', 'f1_samples'} & set(metrics.RANKING_KEYS)
 
 
 def test_accumulator_over_batches_equals_one_pass():
@@ -290,7 +298,7 @@ def test_no_class_with_both_labels_gives_nan_not_zero():
   got = metrics.compute(np.zeros((4, 3), int), np.full((4, 3), 0.3))
   assert np.isnan(got['roc_auc_macro']) and np.isnan(
       got['average_precision_macro'])
-  assert got['accuracy'] == 1.0
+  assert got['label_accuracy'] == 1.0
 
 
 @pytest.mark.parametrize('labels,scores,mask,match', [

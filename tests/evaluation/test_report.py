@@ -68,7 +68,7 @@ def make_run(tmp_path):
                'rating': reg},
       'test_tuned': {'genres': _binary_summary(preds['test']['genres'],
                                                np.array(THRESHOLDS))},
-      'thresholds': {'genres': {'per_class': THRESHOLDS, 'global': 0.45}},
+      'thresholds': {'genres': {'per_class': THRESHOLDS}},
   }
   summary = json.loads(json.dumps(summary))  # As the trainer's metrics.json.
   lines = []
