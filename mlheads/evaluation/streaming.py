@@ -23,8 +23,9 @@ Memory: the keys take 4 bytes per entry (rows x K); above `in_memory_bytes` they
 temporary file laid out block by block (reads back contiguous), so the peak is about
   one batch (B x K x ~24 bytes) + one block (`block_entries` x ~48 bytes)
   + 28 bytes per distinct positive score + O(K) per-class arrays,
-whatever the split's size: with the defaults (2**22 entries a block), about 0.5 GB for
-K = 10,000 at B = 512 (measured: docs/metrics.md). The file needs rows x K x 4 bytes of disk.
+whatever the split's size: with the defaults (2**22 entries a block), about 0.6 GB for
+K = 10,000 at B = 1,000 (measured: 906 MiB peak RSS for the whole bench process, 307 MiB of
+it before the evaluation; docs/metrics.md). The file needs rows x K x 4 bytes of disk.
 """
 
 import dataclasses
