@@ -16,7 +16,7 @@ from mlheads import configs
 def get_config():
   c = configs.base_config()
   c.data.name = 'digit_mosaics'
-  c.trunk = {'kind': 'conv', 'image_input': 'image', 'channels': (32, 64), 'hidden': (128,)}
+  c.trunk = configs.trunk('conv', image_input='image', channels=(32, 64), hidden=(128,))
   c.heads = {'digits': configs.head('sigmoid', target='digits')}
   c.optimizer = 'adam'
   c.learning_rate = 1e-3

@@ -17,8 +17,8 @@ def get_config():
   c = configs.base_config()
   c.data.name = 'goemotions'
   c.data.max_len = 30
-  c.trunk = {'kind': 'text', 'embed_dim': 64, 'lstm_units': 64, 'hidden': (64,),
-             'text_input': 'tokens'}
+  c.trunk = configs.trunk('text', embed_dim=64, lstm_units=64, hidden=(64,),
+                          text_input='tokens')
   c.heads = {'emotions': configs.head('sigmoid', target='labels')}
   c.optimizer = 'adam'
   c.learning_rate = 1e-3

@@ -16,8 +16,8 @@ from mlheads import configs
 def get_config():
   c = configs.base_config()
   c.data.name = 'trump_tweets'
-  c.trunk = {'kind': 'headline', 'embed_dim': 512, 'lstm_units': 32, 'hidden': (64, 64, 64),
-             'mask_padding': False}
+  c.trunk = configs.trunk('headline', embed_dim=512, lstm_units=32, hidden=(64, 64, 64),
+                          mask_padding=False)
   c.heads = {
       'main': configs.head('sigmoid', target='retweeted', weight=1.0),
       'aux': configs.head('sigmoid', target='retweeted', weight=0.2, source='lstm'),

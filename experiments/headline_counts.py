@@ -17,7 +17,7 @@ from mlheads import configs
 def get_config():
   c = configs.base_config()
   c.data.name = 'trump_tweets'
-  c.trunk = {'kind': 'headline'}
+  c.trunk = configs.trunk('headline')
   c.heads = {
       'counts': configs.head('regression', target='log_counts', weight=1.0),
   }

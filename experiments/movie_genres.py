@@ -19,8 +19,8 @@ def get_config():
   c.data.name = 'movie_genres'
   c.data.vocab_size = 5_000
   c.data.max_len = 12
-  c.trunk = {'kind': 'text', 'embed_dim': 64, 'lstm_units': 64, 'hidden': (64,),
-             'text_input': 'tokens', 'side_inputs': ('numeric',)}
+  c.trunk = configs.trunk('text', embed_dim=64, lstm_units=64, hidden=(64,),
+                          text_input='tokens', side_inputs=('numeric',))
   c.heads = {'genres': configs.head('sigmoid', target='genres')}
   c.optimizer = 'adam'
   c.learning_rate = 1e-3

@@ -6,13 +6,20 @@ fields; every trainer default lives here, read by attribute, never with
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from mlheads import errors
+from mlheads.model import settings as settings_lib
 
 
 def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
          loss: str | None = None, **options) -> dict:
   """One output's config: `config.heads.<name>`.
+
+  It carries every loss' options (`loss_options`) and every head kind's own settings at their
+  defaults, so that the command line reaches all of them whatever the experiment chose:
+  `--config.heads.<name>.loss=focal --config.heads.<name>.loss_options.gamma=1.0`,
+  `--config.heads.<name>.kind=powerset --config.heads.<name>.min_count=5`.
 
   Args:
     kind: a name in model.heads.HEADS.
@@ -21,10 +28,29 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
     source: 'features' or a trunk intermediate (e.g. 'lstm').
     loss: a name in model.losses.LOSSES; None for the head's default (stored as '', a
       string, so that `--config.heads.<name>.loss=focal` can override it).
-    **options: the loss' keyword options (pos_weight, gamma, ...).
+    **options: loss options (pos_weight, gamma, ...) and head settings (none_class,
+      min_count, ...) that differ from their defaults.
   """
+  loss_options = settings_lib.loss_config()
+  settings = settings_lib.head_config()
+  for name, value in options.items():
+    group = loss_options if name in loss_options else settings if name in settings else None
+    if group is None:
+      raise errors.UsageError(f'configs.head: unknown option {name!r}; loss options are '
+                              f'{sorted(loss_options)}, head settings {sorted(settings)}')
+    if isinstance(group[name], config_dict.FieldReference):
+      group[name].set(value)  # keeps the reference's type: 'balanced' stays settable.
+    else:
+      group[name] = value
   return dict(kind=kind, target=target, weight=weight, source=source, loss=loss or '',
-              num_classes=0, loss_options=dict(options))
+              num_classes=0, loss_options=loss_options, **settings)
+
+
+def trunk(kind: str, **settings) -> dict:
+  """`config.trunk`: the kind ('' = chosen by the data set: text if it has tokens, conv for
+  images, else an MLP) and every trunk's settings, `settings` overriding their defaults, so
+  that `--config.trunk.kind=ANY` and that trunk's settings work from the command line."""
+  return settings_lib.trunk_config(kind, **settings)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -40,7 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
-  c.best_metric = ''  # e.g. 'validation/main/roc_auc_macro'; '' = the first head's mAP/AUC.
+  # OUTPUT/METRIC on validation, e.g. 'main/roc_auc_macro'; '' = the first output's mAP (loss
+  # for a regression output).
+  c.best_metric = ''
   c.progress = True  # tqdm bar on stderr.
 
   c.data = ml_collections.ConfigDict()
@@ -56,31 +84,64 @@ def base_config() -> ml_collections.ConfigDict:
   c.evaluation = ml_collections.ConfigDict(
       {'calibration': 'platt', 'propensity_a': 0.55, 'propensity_b': 1.5})
 
-  c.trunk = ml_collections.ConfigDict({'kind': 'mlp'})
+  c.trunk = trunk('')
   c.heads = ml_collections.ConfigDict()
   return c
 
 
-def validate(config, num_devices: int = 1) -> None:
-  """Rejects bad values before any data is read or anything compiles (B15).
+# The ranges of the settings every experiment has (B26); a data set checks its own `data.*`
+# settings, each trunk, head and loss its own (model/*.py). Bounds are generous: they refuse
+# nonsense (a width of 0, a batch of a billion), not unusual choices.
+INT32 = 2**31 - 1
+RANGES = {
+    'seed': errors.Range(0, INT32, integer=True),
+    'epochs': errors.Range(1, 100_000, integer=True),
+    'batch_size': errors.Range(1, 2**20, integer=True),
+    'eval_batch_size': errors.Range(1, 2**20, integer=True),
+    'learning_rate': errors.Range(0, low_open=True),  # a huge one diverges: exit 3 (B21).
+    'grad_clip': errors.Range(0),  # 0 = off; a huge value never clips.
+    'log_every_steps': errors.Range(1, INT32, integer=True),
+    'eval_every_epochs': errors.Range(1, INT32, integer=True),
+    'checkpoint_every_epochs': errors.Range(1, INT32, integer=True),
+    'data.vocab_size': errors.Range(2, 2**24, integer=True),  # ids 0 and 1: padding, unknown.
+    'data.max_len': errors.Range(1, 100_000, integer=True),
+    'data.max_rows': errors.Range(0, INT32, integer=True),  # 0 = all rows.
+    'heads.*.weight': errors.Range(0, 1e6),
+    'heads.*.num_classes': errors.Range(0, 2**24, integer=True),  # 0 = the target's width.
+    # Jain et al.'s propensity model: p = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A.
+    'evaluation.propensity_a': errors.Range(0, 10, low_open=True),
+    'evaluation.propensity_b': errors.Range(0, 1e6),
+}
 
-  Names (trunk, heads, losses, optimizer, data set) are checked where they are looked
-  up, in their registries; `train.check_config` looks them all up before any data is read.
+
+def settings_at(config, key: str) -> list[tuple[str, object]]:
+  """(dotted path, value) of each setting `key` names; a `*` part matches every key there."""
+  found = [('', config)]
+  for part in key.split('.'):
+    found = [(f'{path}.{k}' if path else k, node[k]) for path, node in found
+             if hasattr(node, 'keys') for k in (node.keys() if part == '*' else [part])
+             if k in node]
+  return found
+
+
+def validate(config, num_devices: int = 1) -> None:
+  """Rejects bad values before any data is read or anything compiles (B15, B26).
+
+  Every setting of RANGES that the config has is checked here; names (trunk, heads, losses,
+  optimizer, data set) are checked where they are looked up, in their registries, and each
+  trunk, head, loss and data set checks its own settings; `train.check_config` runs them all
+  before any data is read.
   """
   def need(ok, msg):
     if not ok:
       raise errors.UsageError(msg)
 
-  for key in ('epochs', 'batch_size', 'eval_batch_size', 'log_every_steps'):
-    v = config[key]
-    need(isinstance(v, int) and v > 0, f'--config.{key} must be a positive integer, got {v!r}')
-  need(config.learning_rate > 0, f'--config.learning_rate must be > 0, got {config.learning_rate}')
-  need(config.grad_clip >= 0, f'--config.grad_clip must be >= 0, got {config.grad_clip}')
+  for key, allowed in RANGES.items():
+    for path, value in settings_at(config, key):
+      allowed.check(f'--config.{path}', value)
   need(config.batch_size % num_devices == 0,
        f'--config.batch_size={config.batch_size} is not divisible by the {num_devices} devices')
   need(config.eval_batch_size % num_devices == 0,
        f'--config.eval_batch_size={config.eval_batch_size} is not divisible by the '
        f'{num_devices} devices')
   need(len(config.heads) > 0, 'the config names no heads (config.heads is empty)')
-  for name, h in config.heads.items():
-    need(h.weight >= 0, f'--config.heads.{name}.weight must be >= 0, got {h.weight}')

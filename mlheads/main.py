@@ -26,6 +26,8 @@ flags.DEFINE_string('coordinator_address', None,
                     'launchers that JAX detects (SLURM, TPU VMs) need only --distributed.')
 flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process\' index.')
+flags.DEFINE_bool('dry_run', False, 'Check everything, print the resolved config, the data '
+                  'set sizes and the parameter table, then exit without training.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detected '
                   'cluster) even without --coordinator_address.')
 flags.mark_flags_as_required(['config'])
@@ -42,6 +44,9 @@ def main(argv):
   name = FLAGS.experiment or 'run'
   config = FLAGS.config
   config.experiment = config.experiment or name
+  if FLAGS.dry_run:
+    train.dry_run(config)
+    return
   workdir = FLAGS.workdir or os.path.join('runs', name, time.strftime('%Y%m%d-%H%M%S'))
   logging.info('Experiment %s, workdir %s, config:\n%s', name, workdir,
                console.config_lines(config))

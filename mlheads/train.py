@@ -12,8 +12,11 @@
                     metrics.json and the report.
 """
 
+import dataclasses
 import functools
+import json
 import os
+import sys
 import time
 
 from absl import logging
@@ -30,6 +33,7 @@ from mlheads.data import pipeline
 from mlheads.evaluation import report
 from mlheads.evaluation import runner
 from mlheads.model import model as model_lib
+from mlheads.model import trunks as trunks_lib
 from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
 from mlheads.state import train_state
@@ -76,18 +80,26 @@ def make_train_step(heads, parallel: sharding.DataParallel):
                  out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0)
 
 
-def check_config(config) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
-                                  tuple[str, str]]:
-  """Everything that can be wrong with the config alone, raised before any data is read.
+def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
+                                           tuple[str, str]]:
+  """Everything that can be wrong with the config alone, raised before any data is read (B14,
+  B15, B26): every value in its range, every name looked up, and every input, target and
+  source the model names checked against the data set's schema (`ds`, else the one
+  `config.data` describes: `data.schema`, from the settings and at most a file's header).
 
-  Returns the model spec (every trunk, head and loss name looked up), the optimizer and
-  the best-checkpoint metric with its mode ('max' or 'min').
+  Returns the model spec, the optimizer and the best-checkpoint metric with its mode ('max' or
+  'min').
   """
   configs.validate(config, jax.device_count())
   runner.check_settings(config.evaluation)
   spec = model_lib.resolve(config)
   tx = optimizers.make(config)
-  return spec, tx, runner.best_metric(config, spec.target_kinds)
+  best = runner.best_metric(config, spec.target_kinds)
+  schema = ds if ds is not None else data_lib.schema(config.data)
+  spec.check(schema)
+  runner.check_reported(best[0], {name: (schema.targets[h.settings['target']].shape or (1,))[-1]
+                                  for name, h in spec.heads.items()})
+  return spec, tx, best
 
 
 def check_finite(history: list[dict], first_step: int) -> None:
@@ -110,6 +122,39 @@ def check_finite(history: list[dict], first_step: int) -> None:
         'steps (lower --config.learning_rate or set --config.grad_clip)')
 
 
+def dry_run(config, out=None) -> dict:
+  """`--dry_run`: every check set-up runs, then the resolved config, the data set's sizes and
+  the parameter table on `out` (stdout); no workdir, nothing compiled, nothing trained.
+
+  The data set is prepared if it is not yet (into the tfds data dir, as a run would) and read
+  and checked, so a dry run also finds every bad cell. Returns what it printed, as a dict.
+  """
+  out = out or sys.stdout
+  spec, _, (best_name, _) = check_config(config)
+  ds, arrays = data_lib.load_checked(config)
+  model, heads = spec.build(ds, arrays['train'])
+  shapes = jax.eval_shape(model.init, jax.random.key(0), pipeline.example_inputs(ds))
+  table, n_params = model_lib.parameter_overview(shapes['params'])
+  resolved = json.loads(config.to_json_best_effort())
+  resolved['trunk'] = {'kind': trunks_lib.kind_of(type(model.trunk)),
+                       **trunks_lib.resolved_settings(model.trunk)}
+  resolved['heads'] = {name: {'kind': spec.heads[name].kind, **{
+      f.name: dict(getattr(h, f.name)) if f.name == 'loss_options' else getattr(h, f.name)
+      for f in dataclasses.fields(h) if f.name not in type(h).fitted}}
+                       for name, h in heads.items()}
+  resolved['best_metric'] = best_name
+  sizes = {s: pipeline.num_rows(a) for s, a in arrays.items()}
+  fields = {k: (list(f.shape), f.kind) for k, f in {**ds.inputs, **ds.targets}.items()}
+  print('config (resolved):\n' + json.dumps(resolved, indent=2), file=out)
+  print(f'data set {ds.name}: ' + ', '.join(f'{s} {n:,}' for s, n in sizes.items())
+        + ' examples; fields ' + ', '.join(f'{k} {shape} {kind}' for k, (shape, kind)
+                                            in fields.items()), file=out)
+  print(f'parameters:\n{table}\ntotal parameters: {n_params:,}', file=out)
+  print('dry run: nothing trained, nothing written.', file=out, flush=True)
+  return {'config': resolved, 'sizes': sizes, 'fields': fields, 'parameters': n_params,
+          'heads': sorted(heads)}
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from WORKDIR's last good checkpoint) and evaluates.
 
@@ -121,7 +166,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---------------------------------------------------------------- set-up
   spec, tx, (best_name, best_mode) = check_config(config)
   workdir_lib.check_resumable(config, workdir)
-  ds, arrays = data_lib.load_checked(config)
+  trained_on = workdir_lib.data_trained_on(workdir)
+  ds = data_lib.load(config.data, batch_size=config.batch_size)
+  workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)
+  arrays = data_lib.read_checked(ds, config.batch_size)
   model, heads = spec.build(ds, arrays['train'])
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),

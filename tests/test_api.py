@@ -32,13 +32,19 @@ def test_pyproject_declares_the_package_and_the_pinned_requirements():
   assert declared == required  # the same versions the suite runs with, no drift
 
 
-def test_config_takes_dotted_keys_nested_dicts_and_keywords():
+def test_config_takes_dotted_keys_nested_dicts_and_keywords(tmp_path):
   c = api.config('movie_genres', {'heads.genres.kind': 'softmax', 'trunk': {'hidden': (8,)}},
                  epochs=2, data={'max_rows': 300})
   assert (c.heads.genres.kind, c.trunk.hidden, c.epochs, c.data.max_rows) == (
       'softmax', (8,), 2, 300)
   assert c.experiment == 'movie_genres' and c.is_locked
-  assert api.config('from_csv', data={'features': ['a', 'b']}).data.features == 'a,b'
+  # A list of names for a comma-separated field; from_csv is checked against the file's header.
+  table = tmp_path / 't.csv'
+  table.write_text('a,b,y\n1,2,0\n3,4,1\n')
+  c = api.config('from_csv', data={'path': str(table), 'features': ['a', 'b'], 'labels': ['y']})
+  assert c.data.features == 'a,b'
+  with pytest.raises(api.UsageError, match='from_csv needs --config.data.path'):
+    api.config('from_csv', data={'features': ['a', 'b']})
 
 
 @pytest.mark.parametrize('kwargs,message', [
@@ -46,7 +52,7 @@ def test_config_takes_dotted_keys_nested_dicts_and_keywords():
     ({'data': {'max_row': 2}}, "unknown config key 'data.max_row': data has"),
     ({'heads.genre.kind': 'x'}, "unknown config key 'heads.genre'"),
     ({'epochs': 'two'}, "config key 'epochs'"),
-    ({'epochs': 0}, 'epochs must be a positive integer'),
+    ({'epochs': 0}, 'epochs must be an integer from 1 to 100,000, got 0'),
     ({'heads': {'genres': {'kind': 'nope'}}}, "unknown kind 'nope'"),
 ])
 def test_config_errors_are_one_line_usage_errors(kwargs, message):

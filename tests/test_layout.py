@@ -21,7 +21,7 @@ BELOW = {
     'state': {'state', 'model', 'data', 'errors'},
     'model': {'model', 'errors'},
     'data': {'data', 'errors'},
-    'configs': {'errors'},
+    'configs': {'model', 'errors'},
     'optimizers': {'errors'},
     'sharding': set(),
     'console': set(),

@@ -94,9 +94,17 @@ def test_every_trunk_trains_a_step(kind):
   assert _moved(before['trunk'], after['trunk'])
 
 
+def _fitting_head(loss) -> str:
+  """The first head kind that the loss fits (a head lists the kinds of loss it takes)."""
+  return next(kind for kind, cls in heads_lib.HEADS.items() if loss.reads in cls.fits_losses)
+
+
+def test_every_loss_fits_some_head():
+  assert all(_fitting_head(loss) for loss in losses.LOSSES.values())
+
+
 def test_every_loss_trains_a_step_through_a_head_it_fits():
-  heads = {name: configs.head('sigmoid' if _target(loss) == 'y' else 'regression',
-                              target=_target(loss), loss=name)
+  heads = {name: configs.head(_fitting_head(loss), target=_target(loss), loss=name)
            for name, loss in losses.LOSSES.items()}
   before, after, scalars = _one_step(_config(heads=heads))
   for name in losses.LOSSES:
@@ -123,8 +131,14 @@ def test_unknown_names_list_the_known_ones():
 def test_a_trunk_names_the_input_it_lacks():
   ds = base.Dataset(name='toy', splits={}, meta={}, inputs={'x': INPUTS['features']},
                     targets=TARGETS)
-  with pytest.raises(Exception, match=r"trunk 'text' reads input 'tokens'.*\['x'\]"):
+  with pytest.raises(Exception, match=r"trunk 'text' reads one tokens input, and the data set "
+                     r"has none; its inputs are \['x'\]"):
     model_lib.build_model(_config(trunk='text'), ds)
+  named = _config(trunk='text')
+  named.trunk.text_input = 'words'
+  with pytest.raises(Exception, match=r"trunk 'text' reads input 'words' "
+                     r"\(--config.trunk.text_input\), which the data set does not have"):
+    model_lib.build_model(named, ds)
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -204,8 +218,10 @@ EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(ROOT) / 'experiments').glob('
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)
-def test_every_experiment_config_passes_its_checks(name):
+def test_every_experiment_config_passes_its_checks(name, tmp_path):
   c = _experiment(name)
+  if c.data.name == 'from_csv':  # needs a file
+    c = _csv_slice(tmp_path)
   assert isinstance(c, ml_collections.ConfigDict) and c.heads
   spec, _, (metric, mode) = train.check_config(c)
   assert set(spec.heads) == set(c.heads) and mode in ('max', 'min')

@@ -170,10 +170,7 @@ def load_config(experiment: str, overrides: list[tuple[str, str]], what: str = '
                                     sys_argv=argv)
     fv(argv)
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
-    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
-      e = e.args[0]  # ml_collections wraps the KeyError of an unknown key
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    msg = ' '.join(str(msg).split()) or type(e).__name__
+    msg = errors.flag_error(e, argv, config)
     raise errors.UsageError(f'{what}: {msg}' if what else msg) from None
   config = fv.config
   config.experiment = experiment

@@ -25,6 +25,7 @@ from mlheads.data import catalog
 from mlheads.data import checks
 from mlheads.data import csv_data
 from mlheads.data import digits
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import movies
 from mlheads.data import synthetic
 from mlheads.data import pipeline
@@ -33,18 +34,21 @@ from mlheads.data import tweets
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """How one data set is prepared (`build`) and how its raw rows become inputs (`encode`)."""
+  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`), and
+  the record fields it will have (`schema(config.data)`, known from the settings alone: it
+  checks them, and lets every name in the config be checked before any data is read)."""
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]
+  schema: Callable[..., dict[str, base.Field]]
 
 
 DATASETS = {
-    'trump_tweets': Source(tweets.builder, tweets.encode),
-    'movie_genres': Source(movies.builder, movies.encode),
-    'digit_mosaics': Source(digits.builder, digits.encode),
-    'from_csv': Source(csv_data.builder, csv_data.encode),
-    'synthetic_xml': Source(synthetic.builder, synthetic.encode),
-    **{name: Source(catalog.loader, catalog.encode) for name in catalog.CATALOG},
+    'trump_tweets': Source(tweets.builder, tweets.encode, tweets.schema),
+    'movie_genres': Source(movies.builder, movies.encode, movies.schema),
+    'digit_mosaics': Source(digits.builder, digits.encode, digits.schema),
+    'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.schema),
+    'synthetic_xml': Source(synthetic.builder, synthetic.encode, synthetic.schema),
+    **{name: Source(catalog.loader, catalog.encode, catalog.schema) for name in catalog.CATALOG},
 }
 
 
@@ -53,6 +57,12 @@ def get(name: str) -> Source:
   if name not in DATASETS:
     raise errors.UsageError(f'unknown data set {name!r}; known: {sorted(DATASETS)}')
   return DATASETS[name]
+
+
+def schema(data_config) -> base.Dataset:
+  """The data set's fields (no splits, no metadata) from `config.data` alone: no data is read
+  or prepared. Raises UsageError for a bad `data` setting (B26)."""
+  return base.Dataset.of_fields(data_config.name, get(data_config.name).schema(data_config))
 
 
 def load(data_config, batch_size: int = 1) -> base.Dataset:
@@ -71,23 +81,28 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             f'(splits {planned}); use more rows or a smaller '
                             '--config.batch_size')
   meta = base.prepare(b)
-  fields = b.fields()
-  inputs = {k: f for k, f in fields.items() if f.kind in ('tokens', 'features', 'image')}
-  targets = {k: f for k, f in fields.items() if f.kind in ('binary', 'real')}
   splits = {s: b.as_data_source(s) for s in b.info.splits}
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
-  return base.Dataset(name=data_config.name, splits=splits, inputs=inputs, targets=targets,
-                      meta=meta)
+  fingerprint = fingerprint_lib.of_files(
+      {s: [str(p) for p in b.info.splits[s].filepaths] for s in splits},
+      {s: len(v) for s, v in splits.items()}, meta)
+  return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta,
+                                fingerprint=fingerprint)
 
 
 def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
   """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
   ds = load(config.data, batch_size=config.batch_size)
+  return ds, read_checked(ds, config.batch_size)
+
+
+def read_checked(ds: base.Dataset, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
+  """A loaded data set's splits read into memory and checked (B01-B11), before compiling."""
   arrays = {}
   for split in base.SPLITS:
     arrays[split] = pipeline.read_split(ds.split(split))
     checks.check_split(ds, split, arrays[split])
-  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), config.batch_size)
+  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), batch_size)
   logging.info('Labels in train: %s', checks.label_summary(ds, arrays['train']))
-  return ds, arrays
+  return arrays

@@ -26,6 +26,8 @@ from mlheads import errors
 from mlheads.data import splits as splits_lib
 
 SPLITS = ('train', 'validation', 'test')
+INPUT_KINDS = ('tokens', 'features', 'image', 'categories')
+TARGET_KINDS = ('binary', 'real')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +38,11 @@ class Field:
     shape: per-example shape, e.g. `(100,)` for token ids.
     dtype: numpy dtype name.
     kind: 'tokens' (int ids < vocab_size), 'features' (finite floats),
-      'image' (finite floats), 'binary' (0/1 labels) or 'real' (regression).
-    vocab_size: for 'tokens', ids lie in [0, vocab_size).
-    names: for targets, one name per column (class names).
+      'image' (finite floats), 'categories' (int ids < vocab_size, one per column, each
+      column's ids offset into one table; 0 = unknown), 'binary' (0/1 labels) or 'real'
+      (regression). A target of width 0 in a schema: known only once the data is read.
+    vocab_size: for 'tokens' and 'categories', ids lie in [0, vocab_size).
+    names: one name per column (class names, feature columns).
     has_mask: for targets, whether records carry `<key>_mask`.
     sparse: for binary targets of shape `(K,)`, 0: stored as the `[K]` 0/1 vector;
       P > 0: stored as the example's positive class indices, `<key>` int32 `[P]`
@@ -108,6 +112,18 @@ class Dataset:
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
+  # What the data holds, in hashes (data/fingerprint.py): checkpoints carry it (B28).
+  fingerprint: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of_fields(cls, name: str, fields: Mapping[str, Field], splits=None, meta=None,
+                fingerprint=None) -> 'Dataset':
+    """A data set of these record fields, sorted into inputs and targets by kind; without
+    splits and metadata it is a schema: what the checks before any data is read look at."""
+    return cls(name=name, splits=splits or {}, meta=meta or {},
+               inputs={k: f for k, f in fields.items() if f.kind in INPUT_KINDS},
+               targets={k: f for k, f in fields.items() if f.kind in TARGET_KINDS},
+               fingerprint=fingerprint or {})
 
   def class_names(self, target: str) -> list[str]:
     """The names of target `target`'s columns ('0', '1', ... where the data set names none)."""

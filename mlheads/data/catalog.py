@@ -27,6 +27,7 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -144,9 +145,14 @@ def loader(data_config) -> base.Dataset:
                truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset(
-      name=data_config.name, splits=splits,
-      inputs={'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
-                                   vocab_size=data_config.vocab_size)},
-      targets={TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)},
-      meta=meta)
+  return base.Dataset.of_fields(
+      data_config.name, schema(data_config), splits=splits, meta=meta,
+      fingerprint=fingerprint_lib.of_arrays({k: v.arrays for k, v in splits.items()}, meta))
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `loader(data_config)` gives, without reading anything."""
+  spec = CATALOG[data_config.name]
+  return {'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
+                               vocab_size=data_config.vocab_size),
+          TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)}

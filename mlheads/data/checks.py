@@ -33,11 +33,12 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
     if a.shape[1:] != f.shape:
       raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
     col = lambda c: f.names[c] if c < len(f.names) else c  # pylint: disable=cell-var-from-loop
-    if f.kind == 'tokens':
+    if f.kind in ('tokens', 'categories'):
       bad = (a < 0) | (a >= f.vocab_size)
       if bad.any():
         r, c = _first_bad(bad.reshape(n, -1))
-        raise errors.UsageError(f'{where}, row {r}: key {key!r} position {c}: token id '
+        what = 'token id' if f.kind == 'tokens' else f'category id (column {col(c)})'
+        raise errors.UsageError(f'{where}, row {r}: key {key!r} position {c}: {what} '
                                 f'{a.reshape(n, -1)[r, c]} outside [0, {f.vocab_size})')
       continue
     flat = a.reshape(n, -1).astype(np.float64)

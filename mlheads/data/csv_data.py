@@ -4,6 +4,8 @@
       --config.data.features=year,rating --config.data.label_list=genres \
       --config.data.separator='|'
 
+Inputs (csv_columns.py): text columns, numeric columns (names, globs such as `px*`, or `*`
+for every column no other setting uses), categorical columns (one-hot or embedded).
 Labels come in one of two layouts:
   * `labels=x,y,z`: one column per class holding 0, 1 or nothing (unknown);
   * `label_list=COL`: one column of names joined by `separator` (`Drama|Romance`);
@@ -12,28 +14,28 @@ Labels come in one of two layouts:
     an error), else every name seen in the train split, sorted; names seen only
     in validation or test are dropped and counted.
 Unknown labels are masked (record key `labels_mask`, 0 = unknown) out of the
-loss and the metrics. Records:
-  tokens       `[max_len]` int32: the `text` column as word ids (vocabulary built
-               on train, as for the tweets); all padding if there is no text.
-  features     `[F]` float32: the `features` columns, standardized on train (F may be 0).
-  labels       `labels=` layout: `[K]` float32 0/1, with `labels_mask` `[K]`;
-               `label_list=` layout: stored sparse (`base.Field.sparse`), the class
-               indices `[P]` int32 (-1 padded, P the most names in a row) with
-               `labels_count` and a row-level `labels_mask` `[]`, so a list of
-               50,000 classes costs 4 (P + 2) bytes a row; densified per batch.
-Split: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test; or
-(`split=stratified`) by iterative stratification of the labels (splits.py); the log
-shows each split's positives per class.
-
-`encode` turns raw rows (the `text` and `features` columns, named in the
-metadata's `columns`) into `tokens` and `features`, for the builder and for
-predict alike.
+loss and the metrics. The target `labels`: in the `labels=` layout `[K]` float32 0/1,
+with `labels_mask` `[K]`; in the `label_list=` layout stored sparse (`base.Field.sparse`),
+the class indices `[P]` int32 (-1 padded, P the most names in a row) with `labels_count`
+and a row-level `labels_mask` `[]`, so a list of 50,000 classes costs 4 (P + 2) bytes a
+row; densified per batch.
+Splits, one of:
+  * default: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test;
+    with `split=stratified`, 80/10/10 by iterative stratification of the labels
+    (splits.py; the log shows each split's positives per class);
+  * `split_column=COL`: the column says `train`, `validation` (or `val`, `valid`, `dev`) or
+    `test` for each row;
+  * `validation_path=F`, `test_path=G`: the splits in files of their own (`path` is train);
+  * `folds=k`, `fold=i` (k-fold cross-validation, `./launch.sh cv`): rows permuted by
+    `split_seed` and cut into k folds; fold i is test, fold i + 1 (mod k) validation, the
+    rest train.
 
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value.
 The prepared data is cached under `<data dir>/from_csv/<file stem>_<hash>/`,
-the hash covering the file's bytes and every setting above, so an edited file
-or a changed setting is prepared afresh.
+the hash covering the files' bytes and every setting above, so an edited file
+or a changed setting is prepared afresh. `schema(config.data)` gives the record
+fields from the settings and the header alone, before any row is read.
 """
 
 import dataclasses
@@ -49,20 +51,29 @@ import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import csv_columns
 from mlheads.data import files
 from mlheads.data import splits as splits_lib
-from mlheads.data import tokenizer as tokenizer_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
 TARGET = 'labels'
+RANGES = {
+    'split_seed': errors.Range(0, 2**31 - 1, integer=True),
+    'folds': errors.Range(0, 1000, integer=True),
+    'fold': errors.Range(0, 999, integer=True),
+    'max_categories': errors.Range(1, 1_000_000, integer=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """What `config.data` says about the file; all of it enters the cache hash."""
+  """What `config.data` says about the files; all of it enters the cache hash."""
   path: str
-  text: str = ''
+  text: tuple[str, ...] = ()
   features: tuple[str, ...] = ()
+  categorical: tuple[str, ...] = ()
+  categorical_encoding: str = 'onehot'
+  max_categories: int = 100
   labels: tuple[str, ...] = ()
   label_list: str = ''
   separator: str = '|'
@@ -71,21 +82,30 @@ class Settings:
   max_len: int = 30
   max_rows: int = 0
   split_seed: int = 0
-  split: str = 'random'  # splits.RULES
+  split: str = 'random'  # splits.RULES (the 80/10/10 split's rule)
+  split_column: str = ''
+  validation_path: str = ''
+  test_path: str = ''
+  folds: int = 0
+  fold: int = 0
 
-
-def _names(s: str) -> tuple[str, ...]:
-  return tuple(p.strip() for p in str(s).split(',') if p.strip())
+  def files(self) -> list[tuple[str, str | None]]:
+    """(path, the split all its rows belong to, or None)."""
+    if self.validation_path:
+      return [(self.path, 'train'), (self.validation_path, 'validation'),
+              (self.test_path, 'test')]
+    return [(self.path, None)]
 
 
 def settings_from_config(data_config) -> Settings:
-  """Reads `config.data` and rejects inconsistent settings."""
-  s = Settings(path=data_config.path, text=data_config.text,
-               features=_names(data_config.features), labels=_names(data_config.labels),
-               label_list=data_config.label_list, separator=data_config.separator,
-               classes=_names(data_config.classes), vocab_size=data_config.vocab_size,
-               max_len=data_config.max_len, max_rows=data_config.max_rows,
-               split_seed=data_config.split_seed, split=data_config.split)
+  """Reads `config.data` and rejects inconsistent settings (B15, B26)."""
+  d = {f.name: data_config[f.name] for f in dataclasses.fields(Settings) if f.name in data_config}
+  for key in ('text', 'features', 'categorical', 'labels', 'classes'):
+    if key in d:
+      d[key] = csv_columns.names(d[key])
+  s = Settings(**d)
+  for key, allowed in RANGES.items():
+    allowed.check(f'--config.data.{key}', getattr(s, key))
   splits_lib.check_rule(s.split)
   if not s.path:
     raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
@@ -96,114 +116,95 @@ def settings_from_config(data_config) -> Settings:
     raise errors.UsageError('--config.data.classes goes with --config.data.label_list')
   if s.label_list and not s.separator:
     raise errors.UsageError('--config.data.separator must not be empty')
-  if not s.text and not s.features:
-    raise errors.UsageError('from_csv needs an input: --config.data.text=COLUMN and/or '
-                            '--config.data.features=a,b')
+  if not s.text and not s.features and not s.categorical:
+    raise errors.UsageError("from_csv needs an input: --config.data.text=COLUMN, "
+                            "--config.data.features=a,b (or '*': every other column) and/or "
+                            '--config.data.categorical=COLUMN')
+  if s.categorical_encoding not in csv_columns.ENCODINGS:
+    raise errors.UsageError(f'--config.data.categorical_encoding={s.categorical_encoding!r}: '
+                            f'use one of {list(csv_columns.ENCODINGS)}')
+  if bool(s.validation_path) != bool(s.test_path):
+    raise errors.UsageError('give both --config.data.validation_path and '
+                            '--config.data.test_path (with --config.data.path as train)')
+  ways = [w for w, on in (('split_column', s.split_column), ('validation_path/test_path',
+                                                              s.validation_path),
+                          ('folds', s.folds)) if on]
+  if len(ways) > 1:
+    raise errors.UsageError(f'choose one way to split: {" or ".join(ways)}')
+  if ways and s.split != 'random':
+    raise errors.UsageError(f'--config.data.split={s.split!r} is a rule for the 80/10/10 split; '
+                            f'{ways[0]} splits the rows itself')
+  if s.folds and not 3 <= s.folds:
+    raise errors.UsageError(f'--config.data.folds={s.folds}: k-fold needs at least 3 folds '
+                            '(test, validation, train); 0 = the 80/10/10 split')
+  if s.folds and s.fold >= s.folds:
+    raise errors.UsageError(f'--config.data.fold={s.fold} is not one of the {s.folds} folds '
+                            f'(0 to {s.folds - 1})')
+  for path, _ in s.files():
+    if not os.path.isfile(path):
+      raise errors.UsageError(f'{path}: no such file')
   return s
 
 
-# ----------------------------------------------------------------------------- parsing cells
-
-_blank = base.blank
-
-
-def _binary(cell, where: str) -> float | None:
-  """A 0/1 label cell; None when empty (unknown)."""
-  if _blank(cell):
-    return None
-  if isinstance(cell, bool):
-    return float(cell)
-  try:
-    v = float(cell.strip() if isinstance(cell, str) else cell)
-  except (TypeError, ValueError):
-    v = None
-  if v not in (0.0, 1.0):
-    raise errors.UsageError(f'{where} is {cell!r}; a label cell must be 0, 1 or empty (unknown)')
-  return v
+def _layout(s: Settings) -> dict:
+  columns = files.read_header(s.path)
+  for col in list(s.labels) + [s.label_list, s.split_column]:
+    if col and col not in columns:
+      base.require_columns(pd.DataFrame(columns=columns), [col], s.path)
+  return csv_columns.layout(s, columns, s.path)
 
 
-def _name_list(cell, separator: str) -> list[str] | None:
-  """Label names in a label_list cell; None when empty (unknown)."""
-  if _blank(cell):
-    return None
-  parts = cell if isinstance(cell, list) else str(cell).split(separator)
-  return [str(p).strip() for p in parts if str(p).strip()]
+def schema(data_config) -> dict[str, base.Field]:
+  """The record fields, from the settings and the files' headers alone (no row is read)."""
+  s = settings_from_config(data_config)
+  classes = s.labels or s.classes
+  return {**csv_columns.fields(_layout(s), None),
+          TARGET: base.Field((len(classes),), 'float32', 'binary', names=classes,
+                             has_mask=True)}
 
 
-def raw_features(table: pd.DataFrame, features, source: str) -> np.ndarray:
-  """The `features` columns as finite float64 `[n, F]` (UsageError naming a bad cell)."""
-  cols = [base.numbers(table, c, source) for c in features]
-  return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
-
-
-def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows -> ({'tokens', 'features'}, number of texts truncated).
-
-  Reads the columns `meta['columns']` names: `text` ('' = none: all padding)
-  and `features` (standardized with `meta['scaling']`).
-  """
-  cols = base.meta_entry(meta, 'columns', 'from_csv')
-  text, features = cols['text'], list(cols['features'])
-  base.require_columns(table, ([text] if text else []) + features, source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
-  tokens, truncated = tok.encode_all(base.texts(table, text) if text else [''] * len(table))
-  feats = base.apply_scaling(raw_features(table, features, source),
-                             base.meta_entry(meta, 'scaling', 'from_csv')['features'])
-  return {'tokens': tokens, 'features': feats}, truncated
-
+# ----------------------------------------------------------------------------- parsing
 
 @dataclasses.dataclass
 class Table:
-  """The checked file, one entry per data row."""
+  """The checked files, one entry per data row."""
   rows: pd.DataFrame  # the cells as read, indexed by line number
-  texts: list[str]
-  features: np.ndarray  # [n, F] float64, finite
+  numeric: np.ndarray  # [n, F] float64, finite: the numeric feature columns
   label_cells: list  # labels layout: [K] of 0/1/None; label_list layout: names or None
   lines: list[int]
+  sources: list[str]  # each row's file
+  splits: list[str | None]  # each row's split, where the files or split_column say it
+  columns: dict  # csv_columns.layout
 
 
 def parse(s: Settings) -> Table:
-  """Reads and checks every cell the settings name."""
-  columns, rows, lines = files.read_rows(s.path)
-  if s.max_rows:
-    rows, lines = rows[:s.max_rows], lines[:s.max_rows]
-  needed = ([s.text] if s.text else []) + list(s.features) + list(s.labels) + (
-      [s.label_list] if s.label_list else [])
-  base.require_columns(pd.DataFrame(columns=columns), needed, s.path)
-  at = lambda line, col: f'{s.path}, line {line}, column {col!r}'
-  table = files.frame(columns, rows, lines)
-  texts = base.texts(table, s.text) if s.text else [''] * len(rows)
-  features = raw_features(table, s.features, s.path)
-  if s.labels:
-    cells = [[_binary(r.get(c), at(line, c)) for c in s.labels] for r, line in zip(rows, lines)]
-    for k, c in enumerate(s.labels):
-      if all(row[k] is None for row in cells):
-        raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
-  else:
-    cells = []
-    for r, line in zip(rows, lines):
-      cell = r.get(s.label_list)
-      if cell is not None and not isinstance(cell, (str, list)):
-        raise errors.UsageError(f'{at(line, s.label_list)} is {cell!r}; expected names joined '
-                                f'by {s.separator!r}')
-      names = _name_list(cell, s.separator)
-      if names is not None and s.classes:
-        for name in names:
-          if name not in s.classes:
-            raise errors.UsageError(f'{at(line, s.label_list)}: label {name!r} is not one of '
-                                    f'the given classes {list(s.classes)}')
-      cells.append(names)
-    if all(c is None for c in cells):
-      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: empty on every row; '
-                              'nothing to learn')
-  return Table(rows=table, texts=texts, features=features, label_cells=cells, lines=lines)
+  """Reads and checks every cell the settings name, in every file."""
+  cols = _layout(s)
+  needed = (cols['text'] + cols['features'] + cols['categorical'] + list(s.labels)
+            + [c for c in (s.label_list, s.split_column) if c])
+  frames, numeric, cells, lines, sources, splits = [], [], [], [], [], []
+  for path, split in s.files():
+    columns, rows, file_lines = files.read_rows(path)
+    if s.max_rows:
+      rows, file_lines = rows[:s.max_rows], file_lines[:s.max_rows]
+    base.require_columns(pd.DataFrame(columns=columns), needed, path)
+    table = files.frame(columns, rows, file_lines)
+    frames.append(table[needed])
+    numeric.append(csv_columns.numeric(table, cols['features'], path))
+    cells += csv_columns.label_cells(s, rows, file_lines, path)
+    splits += (csv_columns.split_cells(s, rows, file_lines, path) if s.split_column
+               else [split] * len(rows))
+    lines += file_lines
+    sources += [path] * len(rows)
+  label_col = s.label_list or None
+  for k, c in enumerate(s.labels or [label_col]):
+    if all((row[k] if s.labels else row) is None for row in cells):
+      raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
+  return Table(rows=pd.concat(frames), numeric=np.concatenate(numeric), label_cells=cells,
+               lines=lines, sources=sources, splits=splits, columns=cols)
 
 
 # ----------------------------------------------------------------------------- arrays
-
-def split_sizes(n: int, seed: int) -> dict[str, int]:
-  return {k: len(v) for k, v in zip(base.SPLITS, base.split_indices(n, FRACTIONS, seed))}
-
 
 def _stratify_on(s: Settings, table: Table) -> np.ndarray | None:
   """`[n, K]` 0/1 known positives to stratify on (every name in the file for a label list:
@@ -220,64 +221,86 @@ def _stratify_on(s: Settings, table: Table) -> np.ndarray | None:
   return y
 
 
-def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-  """Parses, checks and converts the file: `({split: {key: array}}, metadata)`."""
-  table = parse(s)
-  n = len(table.texts)
-  index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split, _stratify_on(s, table))
-  parts = dict(zip(base.SPLITS, index))
+def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
+  """Row indices of each split, and the rule in words (for the log and the metadata)."""
+  n = len(table.lines)
+  if table.splits[0] is not None:
+    where = np.array(table.splits)
+    parts = {name: np.flatnonzero(where == name) for name in base.SPLITS}
+    rule = (f'the column {s.split_column!r}' if s.split_column else
+            f'the files {s.path}, {s.validation_path}, {s.test_path}')
+  elif s.folds:
+    folds = np.array_split(np.random.default_rng(s.split_seed).permutation(n), s.folds)
+    val = (s.fold + 1) % s.folds
+    parts = {'train': np.sort(np.concatenate([f for i, f in enumerate(folds)
+                                              if i not in (s.fold, val)])),
+             'validation': np.sort(folds[val]), 'test': np.sort(folds[s.fold])}
+    rule = (f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
+            f'validation fold {val}')
+  else:
+    index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split, _stratify_on(s, table))
+    parts = dict(zip(base.SPLITS, index))
   for name, idx in parts.items():
     if len(idx) == 0:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
-                              f'(split {FRACTIONS}); the file needs more rows')
+                              f'({rule}); the file needs more rows')
+  return parts, rule
+
+
+def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
+  n = len(table.lines)
   if s.labels:
-    classes = s.labels
     y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
-                 np.float32).reshape(n, len(classes))
+                 np.float32).reshape(n, len(s.labels))
     mask = np.array([[v is not None for v in row] for row in table.label_cells],
-                    np.float32).reshape(n, len(classes))
-    dropped = {}
-  else:
-    classes = s.classes or tuple(sorted({name for i in parts['train']
-                                         for name in (table.label_cells[i] or ())}))
-    if not classes:
-      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                              'split; nothing to learn')
-    index = {c: k for k, c in enumerate(classes)}
-    mask = np.array([c is not None for c in table.label_cells], np.float32)
-    dropped = {name: 0 for name in base.SPLITS}
-    split_of = np.empty(n, object)
-    for name, idx in parts.items():
-      split_of[idx] = name
-    rows = []
-    for i, names in enumerate(table.label_cells):
-      known = {index[name] for name in names or () if name in index}
-      dropped[split_of[i]] += len(set(names or ())) - len(known)  # names outside the list
-      rows.append(known)
-    y, count = base.sparse_labels(rows)
-  tok = tokenizer_lib.Tokenizer.fit([table.texts[i] for i in parts['train']], s.vocab_size,
-                                    s.max_len)
-  coding = {'columns': {'text': s.text, 'features': list(s.features)},
-            'tokenizer': tok.to_json(),
-            'scaling': {'features': base.fit_scaling(table.features[parts['train']])}}
+                    np.float32).reshape(n, len(s.labels))
+    return s.labels, y, mask, {}, None
+  classes = s.classes or tuple(sorted({name for i in parts['train']
+                                       for name in (table.label_cells[i] or ())}))
+  if not classes:
+    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                            'split; nothing to learn')
+  index = {c: k for k, c in enumerate(classes)}
+  mask = np.array([c is not None for c in table.label_cells], np.float32)
+  dropped = {name: 0 for name in base.SPLITS}
+  split_of = np.empty(n, object)
+  for name, idx in parts.items():
+    split_of[idx] = name
+  rows = []
+  for i, names in enumerate(table.label_cells):
+    known = {index[name] for name in names or () if name in index}
+    dropped[split_of[i]] += len(set(names or ())) - len(known)  # names outside the list
+    rows.append(known)
+  y, count = base.sparse_labels(rows)
+  return classes, y, mask, dropped, count
+
+
+def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+  """Parses, checks and converts the files: `({split: {key: array}}, metadata)`."""
+  table = parse(s)
+  n = len(table.lines)
+  parts, rule = split_parts(s, table)
+  classes, y, mask, dropped, count = _targets(s, table, parts)
+  coding = csv_columns.fit(table.rows.iloc[parts['train']], table.columns, s,
+                           table.numeric[parts['train']])
   splits, truncated = {}, {}
   for name, idx in parts.items():
-    inputs, truncated[name] = encode(table.rows.iloc[idx], coding, s.path)
+    rows = table.rows.iloc[idx]
+    inputs, truncated[name] = csv_columns.encode(rows, coding, s.path)
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
-    if not s.labels:
+    if count is not None:
       splits[name][f'{TARGET}_count'] = count[idx]
-  if s.labels:
-    counts = splits_lib.positives(parts, np.where(mask > 0, y, 0))
-  else:
-    counts = {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()}
+  counts = (splits_lib.positives(parts, np.where(mask > 0, y, 0)) if count is None else
+            {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()})
   splits_lib.log_label_counts(f'from_csv {s.path}', counts, {k: len(v) for k, v in parts.items()},
                               list(classes), s.split)
-  logging.info('from_csv %s: %d rows, split %s (%s); %d classes %s; unknown label cells %d; '
-               'texts truncated to %d tokens: %s; label names outside the class list '
-               'dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
-               len(classes), list(classes) if len(classes) <= 50 else
-               f'{list(classes[:10])} ...', int((mask == 0).sum()), s.max_len, truncated,
-               dropped)
+  logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
+               'cells %d; texts truncated to %d tokens: %s; label names outside the class '
+               'list dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
+               {k: v.shape[1:] for k, v in splits['train'].items() if k in
+                ('tokens', 'features', 'categories')}, len(classes),
+               list(classes) if len(classes) <= 50 else f'{list(classes[:10])} ...',
+               int((mask == 0).sum()), s.max_len, truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
@@ -298,15 +321,19 @@ class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
   max_labels: int = 0  # the label_list layout's sparse width (0: the labels= layout, dense)
+  # The metadata's coding, once known: the fields' widths.
+  coding: dict | None = dataclasses.field(default=None, repr=False)
 
 
 class FromCsv(base.ArrayBuilder):
-  """A user's CSV / TSV / JSONL file: text + numbers -> multi-label, with unknown cells."""
-  # 1.1.0: metadata names the text and feature columns, for `encode` on new rows.
-  # 1.2.0: label lists stored sparse.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'label_list layout stored sparse', '1.1.0': 'metadata: columns',
-                   '1.0.0': 'first version'}
+  """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
+  cells."""
+  # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
+  # 1.3.0: label lists stored sparse.
+  VERSION = tfds.core.Version('1.3.0')
+  RELEASE_NOTES = {'1.3.0': 'label_list layout stored sparse',
+                   '1.2.0': 'text columns, categorical columns, own splits',
+                   '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def __init__(self, *, arrays=None, **kwargs):
@@ -316,9 +343,10 @@ class FromCsv(base.ArrayBuilder):
   def fields(self):
     c = self.builder_config
     s = c.settings
+    inputs = (csv_columns.fields(c.coding['columns'], c.coding) if c.coding
+              else csv_columns.fields(_layout(s), None))  # a probe's
     return {
-        'tokens': base.Field((s.max_len,), 'int32', 'tokens', vocab_size=s.vocab_size),
-        'features': base.Field((len(s.features),), 'float32', 'features', names=s.features),
+        **inputs,
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
                            has_mask=True, sparse=c.max_labels),
     }
@@ -333,21 +361,25 @@ class FromCsv(base.ArrayBuilder):
 
 
 def cache_key(s: Settings) -> str:
-  """`<file stem>_<12 hex>`: the hash of the file's bytes and every setting."""
-  with open(s.path, 'rb') as f:
-    h = hashlib.file_digest(f, 'sha256')
+  """`<file stem>_<12 hex>`: the hash of the files' bytes and every setting."""
+  h = hashlib.sha256()
+  for path, _ in s.files():
+    with open(path, 'rb') as f:
+      h.update(hashlib.file_digest(f, 'sha256').digest())
   settings = dataclasses.asdict(s)
-  settings.pop('path')  # the content counts, not where the file lies.
+  for key in ('path', 'validation_path', 'test_path'):
+    settings.pop(key)  # the content counts, not where the files lie.
   h.update(json.dumps(settings, sort_keys=True).encode())
   stem = re.sub(r'[^a-z0-9]+', '_', os.path.splitext(os.path.basename(s.path))[0].lower())
   return f'{stem.strip("_")[:40] or "data"}_{h.hexdigest()[:12]}'
 
 
+_CODING = ('columns', 'tokenizer', 'categories', 'scaling')
+
+
 def builder(data_config) -> FromCsv:
-  """The builder for `config.data`; the file is fully checked here unless already prepared."""
+  """The builder for `config.data`; the files are fully checked here unless already prepared."""
   s = settings_from_config(data_config)
-  if not os.path.isfile(s.path):
-    raise errors.UsageError(f'{s.path}: no such file')
   key = cache_key(s)
   kw = dict(data_dir=data_config.dir or None, file_format='array_record')
   probe = FromCsv(config=CsvConfig(name=key, settings=s, classes=s.labels or s.classes), **kw)
@@ -355,8 +387,13 @@ def builder(data_config) -> FromCsv:
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
     meta = probe.metadata()
     return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                    coding={k: meta[k] for k in _CODING},
                                     max_labels=meta['max_labels']), **kw)
   arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
   meta = arrays[1]
   return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
+                                  coding={k: meta[k] for k in _CODING},
                                   max_labels=meta['max_labels']), arrays=arrays, **kw)
+
+
+encode = csv_columns.encode

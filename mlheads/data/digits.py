@@ -97,10 +97,7 @@ class DigitMosaics(base.ArrayBuilder):
   BUILDER_CONFIGS = [_config(0)]
 
   def fields(self):
-    return {
-        'image': base.Field((SIDE, SIDE, 1), 'float32', 'image'),
-        'digits': base.Field((10,), 'float32', 'binary', names=tuple(str(d) for d in range(10))),
-    }
+    return schema(None)
 
   def make_splits(self):
     c = self.builder_config
@@ -126,6 +123,15 @@ class DigitMosaics(base.ArrayBuilder):
         'source_images_used': sources,
     }
     return splits, meta
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout (the same for every setting), without building anything."""
+  del data_config
+  return {
+      'image': base.Field((SIDE, SIDE, 1), 'float32', 'image'),
+      'digits': base.Field((10,), 'float32', 'binary', names=tuple(str(d) for d in range(10))),
+  }
 
 
 def builder(data_config) -> DigitMosaics:

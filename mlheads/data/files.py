@@ -37,6 +37,28 @@ def read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
   return columns, rows, lines
 
 
+def read_header(path: str) -> list[str]:
+  """The column names: a CSV's header line, read without the rows; a JSONL file's keys over
+  all its objects (a row may leave out a key). Raises as `read_rows` does for a missing or
+  empty file."""
+  if path.lower().endswith(('.jsonl', '.ndjson', '.json')):
+    return read_rows(path)[0]
+  if not os.path.isfile(path):
+    raise errors.UsageError(f'{path}: no such file')
+  if os.path.getsize(path) == 0:
+    raise errors.UsageError(f'{path}: the file is empty')
+  try:
+    with open(path, newline='', encoding='utf-8-sig') as f:
+      for header in csv.reader(f, delimiter='\t' if path.lower().endswith('.tsv') else ','):
+        if any(c.strip() for c in header):
+          return [c.strip() for c in header]
+  except UnicodeDecodeError as e:
+    raise errors.UsageError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+  except csv.Error as e:
+    raise errors.UsageError(f'{path}, line 1: {e}') from None
+  raise errors.UsageError(f'{path}: the file is empty')
+
+
 def _read_csv(path, delimiter):
   rows, lines = [], []
   with open(path, newline='', encoding='utf-8-sig') as f:

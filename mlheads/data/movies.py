@@ -72,7 +72,11 @@ class MovieGenres(base.ArrayBuilder):
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
 
   def fields(self):
-    c = self.builder_config
+    return self.fields_for(self.builder_config)
+
+  @staticmethod
+  def fields_for(c) -> dict[str, base.Field]:
+    """The record layout for vocab_size / max_len settings (no data needed)."""
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
         'numeric': base.Field((len(NUMERIC),), 'float32', 'features', names=NUMERIC),
@@ -105,3 +109,10 @@ def builder(data_config) -> MovieGenres:
   split = data_config.get('split', 'random')  # a partial config (tests, the API): random
   return base.make_builder(MovieGenres, base.text_table_config(
       data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)
+
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `builder(data_config)` writes, without building anything."""
+  return MovieGenres.fields_for(base.text_table_config(
+      data_config.vocab_size, data_config.max_len, data_config.max_rows))

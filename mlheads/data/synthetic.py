@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
+from mlheads import errors
 from mlheads.data import base
 
 TARGET = 'labels'
@@ -49,8 +50,23 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 _SETTINGS = ('rows', 'classes', 'features', 'max_labels', 'mean_labels', 'alpha', 'noise', 'seed')
 
 
+# The settings' ranges (B26): checked before anything is generated.
+RANGES = {
+    'rows': errors.Range(10, 10**8, integer=True),
+    'classes': errors.Range(1, 10**6, integer=True),
+    'features': errors.Range(1, 10**5, integer=True),
+    'max_labels': errors.Range(1, 1000, integer=True),
+    'mean_labels': errors.Range(1, 1000),
+    'alpha': errors.Range(0, 10),
+    'noise': errors.Range(0, 1000),
+    'seed': errors.Range(0, 2**31 - 1, integer=True),
+}
+
+
 def config_from(data_config) -> SyntheticConfig:
   kw = {f: data_config[f] for f in _SETTINGS}
+  for key, allowed in RANGES.items():
+    allowed.check(f'--config.data.{key}', kw[key])
   name = 'n{rows}_k{classes}_f{features}_p{max_labels}_m{mean_labels:g}_a{alpha:g}_' \
          'z{noise:g}_s{seed}'.format(**kw).replace('.', 'p')
   return SyntheticConfig(name=name, **kw)
@@ -111,18 +127,21 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
   return {'features': x.astype(np.float32).reshape(len(table), len(cols))}, 0
 
 
+def _fields(c: SyntheticConfig) -> dict[str, base.Field]:
+  return {
+      'features': base.Field((c.features,), 'float32', 'features'),
+      TARGET: base.Field((c.classes,), 'float32', 'binary',
+                         names=tuple(f'c{i}' for i in range(c.classes)), sparse=c.max_labels),
+  }
+
+
 class SyntheticXml(base.ArrayBuilder):
   """SYNTHETIC: features -> thousands of power-law labels (see the module docstring)."""
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = []
 
   def fields(self):
-    c = self.builder_config
-    return {
-        'features': base.Field((c.features,), 'float32', 'features'),
-        TARGET: base.Field((c.classes,), 'float32', 'binary',
-                           names=tuple(f'c{i}' for i in range(c.classes)), sparse=c.max_labels),
-    }
+    return _fields(self.builder_config)
 
   def make_splits(self):
     c = self.builder_config
@@ -142,3 +161,8 @@ class SyntheticXml(base.ArrayBuilder):
 def builder(data_config) -> SyntheticXml:
   c = config_from(data_config)
   return SyntheticXml(config=c, data_dir=data_config.dir or None, file_format='array_record')
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `builder(data_config)` writes, without building anything."""
+  return _fields(config_from(data_config))

@@ -123,3 +123,10 @@ def builder(data_config) -> TrumpTweets:
   split = data_config.get('split', 'random')  # a partial config (tests, the API): random
   return base.make_builder(TrumpTweets, base.text_table_config(
       data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)
+
+
+
+def schema(data_config) -> dict[str, base.Field]:
+  """The record layout `builder(data_config)` writes, without building anything."""
+  return TrumpTweets.fields_for(base.text_table_config(
+      data_config.vocab_size, data_config.max_len, data_config.max_rows))

@@ -10,7 +10,9 @@ predictions, and the metric that picks the best checkpoint.
 """
 
 import dataclasses
+import difflib
 import functools
+import re
 from collections.abc import Callable, Mapping
 
 import jax
@@ -252,18 +254,55 @@ def check_settings(evaluation) -> None:
                             f' got {evaluation.propensity_a} and {evaluation.propensity_b}')
 
 
+def metric_names(target_kind: str) -> tuple[str, ...]:
+  """The metrics an output of this target kind reports ('r2_<k>': one per regression column)."""
+  if target_kind == 'real':
+    return ('loss', 'mse', 'mae', 'r2_<k>')
+  return ('loss',) + tuple(metrics_lib.KEYS)
+
+
 def best_metric(config, target_kinds: Mapping[str, str]) -> tuple[str, str]:
   """The validation metric that picks the best checkpoint, and 'max' or 'min'.
 
-  target_kinds: output name -> 'binary' or 'real' (`ModelSpec.target_kinds`).
+  Checked before anything runs (B26): `config.best_metric` is OUTPUT/METRIC (an optional
+  leading 'validation/' is dropped: checkpoints are always chosen on validation), and both
+  parts are names the run will report. target_kinds: output name -> 'binary' or 'real'
+  (`ModelSpec.target_kinds`).
   """
   name = config.best_metric
   if not name:
     first = next(iter(target_kinds))
     name = (f'{first}/average_precision_macro' if target_kinds[first] == 'binary'
             else f'{first}/loss')
+  flag = f'--config.best_metric={name!r}'
+  if name.startswith('validation/'):
+    name = name[len('validation/'):]
+  elif name.split('/')[0] in ('test', 'test_tuned') and name.split('/')[0] not in target_kinds:
+    raise errors.UsageError(f'{flag}: the best checkpoint is chosen on validation, never on '
+                            'test; write OUTPUT/METRIC')
   out, _, metric = name.partition('/')
   if out not in target_kinds:
-    raise errors.UsageError(f'--config.best_metric={name!r}: no output {out!r}; outputs are '
-                            f'{sorted(target_kinds)} (write OUTPUT/METRIC)')
+    raise errors.UsageError(f'{flag}: no output {out!r}; the outputs are '
+                            f'{", ".join(map(repr, sorted(target_kinds)))} (write OUTPUT/METRIC)')
+  known = metric_names(target_kinds[out])
+  if metric not in known and not (target_kinds[out] == 'real'
+                                  and re.fullmatch(r'r2_\d+', metric)):
+    near = [k for k in known if metric and k.startswith(metric)] or difflib.get_close_matches(
+        metric, known, n=2)
+    raise errors.UsageError(f'{flag}: output {out!r} reports no metric {metric!r}'
+                            + (f'; did you mean {" or ".join(map(repr, near))}?' if near else '')
+                            + f'; its metrics are {", ".join(known)}')
   return name, 'min' if metric in LOWER_IS_BETTER else 'max'
+
+
+def check_reported(best: str, widths: Mapping[str, int]) -> None:
+  """The best-checkpoint metric `best` (OUTPUT/METRIC) is one its output reports at its width
+  (`widths`: output -> number of labels, 0 if not known before the data is read): a one-label
+  output reports no ranking metric (B26), so choosing by one would fail after the first epoch."""
+  out, _, metric = best.partition('/')
+  if widths.get(out) == 1 and metric in metrics_lib.RANKING_KEYS:
+    raise errors.UsageError(
+        f'--config.best_metric={best!r}: output {out!r} has one label, and metrics that rank a '
+        f'row\'s labels ({", ".join(metrics_lib.RANKING_KEYS)}) say nothing there and are not '
+        'reported; choose another, e.g. average_precision_macro or roc_auc_macro')
+

@@ -7,8 +7,7 @@ networks. The train step only sees `head.loss_fn(...)`; evaluation only
 `head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
 `head.predict(...)` (a label set `[batch, K]` of 0/1).
 
-HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md
-compares them.
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them.
 """
 
 import dataclasses
@@ -63,6 +62,10 @@ class Head:
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
+  # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
+  fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}  # its own settings' ranges (B26)
+  fitted: ClassVar[tuple[str, ...]] = ()  # fields `fit` sets from the train labels
 
   @classmethod
   def check_settings(cls, name: str, settings: Mapping[str, Any], loss: str) -> None:
@@ -131,15 +134,20 @@ class SigmoidHead(Head):
   init_bias: float = 0.0
   max_positives: int = 0  # P: the target's sparse width (or K), set when the head is built
 
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'negatives': errors.Range(0, 2**24, integer=True), 'init_bias': errors.Range(-100, 100)}
+  fitted: ClassVar[tuple[str, ...]] = ('max_positives',)  # from the data, not a setting
+
   @classmethod
   def check_settings(cls, name, settings, loss):
     m = settings.get('negatives', 0)
-    if not isinstance(m, int) or m < 0:
-      raise errors.UsageError(f'--config.heads.{name}.negatives must be an integer >= 0, '
-                              f'got {m!r}')
     if m and loss != 'bce':
       raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) need the bce '
                               f'loss, not {loss!r}')
+    pos_weight = dict(settings.get('loss_options') or {}).get('pos_weight', 1.0)
+    if m and not isinstance(pos_weight, (int, float)):
+      raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) take one '
+                              f'pos_weight number, not {pos_weight!r}')
 
   def output(self, features, ctx, name):
     layer = layers.OutputDense(self.num_classes, bias_init=self.init_bias, name=name)
@@ -175,6 +183,8 @@ class SoftmaxHead(Head):
   """
   loss: str = 'softmax_ce'
   none_class: bool | None = None
+
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
 
   @property
   def _none(self) -> bool:
@@ -290,6 +300,11 @@ class PowersetHead(Head):
   other_rates: tuple[float, ...] = ()
 
   needs_train_labels: ClassVar[bool] = True
+  fits_losses: ClassVar[tuple[str, ...]] = ('softmax', 'any')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'min_count': errors.Range(1, 2**31 - 1, integer=True),
+      'max_sets': errors.Range(1, 2**20, integer=True)}
+  fitted: ClassVar[tuple[str, ...]] = ('sets', 'other_rates')
 
   def fit(self, labels, mask=None):
     y = np.asarray(labels) > 0.5
@@ -365,6 +380,7 @@ class RegressionHead(Head):
   """Real-valued outputs (counts on a log scale, ...); squared error by default."""
   loss: str = 'mse'
   target_kind: ClassVar[str] = 'real'
+  fits_losses: ClassVar[tuple[str, ...]] = ('real',)
 
   def scores(self, logits):
     return logits

@@ -6,25 +6,30 @@ adds nothing to the loss or its gradient: `_masked` first replaces masked
 labels by 0 (so a NaN or a 7 there cannot leak through a `0 * inf` in the
 backward pass), and each loss drops masked terms with `jnp.where` (not a
 multiplication) before reducing. LOSSES maps a name to such a function and the targets it reads;
-`**options` come from `config.heads.<output>.loss_options`.
+`**options` come from `config.heads.<output>.loss_options`: every loss declares its options
+(keyword-only arguments, their defaults, and `Loss.ranges`), and `settings.loss_config()` puts all
+of them into each head's config, so `--config.heads.<output>.loss_options.gamma=1.0` works
+from the command line whichever loss the experiment chose.
 
-| name       | family        | options                               |
-|------------|---------------|---------------------------------------|
-| bce        | per label     | pos_weight, label_smoothing           |
-| focal      | per label     | gamma, alpha                          |
-| asl        | per label     | gamma_neg, gamma_pos, clip            |
-| zlpr       | whole row     | (none)                                |
-| softmax_ce | whole row     | (none)                                |
-| mse, huber | regression    | huber: delta                          |
+| name       | reads                        | options                               |
+|------------|------------------------------|---------------------------------------|
+| bce        | per label                    | pos_weight, label_smoothing           |
+| focal      | per label                    | gamma, alpha                          |
+| asl        | per label                    | gamma_neg, gamma_pos, clip            |
+| zlpr       | any row of scores            | (none)                                |
+| softmax_ce | a row as one softmax         | (none)                                |
+| mse, huber | regression                   | huber: delta                          |
 """
 
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mlheads import errors
@@ -49,28 +54,46 @@ def masked_mean(per_entry: jnp.ndarray, known: jnp.ndarray) -> jnp.ndarray:
   return total / jnp.maximum(known.sum(-1), 1)
 
 
-def bce_per_entry(logits, labels, *, pos_weight: float = 1.0,
+def bce_per_entry(logits, labels, *, pos_weight: float | tuple = 1.0,
                   label_smoothing: float = 0.0) -> jnp.ndarray:
   """Binary cross-entropy of each entry (`sigmoid_bce` before its mean; also the sampled
-  sigmoid head's loss)."""
+  sigmoid head's loss, whose `labels` are then those of the sampled classes). pos_weight: one
+  number or one per class `[K]`."""
+  if isinstance(pos_weight, str):
+    raise ValueError(f'pos_weight {pos_weight!r} must be resolved on the train labels first')
   if label_smoothing:
     labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
-  if pos_weight == 1.0:
+  if isinstance(pos_weight, (int, float)) and pos_weight == 1.0:
     return optax.losses.sigmoid_binary_cross_entropy(logits, labels)
-  return -(pos_weight * labels * jax.nn.log_sigmoid(logits)
+  w = jnp.asarray(pos_weight, logits.dtype)
+  return -(w * labels * jax.nn.log_sigmoid(logits)
            + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
 
 
 @_masked
-def sigmoid_bce(logits, labels, known, *, pos_weight: float = 1.0,
+def sigmoid_bce(logits, labels, known, *, pos_weight: float | str | tuple = 1.0,
                 label_smoothing: float = 0.0) -> jnp.ndarray:
   """Binary cross-entropy per label, averaged over known labels (Keras' reduction).
 
-  pos_weight scales the positive term (> 1 favours recall on rare labels);
+  pos_weight scales the positive term (> 1 favours recall on rare labels): one number, one
+  per class (`[K]`), or 'balanced' in the config, which the head turns into the train
+  split's negatives / positives per class before training (`balanced_pos_weight`);
   label_smoothing moves targets towards 0.5 by that amount.
   """
   return masked_mean(bce_per_entry(logits, labels, pos_weight=pos_weight,
                                    label_smoothing=label_smoothing), known)
+
+
+def balanced_pos_weight(labels, mask=None) -> tuple[float, ...]:
+  """Per class, the train split's negatives / positives among known labels (`pos_weight=
+  'balanced'`): each class's positives then weigh as much as its negatives in the loss. A class
+  without a positive or without a negative gets 1 (nothing to balance)."""
+  y = np.asarray(labels) > 0.5
+  known = np.ones(y.shape, bool) if mask is None else np.asarray(mask) > 0
+  pos = (y & known).sum(0)
+  neg = (~y & known).sum(0)
+  w = np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0)
+  return tuple(float(v) for v in w)
 
 
 @_masked
@@ -160,33 +183,63 @@ def huber(preds, targets, mask=None, *, delta: float = 1.0) -> jnp.ndarray:
   return masked_mean(optax.losses.huber_loss(preds, targets, delta=delta), known)
 
 
+class PosWeight:
+  """`pos_weight`'s values: a number in (0, 1e6], one per class, or 'balanced'."""
+
+  RANGE = errors.Range(0, 1e6, low_open=True)
+
+  def check(self, flag: str, value) -> None:
+    if value == 'balanced':
+      return
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not values or not all(self.RANGE.ok(v) for v in values):
+      raise errors.UsageError(f"{flag} must be 'balanced', {self.RANGE.describe()} or one "
+                              f'such number per class, got {value!r}')
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
-  """A registered loss: its function and the targets it reads.
+  """A registered loss: its function, the targets it reads, and what its logits mean.
 
   Attributes:
     fn: `(logits, labels, mask, **options) -> [batch]`.
     targets: 'binary' (labels as classes) or 'real' (regression).
+    reads: 'per_label' (each logit a label's own log-odds: sigmoid-style heads), 'softmax'
+      (a row of logits as one softmax), 'any' (any row of scores) or 'real'. A head lists the
+      ones it fits (`Head.fits_losses`).
+    ranges: option name -> its allowed values (`.check(flag, value)`, B26).
   """
   fn: Callable[..., jnp.ndarray]
   targets: str
+  reads: str
+  ranges: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def options(self) -> tuple[str, ...]:
     """The keyword options the loss accepts (`config.heads.<output>.loss_options`)."""
-    fn = inspect.unwrap(self.fn)
-    return tuple(p.name for p in inspect.signature(fn).parameters.values()
-                 if p.kind == p.KEYWORD_ONLY)
+    return tuple(self.defaults)
 
+  @property
+  def defaults(self) -> dict[str, Any]:
+    """Option name -> default, from the function's keyword-only arguments."""
+    fn = inspect.unwrap(self.fn)
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind == p.KEYWORD_ONLY}
+
+
+_NONNEG = errors.Range(0, 100)
 
 LOSSES = {
-    'bce': Loss(sigmoid_bce, 'binary'),
-    'focal': Loss(focal, 'binary'),
-    'asl': Loss(asymmetric, 'binary'),
-    'zlpr': Loss(zlpr, 'binary'),
-    'softmax_ce': Loss(softmax_ce, 'binary'),
-    'mse': Loss(squared_error, 'real'),
-    'huber': Loss(huber, 'real'),
+    'bce': Loss(sigmoid_bce, 'binary', 'per_label', {
+        'pos_weight': PosWeight(), 'label_smoothing': errors.Range(0, 1)}),
+    'focal': Loss(focal, 'binary', 'per_label', {
+        'gamma': _NONNEG, 'alpha': errors.Range(0, 1)}),
+    'asl': Loss(asymmetric, 'binary', 'per_label', {
+        'gamma_neg': _NONNEG, 'gamma_pos': _NONNEG, 'clip': errors.Range(0, 1)}),
+    'zlpr': Loss(zlpr, 'binary', 'any'),
+    'softmax_ce': Loss(softmax_ce, 'binary', 'softmax'),
+    'mse': Loss(squared_error, 'real', 'real'),
+    'huber': Loss(huber, 'real', 'real', {'delta': errors.Range(0, 1e6, low_open=True)}),
 }
 
 
@@ -195,3 +248,5 @@ def get(name: str) -> Loss:
   if name not in LOSSES:
     raise errors.UsageError(f'unknown loss {name!r}; known: {sorted(LOSSES)}')
   return LOSSES[name]
+
+

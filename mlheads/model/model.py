@@ -12,14 +12,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from absl import logging
 from clu import parameter_overview as clu_overview
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 
 from mlheads import errors
 from mlheads.model import heads as heads_lib
 from mlheads.model import losses
+from mlheads.model import settings as settings_lib
 from mlheads.model import trunks
 
 
@@ -64,18 +67,49 @@ class HeadSpec:
   num_classes: int  # 0: the target's width
   loss_options: tuple[tuple[str, Any], ...]
 
-  def build(self, target_field, train_labels=None, train_mask=None) -> heads_lib.Head:
-    """The head sized to its target field (and fitted on the train labels if it learns them)."""
-    width = int(target_field.shape[-1])
-    if self.num_classes and self.num_classes != width:
+  def check(self, targets: Mapping[str, Any], trunk: trunks.Trunk | None) -> None:
+    """Its target against the data set's target fields (a width of 0 is not known yet) and
+    its source against the trunk's intermediates: before any data is read (B26)."""
+    target = self.settings['target']
+    if target not in targets:
+      raise errors.UsageError(f'head {self.name!r}: target {target!r} is not in the data set; '
+                              f'its targets are {sorted(targets)} '
+                              f'(--config.heads.{self.name}.target)')
+    field = targets[target]
+    width = int(field.shape[-1])
+    if self.num_classes and width and self.num_classes != width:
       raise errors.UsageError(f'head {self.name!r}: num_classes is {self.num_classes} but target '
-                              f'{self.settings["target"]!r} has {width} columns')
-    if self.cls.target_kind != target_field.kind:
+                              f'{target!r} has {width} columns')
+    if self.cls.target_kind != field.kind:
       raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs {self.cls.target_kind} '
-                              f'targets; {self.settings["target"]!r} is {target_field.kind}')
+                              f'targets; {target!r} is {field.kind}')
+    source = self.settings.get('source', 'features')
+    if trunk is not None and source != 'features' and source not in trunk.intermediates():
+      raise errors.UsageError(
+          f'head {self.name!r}: source {source!r} is not an output of trunk '
+          f'{type(trunk).__name__}; it gives \'features\' and {list(trunk.intermediates())} '
+          f'(--config.heads.{self.name}.source)')
+
+  def build(self, target_field, train_labels=None, train_mask=None) -> heads_lib.Head:
+    """The head sized to its target field, fitted on the train labels where it learns from
+    them (powerset) or weighs by them (`pos_weight='balanced'`)."""
+    self.check({self.settings['target']: target_field}, None)
+    width = int(target_field.shape[-1])
+    options = dict(self.loss_options)
+    if options.get('pos_weight') == 'balanced':
+      if train_labels is None:
+        raise errors.UsageError(f"head {self.name!r}: pos_weight='balanced' needs the train "
+                                f"split's {self.settings['target']!r} labels")
+      options['pos_weight'] = losses.balanced_pos_weight(train_labels, train_mask)
+      logging.info('head %s: balanced pos_weight per class %s', self.name,
+                   [round(w, 3) for w in options['pos_weight']])
+    elif isinstance(options.get('pos_weight'), tuple) and len(options['pos_weight']) != width:
+      raise errors.UsageError(f'head {self.name!r}: pos_weight has '
+                              f'{len(options["pos_weight"])} values for {width} classes')
+    # A sparse target's width P sizes the sampled sigmoid head's positives (sampling.py).
     sized = {'max_positives': target_field.sparse or width} if 'max_positives' in {
         f.name for f in dataclasses.fields(self.cls)} else {}
-    head = self.cls(num_classes=width, loss_options=self.loss_options,
+    head = self.cls(num_classes=width, loss_options=tuple(sorted(options.items())),
                     **{**self.settings, **sized})
     if self.cls.needs_train_labels:
       if train_labels is None:
@@ -89,7 +123,7 @@ class HeadSpec:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """The config's trunk and heads with every name looked up; `build` sizes them to data."""
-  trunk_cls: type[trunks.Trunk]
+  trunk_kind: str  # '' = chosen by the data set's inputs (trunks.default_kind)
   trunk_settings: Mapping[str, Any]
   heads: Mapping[str, HeadSpec]
 
@@ -98,35 +132,50 @@ class ModelSpec:
     """Output name -> 'binary' or 'real'."""
     return {name: h.cls.target_kind for name, h in self.heads.items()}
 
+  def trunk(self, inputs: Mapping[str, Any], quiet: bool = False) -> trunks.Trunk:
+    """The trunk fitted to the data set's input fields (its kind chosen by them if unset)."""
+    kind = self.trunk_kind or trunks.default_kind(inputs)
+    own = settings_lib.trunk_settings_for(kind, self.trunk_settings, quiet)
+    return trunks.build(trunks.get(kind), own, inputs, quiet)
+
+  def check(self, ds, quiet: bool = True) -> trunks.Trunk:
+    """Every input, target and source name against data set `ds`'s fields, without data: the
+    data set's schema is enough (`mlheads.data.schema`). Returns the fitted trunk."""
+    trunk = self.trunk(ds.inputs, quiet)
+    for spec in self.heads.values():
+      spec.check(ds.targets, trunk)
+    return trunk
+
   def build(self, ds, train_arrays: Mapping[str, np.ndarray] | None = None,
             fitted_heads: Mapping[str, heads_lib.Head] | None = None
             ) -> tuple[Model, dict[str, heads_lib.Head]]:
     """The model for data set `ds`'s fields.
 
     train_arrays: the train split (`{key: [n, ...]}`), for heads fitted on its
-      labels (powerset).
+      labels (powerset, balanced pos_weight).
     fitted_heads: heads restored from a checkpoint (predict), used as they are.
     """
+    trunk = self.check(ds, quiet=False)
     heads, split = dict(fitted_heads or {}), train_arrays or {}
     for name, spec in self.heads.items():
-      if name in heads:
-        continue
-      target = spec.settings['target']
-      if target not in ds.targets:
-        raise errors.UsageError(f'head {name!r}: target {target!r} is not in data set '
-                                f'{ds.name}; its targets are {sorted(ds.targets)}')
-      field = ds.targets[target]
-      # A sparse target becomes [n, K] here only for the heads that learn from it (powerset).
-      labels, mask = (field.densify(split, target) if spec.cls.needs_train_labels and target in split
-                      else (None, None))
-      heads[name] = spec.build(field, labels, mask)
-    trunk = trunks.build(self.trunk_cls, self.trunk_settings, ds.inputs)
+      if name not in heads:
+        target = spec.settings['target']
+        field = ds.targets[target]
+        # A sparse target becomes [n, K] here only for the heads that learn from it (powerset)
+        # or weigh by it (balanced pos_weight).
+        needs = (spec.cls.needs_train_labels
+                 or dict(spec.loss_options).get('pos_weight') == 'balanced')
+        labels, mask = (field.densify(split, target) if needs and target in split
+                        else (None, None))
+        heads[name] = spec.build(field, labels, mask)
     return Model(trunk=trunk, heads=heads), heads
 
 
 def resolve_head(name: str, head_config) -> HeadSpec:
-  """Looks up `config.heads.<name>`: its kind, its loss and the loss' options (B14/B15)."""
-  cfg = dict(head_config)
+  """Looks up `config.heads.<name>`: its kind, its loss and the loss' options, and checks their
+  values (B14/B15/B26): the loss must fit the head (docs/heads.md), each setting its range."""
+  # A ConfigDict resolves the references configs.head puts in (a plain dict would not).
+  cfg = ml_collections.ConfigDict(dict(head_config)).to_dict()
   kind = cfg.pop('kind')
   if kind not in heads_lib.HEADS:
     raise errors.UsageError(f'head {name!r}: unknown kind {kind!r}; known: '
@@ -135,38 +184,61 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   num_classes = cfg.pop('num_classes', 0) or 0
   options = dict(cfg.pop('loss_options', {}) or {})
   fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(cfg) - (set(fields) - {'max_positives'}))  # that one is the data's
-  if unknown:
-    raise errors.UsageError(f'head {name!r} ({kind}): unknown settings {unknown}; '
-                            f'known: {sorted(set(fields) - {"num_classes", "loss_options"})}')
-  cfg = {k: v for k, v in cfg.items() if v is not None and not (k == 'loss' and v == '')}
+  own = {f.name for f in settings_lib.head_fields(cls)}
+  for key, value in cfg.items():  # every head kind's ranges: a bad value is bad for any kind.
+    for other in heads_lib.HEADS.values():
+      if key in other.ranges and value is not None:
+        other.ranges[key].check(f'--config.heads.{name}.{key}', value)
+        break
+  settings_lib.check_unused(
+      name, kind, 'setting', {k: v for k, v in cfg.items() if k not in settings_lib.COMMON},
+      settings_lib.head_defaults(), own,
+      {k: [n for n, c in heads_lib.HEADS.items()
+           if k in {f.name for f in settings_lib.head_fields(c)}] for k in cfg},
+      f'--config.heads.{name}.kind')
+  cfg = {k: v for k, v in cfg.items()
+         if (k in settings_lib.COMMON or k in own) and v is not None
+         and not (k == 'loss' and v == '')}
   loss_name = cfg.get('loss', fields['loss'].default)
   try:
     loss = losses.get(loss_name)
   except errors.UsageError as e:
     raise errors.UsageError(f'head {name!r} ({kind}): {e}') from None
-  if loss.targets != cls.target_kind:
-    allowed = [n for n, l in losses.LOSSES.items() if l.targets == cls.target_kind]
-    raise errors.UsageError(f'head {name!r} ({kind}): loss {loss_name!r} does not fit '
-                            f'{cls.target_kind} targets; use one of {allowed}')
-  bad = sorted(set(options) - set(loss.options))
-  if bad:
-    raise errors.UsageError(f'head {name!r}: loss {loss_name!r} has no options {bad}; '
-                            f'its options are {list(loss.options)}')
-  cls.check_settings(name, cfg, loss_name)
+  if loss.reads not in cls.fits_losses:
+    allowed = [n for n, l in losses.LOSSES.items() if l.reads in cls.fits_losses]
+    what = {'per_label': "a per-label loss (it reads each logit as that label's log-odds)",
+            'softmax': 'a softmax loss (it reads a row of logits as one softmax)',
+            'real': 'a regression loss', 'any': 'a ranking loss'}[loss.reads]
+    raise errors.UsageError(f'head {name!r} ({kind}): loss {loss_name!r} is {what} and does '
+                            f'not fit a {kind} head; use one of {allowed}')
+  for key, value in options.items():
+    for other in losses.LOSSES.values():
+      if key in other.ranges and value is not None:
+        other.ranges[key].check(f'--config.heads.{name}.loss_options.{key}', value)
+        break
+  settings_lib.check_unused(
+      name, f'{kind}, loss {loss_name}', 'loss option', options, settings_lib.loss_defaults(),
+      set(loss.options), {k: [n for n, l in losses.LOSSES.items() if k in l.options]
+                          for k in options}, f'--config.heads.{name}.loss')
+  chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
+            if k in loss.options and v is not None}
+  cls.check_settings(name, {**cfg, 'loss_options': chosen}, loss_name)
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')
   return HeadSpec(name=name, kind=kind, cls=cls, settings=cfg, num_classes=int(num_classes),
-                  loss_options=tuple(sorted(options.items())))
+                  loss_options=tuple(sorted(chosen.items())))
 
 
 def resolve(config) -> ModelSpec:
-  """Looks up every name in `config.trunk` and `config.heads`; raises UsageError on the first
-  unknown one, listing the known names, before any data is read."""
-  settings = dict(config.trunk)
-  trunk_cls = trunks.get(settings.pop('kind'))
-  return ModelSpec(trunk_cls=trunk_cls, trunk_settings=settings,
+  """Looks up every name in `config.trunk` and `config.heads` and checks every value; raises
+  UsageError on the first bad one, listing the known names, before any data is read."""
+  trunk_settings = dict(config.trunk)
+  kind = trunk_settings.pop('kind')
+  if kind:
+    trunks.get(kind)
+  settings_lib.check_trunk(trunk_settings)
+  return ModelSpec(trunk_kind=kind, trunk_settings=trunk_settings,
                    heads={name: resolve_head(name, h) for name, h in config.heads.items()})
 
 

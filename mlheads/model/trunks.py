@@ -4,14 +4,29 @@
 read instead (the headline model's auxiliary output sits on `'lstm'`).
 TRUNKS maps `config.trunk.kind` to a Flax module class; the rest of
 `config.trunk` becomes its attributes. A trunk declares what it reads from the
-data set (`reads`: input key -> the field kinds it accepts) and what it takes
-from it (`fit_to`: the vocabulary size of its token input), so a new trunk is
-one class plus one line in TRUNKS, and the model builder passes it nothing it
-did not ask for.
+data set (`reads`: input key -> the field kinds it accepts), what it takes
+from it (`fit_to`: the vocabulary sizes, and which inputs its key patterns
+match), the intermediates it gives and the ranges of its settings, so a new
+trunk is one class plus one line in TRUNKS, and the model builder passes it
+nothing it did not ask for.
+
+Input settings are key patterns matched against the data set's inputs of the
+kinds the trunk reads: `'*'` is every one of them (an MLP on any table), `''`
+the only one (the text trunk's token input), a plain name that very input.
+So any trunk runs on any data set that has inputs of its kinds, with no
+setting changed: `--config.trunk.kind=mlp` on a table of numbers.
+
+`config.trunk` carries every trunk's settings (`settings.trunk_config`), so the
+command line reaches them all; the chosen trunk takes its own and leaves the
+others' (logged).
 """
 
+import dataclasses
+import fnmatch
 from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,70 +34,176 @@ import jax.numpy as jnp
 from mlheads import errors
 from mlheads.model import layers
 
+WIDTH = errors.Range(1, 65_536, integer=True)
+WIDTHS = errors.Range(1, 65_536, integer=True, each=True)
+NUMBERS = ('features', 'categories')  # field kinds that are side inputs of a row.
+
+
+def match(trunk: str, setting: str, patterns: Sequence[str], inputs: Mapping[str, Any],
+          kinds: Sequence[str]) -> tuple[str, ...]:
+  """The input keys `patterns` name, in the data set's order.
+
+  `'*'` (any glob) matches the inputs of `kinds` (it may match none); a plain name must be an
+  input of the data set, whatever its kind (`reads` then checks the kind, naming both).
+  """
+  keys = []
+  for p in patterns:
+    if any(c in p for c in '*?['):
+      keys += [k for k, f in inputs.items() if f.kind in kinds and fnmatch.fnmatchcase(k, p)]
+    elif p not in inputs:
+      raise errors.UsageError(f'trunk {trunk!r} reads input {p!r} (--config.trunk.{setting}), '
+                              f'which the data set does not have; its inputs are '
+                              f'{sorted(inputs)}')
+    else:
+      keys.append(p)
+  return tuple(dict.fromkeys(keys))
+
+
+def only(trunk: str, setting: str, key: str, inputs: Mapping[str, Any], kind: str) -> str:
+  """`key`, or for '' the data set's only input of `kind` (an error naming the candidates)."""
+  if key:
+    return key
+  found = [k for k, f in inputs.items() if f.kind == kind]
+  if len(found) != 1:
+    raise errors.UsageError(
+        f'trunk {trunk!r} reads one {kind} input, and the data set has '
+        f'{"none" if not found else found}; its inputs are {sorted(inputs)}'
+        + ('' if not found else f' (choose one with --config.trunk.{setting}=KEY)'))
+  return found[0]
+
 
 class Trunk(nn.Module):
   """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
 
+  # Settings the data set fills in (`fit_to`), never set in the config.
+  fitted: ClassVar[tuple[str, ...]] = ()
+  # Each numeric setting's range (B26).
+  ranges: ClassVar[Mapping[str, errors.Range]] = {}
+
   def reads(self) -> Mapping[str, tuple[str, ...]]:
-    """Input key -> the data set field kinds it may have ('tokens', 'features', 'image')."""
+    """Input key -> the data set field kinds it may have ('tokens', 'features', 'image', ...)."""
     raise NotImplementedError
 
-  def fit_to(self, inputs: Mapping[str, object]) -> 'Trunk':
+  def fit_to(self, inputs: Mapping[str, Any]) -> 'Trunk':
     """The trunk with what it takes from the data set's input fields (default: nothing)."""
     del inputs
     return self
 
+  def intermediates(self) -> tuple[str, ...]:
+    """The names of the intermediates `__call__` returns (what a head's `source` may be)."""
+    return ()
 
-def build(cls: type[Trunk], settings: Mapping[str, object], inputs: Mapping[str, object]
-          ) -> Trunk:
-  """`cls(**settings)`, checked against and fitted to the data set's input fields."""
-  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-  kind = next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
+
+def kind_of(cls) -> str:
+  """The TRUNKS name of a trunk class."""
+  return next((k for k, c in TRUNKS.items() if c is cls), cls.__name__)
+
+
+def resolved_settings(trunk: Trunk) -> dict[str, Any]:
+  """A built trunk's settings as it runs: its input patterns resolved to keys, sizes fitted."""
+  return {f.name: getattr(trunk, f.name) for f in dataclasses.fields(trunk)
+          if f.init and f.name not in ('parent', 'name')}
+
+
+def build(cls: type[Trunk], settings: Mapping[str, Any], inputs: Mapping[str, Any],
+          quiet: bool = False) -> Trunk:
+  """`cls(**settings)` fitted to the data set's input fields, and checked against them; logs
+  the inputs it leaves unused unless `quiet`."""
+  kind = kind_of(cls)
   try:
     trunk = cls(**settings)
   except TypeError as e:
     raise errors.UsageError(f'trunk {kind!r}: {e}') from None
-  for key, kinds in trunk.reads().items():
-    field = inputs.get(key)
-    if field is None:
-      raise errors.UsageError(f'trunk {kind!r} reads input {key!r}, which the data set does '
-                              f'not have; its inputs are {sorted(inputs)}')
+  trunk = trunk.fit_to(inputs)
+  read = trunk.reads()
+  for key, kinds in read.items():
+    field = inputs[key]
     if field.kind not in kinds:
       raise errors.UsageError(f'trunk {kind!r} reads input {key!r} as {"/".join(kinds)}, but '
                               f'the data set\'s {key!r} is {field.kind}')
-  return trunk.fit_to(inputs)
+  unused = [k for k in inputs if k not in read]
+  if unused and not quiet:
+    logging.warning('trunk %s reads %s; the data set\'s %s go unused', kind, sorted(read),
+                    unused)
+  return trunk
+
+
+def default_kind(inputs: Mapping[str, Any]) -> str:
+  """The trunk for `config.trunk.kind=''`: text if the data set has tokens, conv for images,
+  else an MLP over its numbers."""
+  kinds = {f.kind for f in inputs.values()}
+  return 'text' if 'tokens' in kinds else 'conv' if 'image' in kinds else 'mlp'
+
+
+def _side(module: nn.Module, inputs, keys, sizes, dim: int, dtype=jnp.float32) -> list:
+  """The `[batch, n]` blocks of side inputs `keys`: numbers as they are, categorical ids
+  (`sizes`: key -> vocabulary) through one embedding table per input, `[batch, C * dim]`."""
+  sizes = dict(sizes)
+  out = []
+  for k in keys:
+    x = inputs[k]
+    if k in sizes:
+      table = nn.Embed(sizes[k], dim, embedding_init=layers.embed_init, name=f'embed_{k}',
+                       parent=module)
+      out.append(table(x).reshape(x.shape[0], -1).astype(dtype))
+    else:
+      out.append(x.reshape(x.shape[0], -1).astype(dtype))
+  return out
+
+
+def _category_sizes(inputs, keys) -> tuple[tuple[str, int], ...]:
+  return tuple((k, int(inputs[k].vocab_size)) for k in keys if inputs[k].kind == 'categories')
 
 
 class TextTrunk(Trunk):
-  """Token ids -> Embedding -> LSTM, then optional side features -> Dense stack.
+  """Token ids -> Embedding -> LSTM, then optional side inputs -> Dense stack.
 
   With the defaults of `headline` this is the seed's two-branch body: the LSTM
   output (intermediate `'lstm'`) is concatenated with the 5 side numbers and
   passed through 3 x Dense(64, relu).
 
   Attributes:
-    vocab_size: number of token ids (taken from the data set's token field).
     embed_dim: embedding width.
     lstm_units: LSTM hidden size.
     hidden: widths of the Dense(relu) layers after the concatenation.
-    text_input: input key of the `[batch, time]` token ids.
-    side_inputs: input keys of `[batch, n]` numbers concatenated to the LSTM output.
+    text_input: input key of the `[batch, time]` token ids ('' = the data set's only one).
+    side_inputs: key patterns of `[batch, n]` numbers or categorical ids concatenated to the
+      LSTM output (`'*'`: every one the data set has).
     mask_padding: if True, padding ids (0) do not update the LSTM state.
       The seed's Keras model does not mask; left padding makes this matter little.
+    category_dim: embedding width of each categorical side column.
+    vocab_size, category_sizes: taken from the data set's fields (`fit_to`).
   """
-  vocab_size: int = 0
   embed_dim: int = 128
   lstm_units: int = 64
   hidden: Sequence[int] = ()
-  text_input: str = 'tokens'
+  text_input: str = ''
   side_inputs: Sequence[str] = ()
   mask_padding: bool = True
+  category_dim: int = 8
+  vocab_size: int = 0
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('vocab_size', 'category_sizes')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'embed_dim': WIDTH, 'lstm_units': WIDTH, 'hidden': WIDTHS, 'category_dim': WIDTH}
 
   def reads(self):
-    return {self.text_input: ('tokens',), **{k: ('features',) for k in self.side_inputs}}
+    return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
 
   def fit_to(self, inputs):
-    return self.clone(vocab_size=inputs[self.text_input].vocab_size)
+    kind = kind_of(type(self))
+    text = only(kind, 'text_input', self.text_input, inputs, 'tokens')
+    if text not in inputs:
+      match(kind, 'text_input', (text,), inputs, ('tokens',))  # raises, naming the inputs
+    side = match(kind, 'side_inputs', self.side_inputs, inputs, NUMBERS)
+    side = tuple(k for k in side if k != text)
+    return self.clone(text_input=text, side_inputs=side,
+                      vocab_size=int(inputs[text].vocab_size or 0),
+                      category_sizes=_category_sizes(inputs, side))
+
+  def intermediates(self):
+    return ('lstm',)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
@@ -94,7 +215,8 @@ class TextTrunk(Trunk):
     # The LSTM reads the table itself: it can then skip materializing the embeddings.
     lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens,
                                                       table=embed.embedding)
-    h = jnp.concatenate([lstm] + [inputs[k].astype(lstm.dtype) for k in self.side_inputs], -1)
+    h = jnp.concatenate([lstm] + _side(self, inputs, self.side_inputs, self.category_sizes,
+                                       self.category_dim, lstm.dtype), -1)
     for i, width in enumerate(self.hidden):
       h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
     return h, {'lstm': lstm}
@@ -110,23 +232,41 @@ class HeadlineTrunk(TextTrunk):
 
 
 class MLPTrunk(Trunk):
-  """Numeric inputs concatenated -> Dense(relu) stack.
+  """Numeric inputs (and embedded categorical ones) concatenated -> Dense(relu) stack.
 
   Attributes:
-    inputs_keys: input keys of `[batch, ...]` numbers (flattened).
-    hidden: Dense widths.
+    inputs_keys: key patterns of `[batch, ...]` numbers, images (flattened) or categorical
+      ids (`'*'`: every one the data set has).
+    hidden: Dense widths (`()`: the inputs themselves, a linear model on them).
+    category_dim: embedding width of each categorical column.
+    category_sizes: taken from the data set's fields (`fit_to`).
   """
-  inputs_keys: Sequence[str] = ('features',)
+  inputs_keys: Sequence[str] = ('*',)
   hidden: Sequence[int] = (64, 64)
+  category_dim: int = 8
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('category_sizes',)
+  ranges: ClassVar[Mapping[str, errors.Range]] = {'hidden': WIDTHS, 'category_dim': WIDTH}
 
   def reads(self):
-    return {k: ('features', 'image') for k in self.inputs_keys}
+    return {k: NUMBERS + ('image',) for k in self.inputs_keys}
+
+  def fit_to(self, inputs):
+    keys = match('mlp', 'inputs_keys', self.inputs_keys, inputs, NUMBERS + ('image',))
+    if not keys:
+      raise errors.UsageError(f'trunk \'mlp\' reads numbers or images, and the data set has '
+                              f'none; its inputs are {sorted(inputs)}')
+    return self.clone(inputs_keys=keys, category_sizes=_category_sizes(inputs, keys))
+
+  def intermediates(self):
+    return tuple(f'dense_{i}' for i in range(len(self.hidden)))
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
-    h = jnp.concatenate([inputs[k].reshape(inputs[k].shape[0], -1).astype(jnp.float32)
-                         for k in self.inputs_keys], -1)
+    h = jnp.concatenate(_side(self, inputs, self.inputs_keys, self.category_sizes,
+                              self.category_dim), -1)
     inter = {}
     for i, width in enumerate(self.hidden):
       h = nn.relu(layers.dense(width, name=f'dense_{i}')(h))
@@ -139,16 +279,27 @@ class ConvTrunk(Trunk):
   then flatten -> Dense(relu) stack.
 
   Attributes:
-    image_input: input key of the `[batch, height, width, channels]` images.
+    image_input: input key of the `[batch, height, width, channels]` images ('' = the data
+      set's only one).
     channels: output channels of each conv block.
     hidden: Dense widths after flattening.
   """
-  image_input: str = 'image'
+  image_input: str = ''
   channels: Sequence[int] = (32, 64)
   hidden: Sequence[int] = (128,)
 
+  ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}
+
   def reads(self):
     return {self.image_input: ('image',)}
+
+  def fit_to(self, inputs):
+    key = only('conv', 'image_input', self.image_input, inputs, 'image')
+    match('conv', 'image_input', (key,), inputs, ('image',))
+    return self.clone(image_input=key)
+
+  def intermediates(self):
+    return ('conv',)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):

@@ -47,7 +47,7 @@ def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
   return {
       'config': json.loads(config.to_json_best_effort()),
       'heads': {name: head_to_json(h) for name, h in heads.items()},
-      'data': {'name': ds.name, 'meta': dict(ds.meta),
+      'data': {'name': ds.name, 'meta': dict(ds.meta), 'fingerprint': dict(ds.fingerprint),
                'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
                'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
       'thresholds': thresholds,

@@ -1,5 +1,5 @@
 """Process-level guards of a workdir: one run at a time (B23), SIGTERM as a flag (B18), and
-what a run resuming it must agree with (B22).
+what a run resuming it must agree with: the config (B22) and the data (B28).
 
   WORKDIR/.lock         JSON {host, pid, started, proc_start} of the run that holds the workdir
   WORKDIR/config.json   the config of the run whose checkpoints the workdir holds
@@ -17,6 +17,7 @@ from flax import traverse_util
 import jax
 
 from mlheads import errors
+from mlheads.data import fingerprint
 from mlheads.state import checkpoints
 from mlheads.state import writers
 
@@ -252,6 +253,33 @@ def check_resumable(config, workdir: str) -> None:
     raise errors.UsageError(
         f'workdir {workdir} holds checkpoints of a different config ({saved_path}): '
         + '; '.join(diffs) + '; use a new --workdir, or the settings it was trained with')
+
+
+def data_trained_on(workdir: str) -> dict | None:
+  """The data fingerprint (data/fingerprint.py) the workdir's newest intact checkpoint was
+  trained on; None when there is nothing to resume, or its checkpoints predate fingerprints."""
+  with checkpoints.Checkpointer(workdir) as ckpt:
+    if not ckpt.saved_steps():
+      return None
+    extras, step = ckpt.read_extras()
+  found = (extras.get('data') or {}).get('fingerprint')
+  if not found:
+    logging.warning('checkpoint step %d of %s records no data fingerprint (an older mlheads): '
+                    'cannot check that this run reads the data it was trained on', step, workdir)
+  return found or None
+
+
+def check_same_data(workdir: str, trained_on: dict | None, now: dict) -> None:
+  """B28: refuses to resume checkpoints trained on other data than this run reads, naming
+  what differs, before the splits are read or anything in the workdir changes."""
+  if not trained_on or not now:
+    return
+  diffs = fingerprint.differences(trained_on, now)
+  if diffs:
+    raise errors.UsageError(
+        f'workdir {workdir} holds checkpoints trained on other data than this run reads: '
+        + '; '.join(diffs) + '. Resuming would train and evaluate the old model on new data: '
+        'start a new run with a new --workdir, or give it the data it was trained on')
 
 
 def drop_records_after(workdir: str, step: int) -> None:

@@ -84,7 +84,7 @@ def test_grid_points_are_the_product_of_the_axes_in_order():
     (['heads.main.kind=sigmoid'], ['epochs=three'], '0', 'epochs=three'),  # wrong type
     (['heads.main.kind=sigmoid'], ['learning_rate=fast'], '0', 'learning_rate'),
     (['heads.main.kind=sigmoid,sigmod'], [], '0', "unknown kind 'sigmod'"),  # bad value
-    (['heads.main.kind=sigmoid'], ['epochs=0'], '0', 'positive integer'),
+    (['heads.main.kind=sigmoid'], ['epochs=0'], '0', 'epochs must be an integer from 1'),
     (['seed=0,1'], [], '0', '--seeds'),
     (['epochs=1,1'], [], '0', 'repeated'),
     (['epochs=1,2'], ['epochs=3'], '0', 'both'),

@@ -86,7 +86,8 @@ def test_a_prepared_copy_is_read_from_its_files_without_code(tmp_path, monkeypat
   FakeCatalogText(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
   spec = catalog.CatalogSpec('fake_catalog_text', 'text', ('a', 'b'))
   monkeypatch.setitem(catalog.CATALOG, 'fake', spec)
-  monkeypatch.setitem(data_lib.DATASETS, 'fake', data_lib.Source(catalog.loader, catalog.encode))
+  monkeypatch.setitem(data_lib.DATASETS, 'fake', data_lib.Source(catalog.loader, catalog.encode,
+                                                                   catalog.schema))
   ds = data_lib.load(_config(tmp_path, name='fake'))
   assert {s: len(v) for s, v in ds.splits.items()} == {'train': 12, 'validation': 12, 'test': 12}
   got = sorted(tuple(ds.split('test')[i]['labels']) for i in range(12))

@@ -47,7 +47,7 @@ def test_builder_splits_use_disjoint_source_images(tmp_path):
 
 
 def test_conv_trunk():
-  t = trunks.ConvTrunk(channels=(3, 5), hidden=(7,))
+  t = trunks.ConvTrunk(channels=(3, 5), hidden=(7,), image_input='image')
   x = {'image': np.ones((2, 16, 16, 1), np.float32)}
   params = t.init(jax.random.key(0), x)
   feats, inter = t.apply(params, x)

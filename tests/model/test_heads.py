@@ -318,13 +318,17 @@ def test_make_builds_every_kind_and_rejects_bad_settings():
   assert from_config('main', cfg.main, _field()).loss == 'zlpr'
   h = from_config('out', configs.head('sigmoid', target='y', loss='asl', gamma_neg=2.0),
                      _field())
-  assert h.loss == 'asl' and dict(h.loss_options) == {'gamma_neg': 2.0}
+  # The head gets its loss' options, defaults included, and no other loss' options.
+  assert h.loss == 'asl' and dict(h.loss_options) == {'gamma_neg': 2.0, 'gamma_pos': 1.0,
+                                                      'clip': 0.05}
+  misspelt = configs.head('sigmoid', target='y', loss='focal')
+  misspelt['loss_options'] = {**misspelt['loss_options'], 'gama': 2.0}
   bad = [
       (configs.head('lstm', target='y'), "unknown kind 'lstm'; known: .*powerset"),
       (configs.head('sigmoid', target='y', loss='hinge'), "unknown loss 'hinge'"),
-      (configs.head('sigmoid', target='y', loss='mse'), "loss 'mse' does not fit binary"),
-      (configs.head('sigmoid', target='y', loss='focal', gama=2.0),
-       r"loss 'focal' has no options \['gama'\]"),
+      (configs.head('sigmoid', target='y', loss='mse'), "loss 'mse' is a regression loss and "
+       'does not fit a sigmoid head'),
+      (misspelt, "unknown loss option 'gama'; did you mean 'gamma'"),
       (configs.head('powerset', target='y'), "needs the train split's 'y' labels"),
       (configs.head('per_class', target='y', source='lstm'), 'meaningless'),
   ]

@@ -66,7 +66,8 @@ def test_every_head_fits_the_headline_trunk(kind, shape):
 
 
 def test_text_trunk_ignores_padding():
-  trunk = trunks.TextTrunk(vocab_size=20, embed_dim=5, lstm_units=3, hidden=(4,))
+  trunk = trunks.TextTrunk(vocab_size=20, embed_dim=5, lstm_units=3, hidden=(4,),
+                          text_input='tokens')
   words = np.array([[3, 7, 9], [5, 2, 11]], np.int32)
   pad = np.zeros((2, 2), np.int32)
   variants = [words, np.concatenate([words, pad], 1), np.concatenate([pad, words], 1)]
@@ -76,7 +77,8 @@ def test_text_trunk_ignores_padding():
     np.testing.assert_allclose(feats, outs[0][0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(inter['lstm'], outs[0][1]['lstm'], rtol=1e-6, atol=1e-6)
   # Without masking, right padding does change the output: the check can fail.
-  plain = trunks.TextTrunk(vocab_size=20, embed_dim=5, lstm_units=3, mask_padding=False)
+  plain = trunks.TextTrunk(vocab_size=20, embed_dim=5, lstm_units=3, mask_padding=False,
+                           text_input='tokens')
   a = plain.apply(params, {'tokens': variants[0]})[0]
   b = plain.apply(params, {'tokens': variants[1]})[0]
   assert not np.allclose(a, b)
