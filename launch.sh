@@ -8,9 +8,10 @@
 #   ./launch.sh score --labels=L --scores=S [--from_logits] [--output=M.json]  (alias: evaluate)
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
+#   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
 #   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
-#   ./launch.sh score|predict|compare|cv --help  that command's flags
+#   ./launch.sh score|predict|compare|tune|cv --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -44,7 +45,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -57,7 +58,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare|cv) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+    predict|compare|tune|cv) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
@@ -67,7 +68,7 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare|cv)
+  compare|tune|cv)
     # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
@@ -80,7 +81,7 @@ case $cmd in
       exec "$venv/bin/python" -m mlheads.commands.cv --config="experiments/$name.py" \
         --experiment="$name" "$@"
     fi
-    exec "$venv/bin/python" -m mlheads.commands.compare --experiment="$name" "$@" ;;
+    exec "$venv/bin/python" -m "mlheads.commands.$cmd" --experiment="$name" "$@" ;;
 esac
 
 # An experiment: a plain name of a file in experiments/, nothing else.

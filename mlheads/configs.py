@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
+  # Early stopping: stop once the best metric on validation has not improved for this many
+  # epochs; the final evaluation uses the best checkpoint. 0 = off.
+  c.patience = 0
   # OUTPUT/METRIC on validation, e.g. 'main/roc_auc_macro'; '' = the first output's mAP (loss
   # for a regression output).
   c.best_metric = ''
@@ -103,6 +106,7 @@ RANGES = {
     'log_every_steps': errors.Range(1, INT32, integer=True),
     'eval_every_epochs': errors.Range(1, INT32, integer=True),
     'checkpoint_every_epochs': errors.Range(1, INT32, integer=True),
+    'patience': errors.Range(0, INT32, integer=True),  # 0 = off.
     'data.vocab_size': errors.Range(2, 2**24, integer=True),  # ids 0 and 1: padding, unknown.
     'data.max_len': errors.Range(1, 100_000, integer=True),
     'data.max_rows': errors.Range(0, INT32, integer=True),  # 0 = all rows.

@@ -32,6 +32,7 @@ from mlheads import sharding
 from mlheads.data import pipeline
 from mlheads.evaluation import report
 from mlheads.evaluation import runner
+from mlheads.model import layers
 from mlheads.model import model as model_lib
 from mlheads.model import trunks as trunks_lib
 from mlheads.state import checkpoints
@@ -55,19 +56,32 @@ def head_losses(heads, logits, batch) -> dict[str, jax.Array]:
 
 
 def train_step(state: train_state.TrainState, batch, *, heads):
-  """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars)."""
-  rng = jax.random.fold_in(state.rng, state.step)
+  """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars).
 
-  def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['inputs'], labels=batch['targets'],
-                            masks=batch['masks'], train=True, rngs={'dropout': rng})
+  A table the state updates row by row (`state.row_tables`) enters the loss through the
+  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  dense, tables = state.split_params()
+  lookups = {k: layers.lookup_rows(t, batch['inputs'][k]) for k, t in tables.items()}
+
+  def loss_fn(dense, rows):
+    inputs = {**batch['inputs'],
+              **{k: lookup._replace(rows=rows[k]) for k, lookup in lookups.items()}}
+    logits = state.apply_fn({'params': state.merge_params(dense, tables)}, inputs,
+                            labels=batch['targets'], masks=batch['masks'], train=True,
+                            rngs={'dropout': rng})
     per_head = head_losses(heads, logits, batch)
     total = sum(heads[n].weight * l for n, l in per_head.items())
     return total, per_head
 
-  (total, per_head), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  scalars = {'loss': total, 'grad_norm': optax.tree.norm(grads),
+  rows = {k: lookup.rows for k, lookup in lookups.items()}
+  (total, per_head), (grads, row_grads) = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
+  state = state.apply_gradients(grads=grads, row_grads=row_grads, lookups=lookups)
+  # sqrt(sum <g, g>): one pass over each gradient, no squared copy of it.
+  grad_norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves((grads, row_grads))))
+  scalars = {'loss': total, 'grad_norm': grad_norm,
              **{f'loss_{n}': l for n, l in per_head.items()}}
   return state, scalars
 
@@ -203,13 +217,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                best_mode=best_mode) as ckpt:
     # Any manifest, even a damaged one, means there is a run to resume: restore falls back past
     # corrupt steps or raises (B20/B24); starting afresh over them would be silent data loss.
+    resumed_extras = {}
     if ckpt.saved_steps():
-      state, _, step = ckpt.restore(state)
+      state, resumed_extras, step = ckpt.restore(state)
       logging.info('Resuming from step %d of %d (%s).', step, total_steps, ckpt.directory)
       if step >= total_steps:
         logging.info('Training already finished (step %d); evaluating again.', step)
       if primary:
         workdir_lib.drop_records_after(workdir, step)
+    # Its counter is rebuilt from the curve the checkpoint carries: resuming stops where an
+    # uninterrupted run would.
+    stopper = runner.EarlyStopping(config.patience, best_name, best_mode,
+                                   resumed_extras.get('best_metric_curve', ()))
+    if stopper.should_stop():
+      logging.info('Training already stopped early; evaluating again. (%s)', stopper.reason())
     if primary:
       writers.atomic_write(os.path.join(workdir, 'config.json'),
                            config.to_json_best_effort(indent=2))
@@ -217,13 +238,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with writers.MetricWriter(workdir) as writer:
       # ------------------------------------------------------------ the loop
       start_step = int(state.step)
+      end_step = start_step if stopper.should_stop() else total_steps
       batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
                                        config.epochs, start_step)
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
       with console.progress_bar(total=total_steps, initial=start_step,
                                 disable=not config.progress, unit='step',
                                 dynamic_ncols=True) as bar:
-        for step in range(start_step, total_steps):
+        for step in range(start_step, end_step):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
           if len(history) > 2:  # at most 2 steps in flight: each holds its batch ([B, K] targets)
@@ -248,13 +270,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
             for name, m in val.items():
               writer.write(done, f'validation/{name}', {'epoch': epoch, **m})
             bar.write(f'epoch {epoch}: {runner.brief(val)}')
-            if epoch % config.checkpoint_every_epochs == 0 or done == total_steps:
+            stopper.update(epoch, val)
+            stop = stopper.should_stop()
+            if epoch % config.checkpoint_every_epochs == 0 or done == total_steps or stop:
               extras = extras_lib.make(config, ds, heads, runner.tuned_thresholds(evals), epoch,
-                                       runner.calibrations(evals, method))
+                                       runner.calibrations(evals, method),
+                                       best_metric_curve=stopper.curve)
               ckpt.save(done, state, extras=extras, metrics=runner.flatten(val))
+            if stop:
+              bar.write(stopper.reason())
+              logging.info('%s', stopper.reason())
+              break
           if preempted.requested:
-            ckpt.save(done, state, extras=extras_lib.make(config, ds, heads, {},
-                                                          done // steps_per_epoch))
+            ckpt.save(done, state, extras=extras_lib.make(
+                config, ds, heads, {}, done // steps_per_epoch, best_metric_curve=stopper.curve))
             bar.write(f'SIGTERM: saved step {done}; exiting with '
                       f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
@@ -275,6 +304,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'parameters': n_params,
         **runner.summarize(heads, val, test, thresholds, calibration),
         'steps': trained_steps,
+        'stopped_early': stopper.should_stop(),
     }
     if primary:
       path = os.path.join(workdir, 'metrics.json')

@@ -1,4 +1,4 @@
-"""Speed benchmarks: `./launch.sh bench [--cases=headline,metrics,metrics_large]`, one JSON
+"""Speed benchmarks: `./launch.sh bench [--cases=headline,per_class,metrics_large,...]`, one JSON
 line each.
 
 Add a case by writing `bench_<name>() -> dict | list[dict]` and registering it in `CASES`.
@@ -19,8 +19,10 @@ from absl import flags
 import numpy as np
 
 from mlheads import errors
+from mlheads.commands import bench_models
 
 FLAGS = flags.FLAGS
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def define_flags() -> None:
@@ -38,13 +40,14 @@ def define_flags() -> None:
                     'sampled: negatives per example (0: the full loss).')
   flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
   flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
+  flags.DEFINE_float('case_seconds', 4.0, 'per_class, per_class_conv, input: timed seconds '
+                    'per variant.')
   flags.DEFINE_integer('rounds', 3, 'headline: alternating rounds (median).')
   flags.DEFINE_bool('keras', False, 'headline: also run the Keras 3 reference and '
                     'print speedup_vs_keras (same sitting, alternating rounds).')
   flags.DEFINE_string(
-      'keras_script', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-      '..', 'shared', 'bench', 'keras_headline.sh'),
-      'headline: the Keras reference script.')
+      'keras_script', os.path.join(_ROOT, '..', 'shared', 'bench', 'keras_headline.sh'),
+      'headline: the Keras reference script (default: ../shared/bench beside the repo).')
   flags.DEFINE_integer(
       'sklearn_rows', 0,
       'metrics: time scikit-learn on the first this many rows and extrapolate '
@@ -331,8 +334,15 @@ def bench_headline() -> list[dict]:
   return rows
 
 
-CASES = {'headline': bench_headline, 'metrics': bench_metrics,
-         'metrics_large': bench_metrics_large, 'sampled': bench_sampled}
+CASES = {
+    'headline': bench_headline,
+    'per_class': lambda: bench_models.bench_per_class(FLAGS.case_seconds),
+    'per_class_conv': lambda: bench_models.bench_per_class_conv(FLAGS.case_seconds),
+    'input': lambda: bench_models.bench_input(FLAGS.case_seconds),
+    'metrics': bench_metrics,
+    'metrics_large': bench_metrics_large,
+    'sampled': bench_sampled,
+}
 
 
 def main(argv):

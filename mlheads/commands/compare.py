@@ -62,8 +62,8 @@ RUN_RECORD = 'compare_run.json'  # written into a run's folder when it has finis
 # Parsing: grid, seeds, settings -> the list of runs.
 
 
-def split_values(text: str) -> list[str]:
-  """'a,(1,2),"x,y"' -> ['a', '(1,2)', '"x,y"']: commas inside brackets or quotes stay."""
+def split_values(text: str, sep: str = ',') -> list[str]:
+  """'a,(1,2),"x,y"' -> ['a', '(1,2)', '"x,y"']: a `sep` inside brackets or quotes stays."""
   out, cur, depth, quote = [], [], 0, ''
   for ch in text:
     if quote:
@@ -74,7 +74,7 @@ def split_values(text: str) -> list[str]:
       depth += 1
     elif ch in ')]}':
       depth -= 1
-    elif ch == ',' and depth == 0:
+    elif ch == sep and depth == 0:
       out.append(''.join(cur).strip())
       cur = []
       continue
@@ -307,22 +307,29 @@ def compare(experiment: str, grid: list[str], seeds: list[int], sets: list[str],
   return doc
 
 
-def main(argv):
+def command_line(command: str, argv) -> tuple[str, list[int], str, list[str]]:
+  """What compare and tune share on the command line: (experiment, seeds, workdir, the
+  command as typed); checks the experiment and the seeds, and quiets the run logs."""
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; give the experiment first, then '
-                            '--grid, --seeds, --set, --workdir')
+                            'the flags')
   console.quiet()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # one progress line per run instead of the run logs.
   experiment = FLAGS.experiment
   if not experiment:
-    raise errors.UsageError('name the experiment: ./launch.sh compare EXPERIMENT --grid=...')
+    raise errors.UsageError(f'name the experiment: ./launch.sh {command} EXPERIMENT --grid=...')
   experiment_path(experiment)
   seeds = parse_seeds(FLAGS.seeds)
   workdir = FLAGS.workdir or os.path.join(
-      'runs', 'compare', f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
-  command = ['./launch.sh', 'compare', experiment] + [
+      'runs', command, f'{experiment}-{time.strftime("%Y%m%d-%H%M%S")}')
+  typed = ['./launch.sh', command, experiment] + [
       shlex.quote(a) for a in sys.argv[1:] if not a.startswith('--experiment=')]
+  return experiment, seeds, workdir, typed
+
+
+def main(argv):
+  experiment, seeds, workdir, command = command_line('compare', argv)
   compare(experiment, FLAGS.grid, seeds, FLAGS.set, workdir, argv=command)
 
 

@@ -39,8 +39,8 @@ def path(name: str) -> str:
   return str(found)
 
 
-def get_config(name: str):
-  """The experiment's `get_config()`, unlocked.
+def load(name: str):
+  """The experiment file as a module.
 
   The file is run with importlib's `exec_module` (ml_collections' config_file flag still uses
   the deprecated `load_module`), under a module name of its own, so an experiment file may
@@ -51,6 +51,13 @@ def get_config(name: str):
   spec = importlib.util.spec_from_file_location(f'mlheads_experiment_{stem}', file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def get_config(name: str):
+  """The experiment's `get_config()`, unlocked."""
+  module = load(name)
+  file = path(name)
   if not callable(getattr(module, 'get_config', None)):
     raise errors.UsageError(f'experiment file {file} has no get_config()')
   return module.get_config()

@@ -306,3 +306,45 @@ def check_reported(best: str, widths: Mapping[str, int]) -> None:
         f'row\'s labels ({", ".join(metrics_lib.RANKING_KEYS)}) say nothing there and are not '
         'reported; choose another, e.g. average_precision_macro or roc_auc_macro')
 
+
+class EarlyStopping:
+  """Stops training once the best metric on validation has gone `patience` epochs without
+  improving (`patience` 0: never).
+
+  Its whole state is the curve of that metric, `[[epoch, value], ...]` in the order evaluated,
+  which every checkpoint carries (state/extras.py): a resumed run rebuilds the counter exactly.
+  "Improving" is strictly better than every earlier value, as the best checkpoint is chosen
+  (ties go to the earlier epoch); an undefined value (NaN) never improves.
+  """
+
+  def __init__(self, patience: int, metric: str, mode: str, curve=()):
+    self.patience, self.metric, self.mode = patience, metric, mode
+    self.curve = [[int(e), None if v is None else float(v)] for e, v in curve]  # a copy
+
+  def update(self, epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> None:
+    """Records `epoch`'s validation metrics (`metrics_of`' output)."""
+    out, _, key = self.metric.partition('/')
+    value = metrics.get(out, {}).get(key)
+    defined = value is not None and np.isfinite(value)  # None, not NaN: extras are strict JSON
+    self.curve.append([int(epoch), float(value) if defined else None])
+
+  def best(self) -> tuple[int, float | None]:
+    """(epoch, value) of the best evaluation so far; (0, None) before any finite one."""
+    best_epoch, best = 0, None
+    for epoch, v in self.curve:
+      if v is not None and (best is None or (v > best if self.mode == 'max' else v < best)):
+        best_epoch, best = epoch, v
+    return best_epoch, best
+
+  def stale_epochs(self) -> int:
+    """Epochs evaluated since the best one (all of them before any finite value)."""
+    return self.curve[-1][0] - self.best()[0] if self.curve else 0
+
+  def should_stop(self) -> bool:
+    return self.patience > 0 and bool(self.curve) and self.stale_epochs() >= self.patience
+
+  def reason(self) -> str:
+    epoch, value = self.best()
+    best = 'never defined' if value is None else f'best {value:.4f} at epoch {epoch}'
+    return (f'early stopping after epoch {self.curve[-1][0]}: validation {self.metric} has not '
+            f'improved for {self.stale_epochs()} epochs (patience {self.patience}; {best})')

@@ -22,6 +22,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import losses
+from mlheads.model import networks
 from mlheads.model import sampling
 
 
@@ -34,6 +35,7 @@ class Context:
   labels: jax.Array | None  # this head's targets during training (teacher forcing)
   train: bool
   mask: jax.Array | None = None  # 1 where `labels` is known
+  initializing: bool = False  # the model is creating its parameters (Module.init)
 
 
 def _ones_if_none(mask, labels):
@@ -61,6 +63,7 @@ class Head:
 
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
+  reads_inputs: ClassVar[bool] = False  # True: reads the model inputs (ctx.inputs) itself.
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
   # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
   fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
@@ -140,14 +143,7 @@ class SigmoidHead(Head):
 
   @classmethod
   def check_settings(cls, name, settings, loss):
-    m = settings.get('negatives', 0)
-    if m and loss != 'bce':
-      raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) need the bce '
-                              f'loss, not {loss!r}')
-    pos_weight = dict(settings.get('loss_options') or {}).get('pos_weight', 1.0)
-    if m and not isinstance(pos_weight, (int, float)):
-      raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) take one '
-                              f'pos_weight number, not {pos_weight!r}')
+    sampling.check_settings(name, settings, loss)
 
   def output(self, features, ctx, name):
     layer = layers.OutputDense(self.num_classes, bias_init=self.init_bias, name=name)
@@ -245,16 +241,22 @@ class BinarySoftmaxHead(Head):
 class PerClassHead(Head):
   """One whole network (trunk + binary output) per class, all K trained in one step.
 
-  The K networks are `nn.vmap`ped over stacked parameters: one jitted
-  program, K independent initialisations, nothing shared. Each reads the
-  model inputs, not the shared trunk's features (so `source` must stay
+  The K networks have stacked parameters (model/networks.py): one jitted program, K
+  independent initialisations, nothing shared. They are vmapped, or run one after another
+  where the trunk vmaps badly (convolutions on the CPU); `layout` forces one ('vmap' /
+  'unroll'; None: by `networks.layout`), with the same parameters and outputs either way.
+  Each reads the model inputs, not the shared trunk's features (so `source` must stay
   'features'); scores are sigmoids.
   """
+  layout: str | None = None
+
   needs_features: ClassVar[bool] = False
+  reads_inputs: ClassVar[bool] = True
 
   def output(self, features, ctx, name):
     del features
-    return layers.per_class_networks(ctx.trunk, self.num_classes, ctx.train, name)(ctx.inputs)
+    return networks.stacked(ctx.trunk, self.num_classes, ctx.train, name, self.layout,
+                            ctx.initializing)(ctx.inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,16 +284,14 @@ class ChainHead(Head):
 class PowersetHead(Head):
   """A softmax over the label sets seen in training; rare sets share an 'other' class.
 
-  `fit` keeps the sets that occur at least `min_count` times among the train
-  rows whose labels are all known (at most `max_sets`, most frequent first);
-  the last class, 'other', stands for every other set. The loss is the
-  configured row loss (softmax_ce) on the classes consistent with the row's
-  known labels, spread evenly ('other' counts as consistent when some
-  completion of the known labels is not a kept set). Scores are each label's
-  marginal probability: sum over kept sets of p(set) * [label in set], plus
-  p(other) times the label's rate among the folded-in train rows. `predict`
-  returns the most probable kept set, or thresholded marginals when 'other'
-  wins.
+  `fit` keeps the sets that occur at least `min_count` times among the train rows whose labels
+  are all known (at most `max_sets`, most frequent first); the last class, 'other', stands for
+  every other set. The loss is the configured row loss (softmax_ce) on the classes consistent
+  with the row's known labels, spread evenly ('other' counts as consistent when some completion
+  of the known labels is not a kept set). Scores are each label's marginal probability: sum over
+  kept sets of p(set) * [label in set], plus p(other) times the label's rate among the folded-in
+  train rows. `predict` returns the most probable kept set, or thresholded marginals when
+  'other' wins.
   """
   loss: str = 'softmax_ce'
   min_count: int = 2

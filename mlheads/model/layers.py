@@ -6,9 +6,13 @@ the seed's Keras model does: glorot-uniform kernels, zero biases, uniform
 (-0.05, 0.05) embeddings, an orthogonal recurrent kernel, forget bias 1.
 """
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mlheads.model import recurrence
 
 glorot = nn.initializers.glorot_uniform()
 
@@ -42,19 +46,72 @@ class OutputDense(nn.Module):
     return jnp.einsum('bd,bsd->bs', x, rows) + jnp.take(bias, index)
 
 
+class Lookup(NamedTuple):
+  """Token ids resolved against the rows of their table that a batch touches.
+
+  The train step passes this in place of a `[batch, time]` token input whose table is
+  updated row by row (`Model.row_tables`): the model reads `rows` instead of the whole
+  table, so the gradient it yields is `[S, E]` for those rows only.
+  """
+  tokens: jax.Array  # [batch, time] the original ids (padding is 0)
+  ids: jax.Array  # [batch, time] indices into `rows`
+  rows: jax.Array  # [S, E] the table's rows the batch uses
+  unique: jax.Array | None  # [S] their table rows (entries >= V pad); None: rows is the table
+
+
+def lookup_rows(table: jax.Array, tokens: jax.Array) -> Lookup:
+  """The `min(tokens, V)` distinct table rows the tokens use (padded), and ids into them.
+
+  With at least as many tokens as table rows, the rows are the table itself (no gather, no
+  scatter: most rows are touched anyway).
+  """
+  vocab = table.shape[0]
+  size = min(tokens.size, vocab)
+  if size == vocab:
+    return Lookup(tokens, tokens, table, None)
+  unique, ids = jnp.unique(tokens, size=size, fill_value=vocab, return_inverse=True)
+  # Padding entries (>= V) read a clipped row: no id points at them, and they get no update.
+  rows = jnp.take(table, unique, axis=0, mode='clip')
+  return Lookup(tokens, ids.reshape(tokens.shape).astype(jnp.int32), rows, unique)
+
+
+@jax.custom_vjp
+def project(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """`x @ kernel + bias` for `x [n, in]`, with the kernel's gradient as one plain GEMM.
+
+  JAX's own backward computes `x.T @ dy` as a dot contracting both operands' leading axis,
+  which XLA:CPU runs on a slower path (notes/perf.md); the broadcast form below is the same
+  sum and lowers to the fast one.
+  """
+  return x @ kernel + bias
+
+
+def _project_fwd(x, kernel, bias):
+  return project(x, kernel, bias), (x, kernel)
+
+
+def _project_bwd(res, dy):
+  x, kernel = res
+  return dy @ kernel.T, (x[:, :, None] * dy[:, None, :]).sum(0), dy.sum(0)
+
+
+project.defvjp(_project_fwd, _project_bwd)
+
+
 class LSTM(nn.Module):
   """A Keras-layout LSTM returning its last hidden state.
 
   Parameters match `keras.layers.LSTM(units)`: `kernel [in, 4u]`,
   `recurrent_kernel [u, 4u]`, `bias [4u]`, gates in order i, f, c, o, forget
-  bias 1. The input projection of every time step is computed before the scan,
-  which then carries only the `[batch, u] @ [u, 4u]` recurrence.
+  bias 1. The input projection of every time step is computed before the loop,
+  which then carries only the `[batch, u] @ [u, 4u]` recurrence
+  (`recurrence.lstm`, with a hand-written backward pass).
 
-  Fed token ids and their embedding table, it picks the cheaper of two exact
-  ways to project (notes/perf.md): gather `[time * batch]` rows and multiply by
-  the kernel, or, when there are more tokens than vocabulary rows, multiply the
-  table by the kernel once and gather rows of `[vocab, 4u]`. The second never
-  materializes the `[batch, time, in]` embeddings or their gradient.
+  Fed token ids and their embedding table (or a batch's rows of it), it picks the
+  cheaper of two exact ways to project (notes/perf.md): gather `[time * batch]`
+  rows and multiply by the kernel, or, when there are more tokens than table
+  rows, multiply the rows by the kernel once and gather rows of `[rows, 4u]`. The
+  second never materializes the `[batch, time, in]` embeddings or their gradient.
 
   Attributes:
     units: hidden size u.
@@ -70,60 +127,28 @@ class LSTM(nn.Module):
       x: `[batch, time, in]` inputs, or None when `ids` and `table` are given.
       valid: optional `[batch, time]` 0/1; steps with 0 leave the state unchanged.
       ids: `[batch, time]` token ids into `table`.
-      table: `[vocab, in]` embedding table.
+      table: `[rows, in]` embedding table (or the rows of it that `ids` index).
     """
     u = self.units
     width = x.shape[-1] if x is not None else table.shape[-1]
     kernel = self.param('kernel', glorot, (width, 4 * u))
     recurrent = self.param('recurrent_kernel', nn.initializers.orthogonal(), (u, 4 * u))
     bias = self.param('bias', lambda _, s: jnp.zeros(s).at[u:2 * u].set(1.0), (4 * u,))
-    if x is not None:
-      # A 'btg' output keeps the matmul a plain GEMM; transposing the small result is cheap.
-      xw = jnp.swapaxes(jnp.einsum('bti,ig->btg', x, kernel), 0, 1)
+    if x is not None:  # [batch, time, in] -> time-major rows: the matmul stays a plain GEMM
+      time = x.shape[1]
+      xw = project(jnp.swapaxes(x, 0, 1).reshape(-1, width), kernel, bias)
     elif ids.size >= table.shape[0]:
-      xw = jnp.take(table @ kernel, ids.T, axis=0)
+      time = ids.shape[1]
+      xw = jnp.take(project(table, kernel, bias), ids.T, axis=0, mode='clip')
     else:
-      xw = jnp.take(table, ids.T, axis=0) @ kernel
-    xw = xw + bias  # [time, batch, 4u]
-    steps = (xw,) if valid is None else (xw, jnp.swapaxes(valid, 0, 1)[..., None])
-
-    def step(carry, inp):
-      h, c = carry
-      z = inp[0] + h @ recurrent
-      i, f, g, o = jnp.split(z, 4, axis=-1)
-      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
-      if valid is not None:
-        keep = inp[1].astype(h.dtype)
-        h_new = keep * h_new + (1 - keep) * h
-        c_new = keep * c_new + (1 - keep) * c
-      return (h_new, c_new), None
-
-    zeros = jnp.zeros((xw.shape[1], u), xw.dtype)
-    (h, _), _ = jax.lax.scan(step, (zeros, zeros), steps)
-    return h
+      time = ids.shape[1]
+      xw = project(jnp.take(table, ids.T.reshape(-1), axis=0, mode='clip'), kernel, bias)
+    xw = xw.reshape(time, -1, 4 * u)  # [time, batch, 4u]
+    keep = None if valid is None else jnp.swapaxes(valid, 0, 1)[..., None].astype(xw.dtype)
+    return recurrence.lstm(xw, recurrent, keep)
 
 
-# Heads' own layers: per-class networks (heads.PerClassHead), a classifier chain (ChainHead).
-
-
-class OneNetwork(nn.Module):
-  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
-  trunk: nn.Module
-  train: bool = False
-
-  @nn.compact
-  def __call__(self, inputs):
-    h, _ = self.trunk(inputs, train=self.train)
-    return dense(1, name='out')(h)[..., 0]
-
-
-def per_class_networks(trunk: nn.Module, num_classes: int, train: bool, name: str):
-  """K copies of `OneNetwork` with stacked parameters (leading axis K), one program."""
-  stacked = nn.vmap(OneNetwork, variable_axes={'params': 0},
-                    split_rngs={'params': True, 'dropout': True},
-                    in_axes=None, out_axes=-1, axis_size=num_classes)
-  return stacked(trunk=trunk.clone(parent=None, name=None), train=train, name=name)
+# A head's own layer: a classifier chain (heads.ChainHead).
 
 
 class ChainLayer(nn.Module):

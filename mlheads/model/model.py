@@ -22,6 +22,7 @@ import numpy as np
 from mlheads import errors
 from mlheads.model import heads as heads_lib
 from mlheads.model import losses
+from mlheads.model import networks
 from mlheads.model import settings as settings_lib
 from mlheads.model import trunks
 
@@ -51,10 +52,18 @@ class Model(nn.Module):
     for name, head in self.heads.items():
       ctx = heads_lib.Context(inputs=inputs, intermediates=intermediates, trunk=self.trunk,
                               labels=None if labels is None else labels.get(head.target),
-                              train=train,
+                              train=train, initializing=self.is_initializing(),
                               mask=None if masks is None else masks.get(head.target))
       out[name] = head.output(features, ctx, name=name)
     return out
+
+  def row_tables(self) -> dict[str, tuple[str, ...]]:
+    """Input key -> parameter path of each table the model reads only at that input's ids
+    (the trunk's, unless some head reads the raw inputs itself); see `layers.Lookup`."""
+    if any(h.reads_inputs for h in self.heads.values()) or not any(
+        h.needs_features for h in self.heads.values()):
+      return {}
+    return {k: ('trunk', *p) for k, p in self.trunk.row_tables().items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +235,9 @@ def resolve_head(name: str, head_config) -> HeadSpec:
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')
+  if kind == 'per_class' and cfg.get('layout') not in (None,) + networks.LAYOUTS:
+    raise errors.UsageError(f'per_class head {name!r}: layout {cfg["layout"]!r}; known: '
+                            f'{list(networks.LAYOUTS)} (or unset: chosen by the trunk)')
   return HeadSpec(name=name, kind=kind, cls=cls, settings=cfg, num_classes=int(num_classes),
                   loss_options=tuple(sorted(chosen.items())))
 

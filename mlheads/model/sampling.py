@@ -18,7 +18,20 @@ validation loss is the full one). docs/heads.md measures when it pays.
 import jax
 import jax.numpy as jnp
 
+from mlheads import errors
 from mlheads.model import losses
+
+
+def check_settings(name: str, settings, loss: str) -> None:
+  """The sigmoid head's settings that sampled negatives need (B26), before data is read."""
+  m = settings.get('negatives', 0)
+  if m and loss != 'bce':
+    raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) need the bce '
+                            f'loss, not {loss!r}')
+  pos_weight = dict(settings.get('loss_options') or {}).get('pos_weight', 1.0)
+  if m and not isinstance(pos_weight, (int, float)):
+    raise errors.UsageError(f'head {name!r}: sampled negatives (negatives={m}) take one '
+                            f'pos_weight number, not {pos_weight!r}')
 
 
 def sampled_logits(layer, h, labels, mask, negatives: int, max_positives: int) -> dict:

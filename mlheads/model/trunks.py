@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import transformer
 
 WIDTH = errors.Range(1, 65_536, integer=True)
 WIDTHS = errors.Range(1, 65_536, integer=True, each=True)
@@ -74,6 +75,8 @@ def only(trunk: str, setting: str, key: str, inputs: Mapping[str, Any], kind: st
 
 class Trunk(nn.Module):
   """Base class: `__call__(inputs, train) -> (features [batch, D], intermediates)`."""
+  # False: per_class runs its K networks one after another on the CPU (model/networks.py).
+  vmaps_well: ClassVar[bool] = True
 
   # Settings the data set fills in (`fit_to`), never set in the config.
   fitted: ClassVar[tuple[str, ...]] = ()
@@ -88,6 +91,11 @@ class Trunk(nn.Module):
     """The trunk with what it takes from the data set's input fields (default: nothing)."""
     del inputs
     return self
+
+  def row_tables(self) -> dict[str, tuple[str, ...]]:
+    """Input key -> path (in the trunk's parameters) of a table the trunk reads only at that
+    input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
+    return {}
 
   def intermediates(self) -> tuple[str, ...]:
     """The names of the intermediates `__call__` returns (what a head's `source` may be)."""
@@ -205,16 +213,22 @@ class TextTrunk(Trunk):
   def intermediates(self):
     return ('lstm',)
 
+  def row_tables(self):
+    return {self.text_input: ('embedding', 'embedding')}
+
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
     tokens = inputs[self.text_input]
     embed = nn.Embed(self.vocab_size, self.embed_dim, embedding_init=layers.embed_init,
                      name='embedding')
+    if isinstance(tokens, layers.Lookup):  # training: the batch's rows of the table
+      table, ids, tokens = tokens.rows, tokens.ids, tokens.tokens
+    else:
+      table, ids = embed.embedding, tokens
     valid = (tokens != 0) if self.mask_padding else None
     # The LSTM reads the table itself: it can then skip materializing the embeddings.
-    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=tokens,
-                                                      table=embed.embedding)
+    lstm = layers.LSTM(self.lstm_units, name='lstm')(valid=valid, ids=ids, table=table)
     h = jnp.concatenate([lstm] + _side(self, inputs, self.side_inputs, self.category_sizes,
                                        self.category_dim, lstm.dtype), -1)
     for i, width in enumerate(self.hidden):
@@ -286,6 +300,7 @@ class ConvTrunk(Trunk):
   """
   image_input: str = ''
   channels: Sequence[int] = (32, 64)
+  vmaps_well: ClassVar[bool] = False  # vmapped convolutions: grouped ones, slow on XLA:CPU
   hidden: Sequence[int] = (128,)
 
   ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}
@@ -315,9 +330,78 @@ class ConvTrunk(Trunk):
     return h, inter
 
 
+class TransformerTrunk(Trunk):
+  """Token ids -> a small pre-norm Transformer encoder, mean-pooled over the real tokens
+  (model/transformer.py: padding changes nothing), then side inputs -> Dense(relu) stack.
+  Dropout (training only): embeddings, attention, residual branches, pooled text, Dense.
+
+  Attributes:
+    embed_dim, num_layers, mlp_dim: model width d, encoder blocks, each block's MLP width.
+    num_heads: attention heads; `embed_dim` must be a multiple of it.
+    dropout: dropout rate.
+    hidden: widths of the Dense(relu) layers after the concatenation.
+    text_input: input key of the `[batch, time]` token ids ('' = the data set's only one).
+    side_inputs: key patterns of `[batch, n]` numbers or categorical ids concatenated to the
+      pooled text (`'*'`: every one the data set has).
+    category_dim: embedding width of each categorical side column.
+    vocab_size, max_len, category_sizes: taken from the data set's fields (`fit_to`).
+  """
+  embed_dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.1
+  hidden: Sequence[int] = (256,)
+  text_input: str = ''
+  side_inputs: Sequence[str] = ()
+  category_dim: int = 8
+  vocab_size: int = 0
+  max_len: int = 0
+  category_sizes: Sequence[tuple[str, int]] = ()
+
+  fitted: ClassVar[tuple[str, ...]] = ('vocab_size', 'max_len', 'category_sizes')
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'embed_dim': WIDTH, 'num_layers': errors.Range(1, 64, integer=True), 'num_heads': WIDTH,
+      'mlp_dim': WIDTH, 'dropout': errors.Range(0, 0.99), 'hidden': WIDTHS, 'category_dim': WIDTH}
+
+  def __post_init__(self):
+    if self.num_heads >= 1 and self.embed_dim % self.num_heads:
+      raise errors.UsageError(f'--config.trunk.embed_dim={self.embed_dim} must be a multiple of '
+                              f'--config.trunk.num_heads={self.num_heads}')
+    super().__post_init__()
+
+  def reads(self):
+    return {self.text_input: ('tokens',), **{k: NUMBERS for k in self.side_inputs}}
+
+  def fit_to(self, inputs):
+    text = only('transformer', 'text_input', self.text_input, inputs, 'tokens')
+    match('transformer', 'text_input', (text,), inputs, ('tokens',))
+    side = tuple(k for k in match('transformer', 'side_inputs', self.side_inputs, inputs, NUMBERS)
+                 if k != text)
+    return self.clone(text_input=text, side_inputs=side, max_len=int(inputs[text].shape[-1]),
+                      vocab_size=int(inputs[text].vocab_size or 0),
+                      category_sizes=_category_sizes(inputs, side))
+
+  def intermediates(self):
+    return ('encoder',)
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
+    text = transformer.Encoder(self.vocab_size, self.max_len, self.embed_dim, self.num_layers,
+                               self.num_heads, self.mlp_dim, self.dropout,
+                               name='encoder')(inputs[self.text_input], train)
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    h = jnp.concatenate([drop(text)] + _side(self, inputs, self.side_inputs, self.category_sizes,
+                                             self.category_dim, text.dtype), -1)
+    for i, width in enumerate(self.hidden):
+      h = drop(nn.relu(layers.dense(width, name=f'dense_{i}')(h)))
+    return h, {'encoder': text}
+
+
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
+    'transformer': TransformerTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,
 }

@@ -41,9 +41,11 @@ def head_from_json(d: dict) -> heads_lib.Head:
 
 
 def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
-         calibration: dict | None = None) -> dict:
-  """The extras of a checkpoint (strict JSON); `calibration`: {output: {'method', 'a': [K],
-  'b': [K]}} fitted on validation (calibration.py), applied by predict."""
+         calibration: dict | None = None, best_metric_curve=()) -> dict:
+  """The extras of a checkpoint (strict JSON). `calibration`: {output: {'method', 'a': [K],
+  'b': [K]}} fitted on validation (calibration.py), applied by predict. `best_metric_curve`:
+  `[[epoch, value], ...]` of the best metric on validation so far, from which early stopping
+  resumes exactly."""
   return {
       'config': json.loads(config.to_json_best_effort()),
       'heads': {name: head_to_json(h) for name, h in heads.items()},
@@ -53,6 +55,7 @@ def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
       'thresholds': thresholds,
       'calibration': calibration or {},
       'epoch': epoch,
+      'best_metric_curve': [[int(e), v] for e, v in best_metric_curve],
   }
 
 

@@ -28,6 +28,17 @@ def test_order_is_a_pure_function_of_seed_and_step():
   assert full != other
 
 
+def test_batches_cut_the_concatenated_epochs_and_drop_only_the_last_remainder():
+  ds, arrays = _dataset(n=10)
+  data = pipeline.train_dataset(ds, arrays, 3, seed=5, num_epochs=2)
+  assert len(data) == 6  # 20 examples: 6 batches of 3, 2 dropped at the very end
+  stream = np.concatenate([data[i]['inputs']['x'][:, 0] for i in range(len(data))])
+  first, second = stream[:10], stream[10:]  # batch 3 straddles the two epochs
+  assert sorted(first) == sorted(arrays['x'][:, 0])
+  assert len(set(second)) == 8 and set(second) <= set(arrays['x'][:, 0])
+  np.testing.assert_array_equal(data[2]['targets']['y'][0], arrays['y'][int(stream[6]) // 2])
+
+
 def test_each_epoch_is_a_new_permutation_of_every_example():
   ds, arrays = _dataset(n=6)
   order = np.array(_order(pipeline.train_batches(ds, arrays, 3, seed=0, num_epochs=2), 4))

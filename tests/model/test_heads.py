@@ -15,8 +15,8 @@ from mlheads import errors
 from mlheads import train
 from mlheads.data import base
 from mlheads.model import heads as heads_lib
-from mlheads.model import layers
 from mlheads.model import model as model_lib
+from mlheads.model import networks
 from mlheads.model import trunks
 from mlheads.state import train_state
 
@@ -187,7 +187,7 @@ def test_per_class_equals_k_networks_run_one_by_one():
   assert params['y']['trunk']['dense_0']['kernel'].shape == (K, 6, 5)
   logits = model.apply({'params': params}, {'x': x})['y']
   assert logits.shape == (6, K)
-  one = layers.OneNetwork(trunk=trunks.MLPTrunk(inputs_keys=('x',), hidden=(5,)))
+  one = networks.OneNetwork(trunk=trunks.MLPTrunk(inputs_keys=('x',), hidden=(5,)))
   for k in range(K):
     p_k = jax.tree.map(lambda a: a[k], params['y'])  # pylint: disable=cell-var-from-loop
     np.testing.assert_allclose(one.apply({'params': p_k}, {'x': x}), logits[:, k],
@@ -199,6 +199,32 @@ def test_per_class_equals_k_networks_run_one_by_one():
   g = jax.grad(lambda p: model.apply({'params': p}, {'x': x})['y'][:, 0].sum())(params)
   for leaf in jax.tree.leaves(g):
     assert np.abs(leaf[0]).sum() > 0 and (leaf[1:] == 0).all()
+
+
+def test_per_class_layouts_have_the_same_parameters_outputs_and_gradients():
+  """Unrolled (how a conv trunk trains on the CPU) and vmapped: one function, one tree."""
+  x = {'image': np.random.default_rng(3).random((5, 8, 8, 1), np.float32)}
+  models = {how: model_lib.Model(
+      trunk=trunks.ConvTrunk(image_input='image', channels=(2, 3), hidden=(4,)),
+      heads={'y': make_head('per_class', k=3, layout=how)}) for how in networks.LAYOUTS}
+  inits = {how: m.init(jax.random.key(0), x)['params'] for how, m in models.items()}
+  params = inits['vmap']
+  assert params['y']['trunk']['conv_0']['kernel'].shape == (3, 3, 3, 1, 2)
+  def loss(how, p):
+    return (models[how].apply({'params': p}, x)['y'] ** 2).sum()
+  for how in networks.LAYOUTS:
+    jax.tree.map(np.testing.assert_array_equal, inits[how], params)  # same seed, same nets
+    np.testing.assert_allclose(models[how].apply({'params': params}, x)['y'],
+                               models['vmap'].apply({'params': params}, x)['y'],
+                               rtol=1e-6, atol=1e-6)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+                 jax.grad(functools.partial(loss, how))(params),
+                 jax.grad(functools.partial(loss, 'vmap'))(params))
+  assert networks.layout(trunks.ConvTrunk(), 'cpu') == 'unroll'
+  assert networks.layout(trunks.ConvTrunk(), 'gpu') == 'vmap'
+  assert networks.layout(trunks.MLPTrunk(inputs_keys=('x',)), 'cpu') == 'vmap'
+  with pytest.raises(errors.UsageError, match="layout 'grouped'"):
+    model_lib.resolve_head('y', configs.head('per_class', target='y') | {'layout': 'grouped'})
 
 
 def test_chain_decodes_with_its_own_earlier_predictions():

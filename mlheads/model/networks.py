@@ -1,0 +1,91 @@
+"""K whole networks in one program: what the per_class head is made of.
+
+Each network is a trunk and a Dense(1) output; their parameters are stacked
+(leading axis K), so a state, a checkpoint and an optimizer see one tree. Two
+layouts run the same function on the same parameters:
+
+- 'vmap': `nn.vmap` over the K networks (one batched program);
+- 'unroll': the K networks one after another in the jitted step, each on a static
+  slice of the stacked parameters.
+
+`layout(trunk)` chooses by measurement (notes/perf.md, `./launch.sh bench
+--cases=per_class,per_class_conv`): vmapped dense layers are batched GEMMs, fast
+everywhere; vmapped convolutions lower to grouped convolutions, which XLA:CPU runs
+~14x slower than K plain ones, so a trunk that says `vmaps_well = False` is unrolled
+on the CPU. (An `nn.scan` over the K networks was slower still: its convolutions read
+dynamically sliced kernels.)
+"""
+
+from collections.abc import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlheads import errors
+from mlheads.model import layers
+
+LAYOUTS = ('vmap', 'unroll')
+
+
+class OneNetwork(nn.Module):
+  """One class's whole network: a trunk and a Dense(1) output, `inputs -> [batch]`."""
+  trunk: nn.Module
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, inputs):
+    h, _ = self.trunk(inputs, train=self.train)
+    return layers.dense(1, name='out')(h)[..., 0]
+
+
+class _Unrolled(nn.Module):
+  """The K networks one after another on static slices of the stacked parameters (created
+  by the vmapped layout: this module only reads them)."""
+  trunk: nn.Module
+  num_classes: int
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, inputs):
+    params = self.variables['params']  # {'trunk': ..., 'out': ...}, each `[K, ...]`
+    one = OneNetwork(trunk=self.trunk, train=self.train, parent=None)
+    rngs = ({'dropout': self.make_rng('dropout')} if self.train and self.has_rng('dropout')
+            else {})
+    logits = []
+    for k in range(self.num_classes):
+      p_k = jax.tree.map(lambda a, k=k: a[k], params)
+      logits.append(one.apply({'params': p_k}, inputs,
+                              rngs={n: jax.random.fold_in(r, k) for n, r in rngs.items()}))
+    return jnp.stack(logits, -1)
+
+
+def layout(trunk: nn.Module, backend: str | None = None) -> str:
+  """'unroll' for a trunk that vmaps badly (`vmaps_well = False`) on the CPU, else 'vmap'."""
+  backend = backend or jax.default_backend()
+  return 'unroll' if backend == 'cpu' and not getattr(trunk, 'vmaps_well', True) else 'vmap'
+
+
+def stacked(trunk: nn.Module, num_classes: int, train: bool, name: str,
+            how: str | None = None, initializing: bool = False
+            ) -> Callable[[Mapping[str, jax.Array]], jax.Array]:
+  """K copies of `OneNetwork` named `name`: `inputs -> logits [batch, K]`.
+
+  Call inside a compact scope. `how` is 'vmap', 'unroll' or None (`layout(trunk)`); the
+  parameter tree, the outputs and the gradients are the same for both. Parameters are
+  always created by the vmapped layout (`initializing`: the module is in `Module.init`),
+  so a seed gives the same K networks whichever layout trains them (dropout masks, where a
+  trunk has dropout, are drawn from other keys, with the same distribution).
+  """
+  how = how or layout(trunk)
+  if how not in LAYOUTS:
+    raise errors.UsageError(f'per_class layout {how!r}: known {list(LAYOUTS)}')
+  if initializing:
+    how = 'vmap'
+  trunk = trunk.clone(parent=None, name=None)
+  if how == 'unroll':
+    return _Unrolled(trunk=trunk, num_classes=num_classes, train=train, name=name)
+  return nn.vmap(OneNetwork, variable_axes={'params': 0},
+                 split_rngs={'params': True, 'dropout': True},
+                 in_axes=None, out_axes=-1, axis_size=num_classes)(
+                     trunk=trunk, train=train, name=name)
