@@ -11,7 +11,9 @@
 #   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
 #   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
-#   ./launch.sh score|predict|compare|tune|cv --help  that command's flags
+#   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]   prior, TF-IDF + LR
+#   ./launch.sh compare_heads [--config.quick=True] [--workdir=DIR]   every head -> results/
+#   ./launch.sh score|predict|compare|tune|cv|baseline|compare_heads --help  that command's flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -45,7 +47,7 @@ list_experiments() {
 
 cmd=${1:-}
 if [[ -z $cmd || $cmd == -h || $cmd == --help ]]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 shift
@@ -58,7 +60,8 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare|tune|cv) exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
+    predict|compare|tune|cv|baseline|compare_heads)
+      exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
 
@@ -68,7 +71,8 @@ case $cmd in
   bench) exec "$venv/bin/python" -m mlheads.commands.bench "$@" ;;
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
-  compare|tune|cv)
+  compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
+  compare|tune|cv|baseline)
     # The experiment is the first argument, checked as below; the rest are the command's flags.
     name=${1:-}
     if [[ ! $name =~ ^[a-z][a-z0-9_]*$ || ! -f experiments/$name.py ]]; then
@@ -77,8 +81,8 @@ case $cmd in
       exit 2
     fi
     shift
-    if [[ $cmd == cv ]]; then
-      exec "$venv/bin/python" -m mlheads.commands.cv --config="experiments/$name.py" \
+    if [[ $cmd == cv || $cmd == baseline ]]; then
+      exec "$venv/bin/python" -m "mlheads.commands.$cmd" --config="experiments/$name.py" \
         --experiment="$name" "$@"
     fi
     exec "$venv/bin/python" -m "mlheads.commands.$cmd" --experiment="$name" "$@" ;;

@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   # for a regression output).
   c.best_metric = ''
   c.progress = True  # tqdm bar on stderr.
+  # After the run, also fit the classical baselines (mlheads.baselines: label prior, TF-IDF +
+  # logistic regression) on the same splits; metrics.json gets 'baseline', the run prints both.
+  c.baseline = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ''

@@ -166,6 +166,13 @@ def summary_table(summary: dict, workdir: str | None = None) -> str:
   if step is not None:
     notes.append(f'Checkpoint: step {step} of {summary.get("steps", step)}'
                  + (f', best by validation {best}.' if best else '.'))
+  for out, b in (summary.get('baseline') or {}).items():
+    if out == 'c' or b.get('run') is None:
+      continue
+    gap = '' if b.get('logistic') is None else f' ({b["run"] - b["logistic"]:+.4f})'
+    notes.append(f'Baseline, {out}: test mAP {_cell(b["run"])} (this run) vs '
+                 f'{_cell(b.get("logistic"))} (TF-IDF + logistic regression, C on validation)'
+                 f'{gap}; label prior {_cell(b.get("label_prior"))}.')
   if any(r[1].endswith('@tuned') for r in rows):
     notes.append('@tuned: per-class thresholds tuned on validation for F1, scored on test.')
   if workdir:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mlheads import baselines
 from mlheads import configs
 from mlheads import console
 from mlheads import optimizers
@@ -113,6 +114,8 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   spec.check(schema)
   runner.check_reported(best[0], {name: (schema.targets[h.settings['target']].shape or (1,))[-1]
                                   for name, h in spec.heads.items()})
+  if config.baseline:
+    baselines.output_targets(config)  # binary targets only
   return spec, tx, best
 
 
@@ -184,6 +187,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ds = data_lib.load(config.data, batch_size=config.batch_size)
   workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)
   arrays = data_lib.read_checked(ds, config.batch_size)
+  if config.baseline:  # a target the baseline cannot fit is said now, not after training
+    baselines.output_heads(baselines.output_targets(config), ds)
   model, heads = spec.build(ds, arrays['train'])
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),
@@ -306,6 +311,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'steps': trained_steps,
         'stopped_early': stopper.should_stop(),
     }
+    if config.baseline and primary:
+      summary['baseline'] = baselines.beside(summary, baselines.fit(config))
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)

@@ -213,7 +213,7 @@ def plan(experiment: str, grid: list[str], seeds: list[int], sets: list[str]) ->
 # Running.
 
 
-def _config_json(config) -> dict:
+def config_json(config) -> dict:
   """The config as JSON, less what may change without making it another run."""
   d = json.loads(config.to_json_best_effort())
   d.get('data', {}).pop('dir', None)
@@ -230,7 +230,7 @@ def _finished(run_dir: str, config) -> dict | None:
       json.load(f)
   except (OSError, ValueError):
     return None
-  return record if record.get('config') == _config_json(config) else None
+  return record if record.get('config') == config_json(config) else None
 
 
 def _read_summary(run_dir: str) -> dict:
@@ -275,7 +275,7 @@ def run_all(runs: list[dict], workdir: str, out=sys.stdout) -> list[dict]:
       t0 = time.perf_counter()
       with compile_timer() as compiling:
         train.train_and_evaluate(run['config'], run_dir)
-      record = {'config': _config_json(run['config']), 'wall_s': time.perf_counter() - t0,
+      record = {'config': config_json(run['config']), 'wall_s': time.perf_counter() - t0,
                 'compile_s': compiling['s'], 'resumed': resumed,
                 'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
       writers.write_json(os.path.join(run_dir, RUN_RECORD), record)

@@ -5,8 +5,12 @@ once, cached) or, for a tfds catalog data set (catalog.py), a ready `Dataset`;
 `encode(table, meta, source) -> (inputs, number of texts truncated)` turns raw
 table rows (a pandas DataFrame, its index naming the rows in messages) into model
 inputs `{key: [n, ...]}` with the data set's metadata (tokenizer, scaling). Each
-builder makes its records with it, and predict encodes new rows with it. A new
-data set is one module plus one line here.
+builder makes its records with it, and predict encodes new rows with it.
+`rows(config.data)`, for a data set with text, hands back the raw table and the
+rows of each split in record order (`splits.Rows`; the builder encodes the same
+rows), for models that read the text itself (the baseline's TF-IDF); None where
+the records are all there is (digit_mosaics: pixels) or no table is at hand
+(the tfds catalog). A new data set is one module plus one line here.
 
 `load_checked(config)` is what training calls: the prepared splits, read into
 memory and checked (B01-B11) before anything compiles.
@@ -27,26 +31,29 @@ from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import movies
-from mlheads.data import synthetic
 from mlheads.data import pipeline
+from mlheads.data import splits
+from mlheads.data import synthetic
 from mlheads.data import tweets
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`), and
+  """How one data set is prepared (`build`), how its raw rows become inputs (`encode`),
   the record fields it will have (`schema(config.data)`, known from the settings alone: it
-  checks them, and lets every name in the config be checked before any data is read)."""
+  checks them, and lets every name in the config be checked before any data is read) and
+  (`rows`, None where there are none) its raw rows of each split."""
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]
   schema: Callable[..., dict[str, base.Field]]
+  rows: Callable[..., splits.Rows] | None = None
 
 
 DATASETS = {
-    'trump_tweets': Source(tweets.builder, tweets.encode, tweets.schema),
-    'movie_genres': Source(movies.builder, movies.encode, movies.schema),
+    'trump_tweets': Source(tweets.builder, tweets.encode, tweets.schema, tweets.rows),
+    'movie_genres': Source(movies.builder, movies.encode, movies.schema, movies.rows),
     'digit_mosaics': Source(digits.builder, digits.encode, digits.schema),
-    'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.schema),
+    'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.schema, csv_data.rows),
     'synthetic_xml': Source(synthetic.builder, synthetic.encode, synthetic.schema),
     **{name: Source(catalog.loader, catalog.encode, catalog.schema) for name in catalog.CATALOG},
 }

@@ -23,9 +23,10 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
-from mlheads.data import splits as splits_lib
 
 SPLITS = ('train', 'validation', 'test')
+# The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
+RECORD_ORDER = 'rows'
 INPUT_KINDS = ('tokens', 'features', 'image', 'categories')
 TARGET_KINDS = ('binary', 'real')
 
@@ -153,7 +154,9 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   returns `{split: {key: [n, ...] array}}` and a JSON-serialisable metadata
   dict (vocabulary, scaling, split rule) saved next to the data. tfds writes
   into a temporary folder and renames it when done, so an interrupted build
-  leaves no half-written data set behind.
+  leaves no half-written data set behind. Records are written in the order
+  they are made (tfds' shuffling by key hash is off), so record i of a split
+  is row i of the split's `Rows` (the metadata says so: `record_order`).
   """
 
   @abc.abstractmethod
@@ -169,11 +172,13 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         builder=self,
         description=self.__doc__,
         features=tfds_features(self.fields()),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
+    meta = {**meta, 'record_order': RECORD_ORDER}
     # Stored as one JSON string: MetadataDict round-trips it exactly.
     self.info.metadata['mlheads'] = json.dumps(meta)
     return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
@@ -207,12 +212,11 @@ class TextTableConfig(tfds.core.BuilderConfig):
   vocab_size: int = 10_000
   max_len: int = 100
   max_rows: int = 0  # 0: all rows; tests use a small slice.
-  split: str = 'random'  # splits.RULES
+  split: str = 'random'  # splits.RULES (checked by the builders)
 
 
 def text_table_config(vocab_size: int, max_len: int, max_rows: int,
                       split: str = 'random') -> TextTableConfig:
-  splits_lib.check_rule(split)
   name = (f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '') +
           ('' if split == 'random' else f'_{split}'))
   return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows,
@@ -238,30 +242,6 @@ def prepare(builder: ArrayBuilder) -> dict:
 # The packaged tables' fixed split: rows permuted by this seed, then cut 80/10/10.
 SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
-
-
-def split_table(df, max_rows: int, rule: str = 'random', labels=None,
-                names: Sequence[str] = (), dataset: str = 'table'):
-  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
-  by `rule` (splits.RULES; 'stratified' stratifies `labels(table)` `[n, K]`), seed SPLIT_SEED.
-
-  Returns (table, {split: sorted row indices}, the rule in words for the metadata); logs each
-  split's positives per label when `labels` is given.
-  """
-  if max_rows:
-    df = df.iloc[:max_rows]
-  df = df.reset_index(drop=True)
-  y = None if labels is None else labels(df)
-  index, words = splits_lib.split(len(df), FRACTIONS, SPLIT_SEED, rule, y)
-  parts = dict(zip(SPLITS, index))
-  if y is not None:
-    splits_lib.log_label_counts(dataset, splits_lib.positives(parts, y),
-                            {k: len(v) for k, v in parts.items()},
-                            list(names) or [str(i) for i in range(np.shape(y)[-1])], rule)
-  return df, parts, words
-
-
-split_indices = splits_lib.split_indices
 
 
 def fit_scaling(train: np.ndarray) -> dict:

@@ -206,21 +206,6 @@ def parse(s: Settings) -> Table:
 
 # ----------------------------------------------------------------------------- arrays
 
-def _stratify_on(s: Settings, table: Table) -> np.ndarray | None:
-  """`[n, K]` 0/1 known positives to stratify on (every name in the file for a label list:
-  the class list is learned on train, after the split), or None for a random split."""
-  if s.split != 'stratified':
-    return None
-  if s.labels:
-    return np.array([[v == 1.0 for v in row] for row in table.label_cells], bool)
-  names = sorted({n for c in table.label_cells for n in c or ()})
-  index = {name: k for k, name in enumerate(names)}
-  y = np.zeros((len(table.label_cells), len(names)), bool)
-  for i, c in enumerate(table.label_cells):
-    y[i, [index[name] for name in c or ()]] = True
-  return y
-
-
 def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   """Row indices of each split, and the rule in words (for the log and the metadata)."""
   n = len(table.lines)
@@ -238,7 +223,8 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
     rule = (f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
             f'validation fold {val}')
   else:
-    index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split, _stratify_on(s, table))
+    index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split,
+                                  csv_columns.stratify_on(s, table.label_cells))
     parts = dict(zip(base.SPLITS, index))
   for name, idx in parts.items():
     if len(idx) == 0:
@@ -247,32 +233,16 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
-def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
-  n = len(table.lines)
-  if s.labels:
-    y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
-                 np.float32).reshape(n, len(s.labels))
-    mask = np.array([[v is not None for v in row] for row in table.label_cells],
-                    np.float32).reshape(n, len(s.labels))
-    return s.labels, y, mask, {}, None
-  classes = s.classes or tuple(sorted({name for i in parts['train']
-                                       for name in (table.label_cells[i] or ())}))
-  if not classes:
-    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                            'split; nothing to learn')
-  index = {c: k for k, c in enumerate(classes)}
-  mask = np.array([c is not None for c in table.label_cells], np.float32)
-  dropped = {name: 0 for name in base.SPLITS}
-  split_of = np.empty(n, object)
-  for name, idx in parts.items():
-    split_of[idx] = name
-  rows = []
-  for i, names in enumerate(table.label_cells):
-    known = {index[name] for name in names or () if name in index}
-    dropped[split_of[i]] += len(set(names or ())) - len(known)  # names outside the list
-    rows.append(known)
-  y, count = base.sparse_labels(rows)
-  return classes, y, mask, dropped, count
+def rows(data_config) -> splits_lib.Rows:
+  """The files' rows (parsed and checked) and the rows of each split, as its records are: the
+  raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
+  s = settings_from_config(data_config)
+  for path in (s.path, s.validation_path, s.test_path):
+    if path and not os.path.isfile(path):
+      raise errors.UsageError(f'{path}: no such file')
+  table = parse(s)
+  parts, rule = split_parts(s, table)
+  return splits_lib.Rows(table.rows, parts, tuple(s.text), rule)
 
 
 def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -280,7 +250,7 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   table = parse(s)
   n = len(table.lines)
   parts, rule = split_parts(s, table)
-  classes, y, mask, dropped, count = _targets(s, table, parts)
+  classes, y, mask, dropped, count = csv_columns.targets(s, table.label_cells, parts)
   coding = csv_columns.fit(table.rows.iloc[parts['train']], table.columns, s,
                            table.numeric[parts['train']])
   splits, truncated = {}, {}
@@ -329,9 +299,10 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  # 1.3.0: label lists stored sparse.
-  VERSION = tfds.core.Version('1.3.0')
-  RELEASE_NOTES = {'1.3.0': 'label_list layout stored sparse',
+  # 1.3.0: records in the order of the split's rows (splits.Rows; metadata record_order).
+  # 1.4.0: label lists stored sparse (a branch's 1.3.0 did so in other row order).
+  VERSION = tfds.core.Version('1.4.0')
+  RELEASE_NOTES = {'1.4.0': 'label_list layout stored sparse', '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []

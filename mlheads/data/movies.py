@@ -13,7 +13,8 @@ Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test;
 `--config.data.split=stratified`: iterative stratification of the genres (splits.py).
 `max_rows` keeps the first rows of the table (alphabetical by title) for
 quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
-blank) into `tokens` and `numeric` for the builder and for predict alike.
+blank) into `tokens` and `numeric` for the builder and for predict alike;
+`rows` hands back each split's raw rows (for the baseline's TF-IDF).
 """
 
 
@@ -23,6 +24,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
@@ -35,6 +37,19 @@ def load_table() -> pd.DataFrame:
 
 
 COLUMNS = ('title', 'year', 'length', 'budget', 'rating', 'votes')
+
+
+def table_rows(max_rows: int = 0, split: str = 'random') -> splits_lib.Rows:
+  """The table split the fixed way (`split`: splits.RULES; 'stratified' on the genres): what
+  the builder encodes (and the baseline reads)."""
+  return splits_lib.split_table(load_table(), max_rows, ('title',), split, names=GENRES,
+                                labels=lambda d: d[list(GENRES)].to_numpy(),
+                                dataset='movie_genres')
+
+
+def rows(data_config) -> splits_lib.Rows:
+  """`config.data`'s rows of the table, split as its records are."""
+  return table_rows(data_config.max_rows, data_config.get('split', 'random'))
 
 
 def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarray:
@@ -68,7 +83,9 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: records in the order of the split's rows (splits.Rows).
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'records in row order', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
 
   def fields(self):
@@ -85,14 +102,13 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    df, parts, split_rule = base.split_table(
-        load_table(), c.max_rows, c.split, labels=lambda d: d[list(GENRES)].to_numpy(),
-        names=GENRES, dataset='movie_genres')
+    table = table_rows(c.max_rows, c.split)
+    df, parts = table.table, table.parts
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
         'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
-        'split_rule': split_rule,
+        'split_rule': table.rule,
     }
     labels = df[list(GENRES)].to_numpy(np.float32)
     splits, truncated = {}, {}
@@ -107,9 +123,9 @@ class MovieGenres(base.ArrayBuilder):
 
 def builder(data_config) -> MovieGenres:
   split = data_config.get('split', 'random')  # a partial config (tests, the API): random
+  splits_lib.check_rule(split)
   return base.make_builder(MovieGenres, base.text_table_config(
       data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)
-
 
 
 def schema(data_config) -> dict[str, base.Field]:

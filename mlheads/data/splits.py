@@ -10,18 +10,22 @@
 
 `log_label_counts` logs each split's positives per label and warns, naming them, about
 labels with positives in train but none in validation or test (their AP / ROC AUC are then
-undefined there, B05).
+undefined there, B05). `Rows` is a table and the rows each split holds, in record order;
+`split_table` cuts a packaged table the fixed way (base.SPLIT_SEED, base.FRACTIONS).
 """
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 from absl import logging
 import numpy as np
+import pandas as pd
 
 from mlheads import errors
+from mlheads.data import base
 
 RULES = ('random', 'stratified')
-SPLITS = ('train', 'validation', 'test')
+SPLITS = base.SPLITS
 
 
 def check_rule(rule: str) -> None:
@@ -91,3 +95,51 @@ def log_label_counts(dataset: str, counts: dict[str, np.ndarray], rows: dict[str
                       '' if rule == 'stratified' else
                       ' (--config.data.split=stratified spreads rare labels over the splits)')
   return absent
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+  """A data set's raw table and the rows each split holds, in the order of its records.
+
+  The builder encodes exactly these rows, and models that read the raw text rather than the
+  token ids (the scikit-learn baseline's TF-IDF) read them back from here, so both see the
+  same rows in the same order.
+
+  Attributes:
+    table: the raw rows (a packaged table: index 0..n-1; a user's file: line numbers).
+    parts: split -> positions (`iloc`) into `table` of its rows, in record order.
+    text: the text columns the records' token ids encode (empty: none).
+    rule: the split rule in words, for the metadata and the log.
+  """
+  table: pd.DataFrame
+  parts: Mapping[str, np.ndarray]
+  text: tuple[str, ...] = ()
+  rule: str = ''
+
+  def split(self, name: str) -> pd.DataFrame:
+    return self.table.iloc[self.parts[name]]
+
+  def texts(self, name: str) -> list[str]:
+    """Split `name`'s text, one string per record: the text columns joined by a space."""
+    part = self.split(name)
+    cols = [base.texts(part, c) for c in self.text]
+    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+
+
+def split_table(df, max_rows: int, text: Sequence[str] = (), rule: str = 'random',
+                labels=None, names: Sequence[str] = (), dataset: str = 'table') -> Rows:
+  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
+  by `rule` (RULES; 'stratified' stratifies `labels(table)` `[n, K]`), seed base.SPLIT_SEED,
+  fractions base.FRACTIONS. `text`: its text columns. Logs each split's positives per label
+  when `labels` is given."""
+  if max_rows:
+    df = df.iloc[:max_rows]
+  df = df.reset_index(drop=True)
+  y = None if labels is None else labels(df)
+  index, words = split(len(df), base.FRACTIONS, base.SPLIT_SEED, rule, y)
+  parts = dict(zip(SPLITS, index))
+  if y is not None:
+    log_label_counts(dataset, positives(parts, y), {k: len(v) for k, v in parts.items()},
+                     list(names) or [str(i) for i in range(np.shape(y)[-1])], rule)
+  return Rows(df, parts, tuple(text), words)
+

@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import splits as splits_lib
 
 TARGET = 'labels'
 
@@ -146,16 +147,16 @@ class SyntheticXml(base.ArrayBuilder):
   def make_splits(self):
     c = self.builder_config
     x, idx, count = generate(c)
-    parts = dict(zip(base.SPLITS, base.split_indices(c.rows, base.FRACTIONS, base.SPLIT_SEED)))
+    index, rule = splits_lib.split(c.rows, base.FRACTIONS, base.SPLIT_SEED)
+    parts = dict(zip(base.SPLITS, index))
     splits = {name: {'features': x[i], TARGET: idx[i], f'{TARGET}_count': count[i]}
               for name, i in parts.items()}
     freq = np.bincount(idx[idx >= 0], minlength=c.classes)
     logging.info('synthetic_xml (SYNTHETIC data): %d rows, %d classes, %.2f labels a row; '
                  'class frequencies from %d (c0) down, %d classes never drawn.', c.rows,
                  c.classes, count.mean(), freq.max(), int((freq == 0).sum()))
-    return splits, {'synthetic': True, 'features': c.features, 'settings': {f: getattr(c, f) for f in _SETTINGS},
-                    'split_rule': f'rows permuted by seed {base.SPLIT_SEED}; fractions '
-                                  f'{base.FRACTIONS}'}
+    return splits, {'synthetic': True, 'features': c.features, 'split_rule': rule,
+                    'settings': {f: getattr(c, f) for f in _SETTINGS}}
 
 
 def builder(data_config) -> SyntheticXml:

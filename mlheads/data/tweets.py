@@ -6,11 +6,15 @@ more than the train split's median? Records:
   extra       `[5]` float32: hour (UTC), weekday, days since the first tweet,
               from Android, from iPhone; standardized on train.
   retweeted   `[1]` float32: retweets > the train median (0/1).
+  engagement  `[2]` float32: retweets > the train median, likes > the train
+              median (0/1 each; a two-label target for the head comparison).
   log_counts  `[2]` float32: log1p(retweets), log1p(likes), for regression.
-Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test;
+`--config.data.split=stratified`: iterative stratification of `retweeted` (splits.py).
 `encode` turns raw rows (columns COLUMNS) into `tokens` and `extra` for the
 builder and for predict alike; "days" count from the first tweet of the table,
-kept in the metadata (`first_created_at`).
+kept in the metadata (`first_created_at`). `rows` hands back each split's raw
+rows (for the baseline's TF-IDF).
 """
 
 
@@ -20,6 +24,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 
@@ -30,6 +35,20 @@ def load_table() -> pd.DataFrame:
 
 
 COLUMNS = ('text', 'created_at', 'source')
+
+
+def table_rows(max_rows: int = 0, split: str = 'random') -> splits_lib.Rows:
+  """The table split the fixed way: what the builder encodes (and the baseline reads).
+  `split` 'stratified': on retweets above the whole table's median (the label's train median
+  is only known after the split)."""
+  return splits_lib.split_table(
+      load_table(), max_rows, ('text',), split, dataset='trump_tweets', names=('retweeted',),
+      labels=lambda d: (d['retweet_count'] > d['retweet_count'].median()).to_numpy()[:, None])
+
+
+def rows(data_config) -> splits_lib.Rows:
+  """`config.data`'s rows of the table, split as its records are."""
+  return table_rows(data_config.max_rows, data_config.get('split', 'random'))
 
 
 def aux_features(df: pd.DataFrame, first: str | None = None,
@@ -63,8 +82,10 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
+  # 1.2.0: the two-label target `engagement`; records in the order of the split's rows.
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': 'target engagement: retweets and likes above the train medians',
+                   '1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0)]
 
   def fields(self):
@@ -78,52 +99,55 @@ class TrumpTweets(base.ArrayBuilder):
         'extra': base.Field((5,), 'float32', 'features',
                             names=('hour', 'weekday', 'days', 'android', 'iphone')),
         'retweeted': base.Field((1,), 'float32', 'binary', names=('retweeted',)),
+        'engagement': base.Field((2,), 'float32', 'binary', names=('retweets', 'likes')),
         'log_counts': base.Field((2,), 'float32', 'real', names=('log1p_retweets', 'log1p_likes')),
     }
 
   def make_splits(self):
     c = self.builder_config
-    # Stratified: on retweets above the whole table's median (the label's train median is
-    # only known after the split).
-    df, parts, split_rule = base.split_table(
-        load_table(), c.max_rows, c.split, dataset='trump_tweets', names=('retweeted',),
-        labels=lambda d: (d['retweet_count'] > d['retweet_count'].median()).to_numpy()[:, None])
+    table = table_rows(c.max_rows, c.split)
+    df, parts = table.table, table.parts
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
+    median_likes = float(np.median(train['favorite_count']))
     first = base.timestamps(df, 'created_at', 'trump_tweets').min()
     meta = {
         'tokenizer': tok.to_json(),
         'scaling': {'extra': base.fit_scaling(aux_features(df.iloc[parts['train']],
                                                            first.isoformat()))},
         'first_created_at': first.isoformat(),
-        'label_rule': f'retweet_count > {median} (train median)',
-        'split_rule': split_rule,
+        'label_rule': (f'retweeted: retweet_count > {median} (train median); engagement: '
+                       f'retweet_count > {median}, favorite_count > {median_likes} (train '
+                       'medians)'),
+        'split_rule': table.rule,
     }
     splits, truncated = {}, {}
     for name, idx in parts.items():
-      rows = df.iloc[idx]
-      inputs, truncated[name] = encode(rows, meta, 'trump_tweets')
-      retweets = rows['retweet_count'].to_numpy(np.float64)
+      part = df.iloc[idx]
+      inputs, truncated[name] = encode(part, meta, 'trump_tweets')
+      retweets = part['retweet_count'].to_numpy(np.float64)
+      likes = part['favorite_count'].to_numpy(np.float64)
       splits[name] = {
           **inputs,
           'retweeted': (retweets > median).astype(np.float32)[:, None],
-          'log_counts': np.stack([np.log1p(retweets),
-                                  np.log1p(rows['favorite_count'].to_numpy(np.float64))],
+          'engagement': np.stack([retweets > median, likes > median_likes],
+                                 axis=1).astype(np.float32),
+          'log_counts': np.stack([np.log1p(retweets), np.log1p(likes)],
                                  axis=1).astype(np.float32),
       }
-    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train median '
-                 'retweets %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
-                 truncated, median)
+    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train medians: '
+                 'retweets %.0f, likes %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
+                 truncated, median, median_likes)
     meta['truncated'] = truncated
     return splits, meta
 
 
 def builder(data_config) -> TrumpTweets:
   split = data_config.get('split', 'random')  # a partial config (tests, the API): random
+  splits_lib.check_rule(split)
   return base.make_builder(TrumpTweets, base.text_table_config(
       data_config.vocab_size, data_config.max_len, data_config.max_rows, split), data_config)
-
 
 
 def schema(data_config) -> dict[str, base.Field]:

@@ -5,6 +5,7 @@ predictions, and the metric that picks the best checkpoint.
     eval_fn = make_eval_fn(model, heads, parallel)          # jitted once
     val = evaluate_split(eval_fn, params, ds, arrays, batch_size, heads, calibrate='platt')
     test = evaluate_split(..., thresholds=tuned_thresholds(val), calibration=calibrations(val))
+    evals = evaluate_predictions(heads, {output: {'scores', 'labels', 'mask', 'loss'}}, ...)
     summary = summarize(heads, val, test, ...)
     preds = predict_split(eval_fn, params, ds, arrays, batch_size, heads)   # scores [n, K]
 """
@@ -13,7 +14,7 @@ import dataclasses
 import difflib
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -99,15 +100,47 @@ class OutputEval:
 
 
 def evaluate_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
-                   batch_size: int, heads, *, propensity: Mapping[str, np.ndarray] | None = None,
-                   thresholds: Mapping[str, dict] | None = None,
-                   calibration: Mapping[str, dict] | None = None, calibrate: str = 'none',
-                   columns: int = 0, directory: str | None = None) -> dict[str, OutputEval]:
+                   batch_size: int, heads, **kw) -> dict[str, OutputEval]:
   """Every output's metrics over a split, streamed: no `[n, K]` array of a binary output is
   ever held (streaming.py), so K and n are bounded by disk, not memory.
 
   Args:
     eval_fn, params, ds, arrays, batch_size, heads: as for `predict_split`.
+    **kw: `evaluate_batches`' settings (propensity, thresholds, calibration, calibrate,
+      columns, directory).
+  """
+  def batches():
+    for batch in pipeline.eval_batches(ds, arrays, batch_size):
+      valid = batch['valid'] > 0
+      scores, losses = jax.device_get(eval_fn(params, batch))
+      yield {name: (np.asarray(scores[name])[valid], np.asarray(losses[name])[valid],
+                    batch['targets'][h.target][valid], batch['masks'][h.target][valid])
+             for name, h in heads.items()}
+  return evaluate_batches(heads, pipeline.num_rows(arrays), batches(), **kw)
+
+
+def evaluate_predictions(heads, predictions: Mapping[str, Mapping[str, np.ndarray]],
+                         batch_size: int = 4096, **kw) -> dict[str, OutputEval]:
+  """`evaluate_split` on scores at hand (a model fitted elsewhere, the baselines):
+  `predictions` output -> {'scores', 'labels', 'mask' `[n, K]`, 'loss' `[n]`}."""
+  n = len(next(iter(predictions.values()))['scores'])
+  batches = ({name: tuple(p[k][i:i + batch_size] for k in ('scores', 'loss', 'labels', 'mask'))
+              for name, p in predictions.items()} for i in range(0, n, batch_size))
+  return evaluate_batches(heads, n, batches, **kw)
+
+
+def evaluate_batches(heads, n: int, batches: Iterable[Mapping[str, tuple]], *,
+                     propensity: Mapping[str, np.ndarray] | None = None,
+                     thresholds: Mapping[str, dict] | None = None,
+                     calibration: Mapping[str, dict] | None = None, calibrate: str = 'none',
+                     columns: int = 0, directory: str | None = None) -> dict[str, OutputEval]:
+  """Every output's metrics over `n` rows fed in batches.
+
+  Args:
+    heads: output -> head.
+    n: the rows `batches` hold in all.
+    batches: each {output: (scores `[b, K]`, losses `[b]`, labels `[b, K]`, mask `[b, K]`)}
+      of valid rows only.
     propensity: output -> `[K]` label propensities of the train split (PSP@k, PSnDCG@k);
       default all 1.
     thresholds: output -> {'per_class': [K]}: also count the threshold metrics there ('tuned').
@@ -116,7 +149,6 @@ def evaluate_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarra
     columns: keep that many classes' columns (most positives first) for PR curves.
     directory: where the key stores spill (default: the system's temporary directory).
   """
-  n = pipeline.num_rows(arrays)
   thresholds, calibration, propensity = thresholds or {}, calibration or {}, propensity or {}
   accs, dense, loss = {}, {}, {name: [0.0, 0] for name in heads}
   for name, head in heads.items():
@@ -129,22 +161,18 @@ def evaluate_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarra
     p = propensity.get(name)
     accs[name] = streaming.Accumulator(head.num_classes, n, thresholds=t, directory=directory,
                                        inv_propensity=None if p is None else 1.0 / np.asarray(p))
-  for batch in pipeline.eval_batches(ds, arrays, batch_size):
-    valid = batch['valid'] > 0
-    scores, losses = jax.device_get(eval_fn(params, batch))
+  for batch in batches:
     for name, head in heads.items():
-      labels = batch['targets'][head.target][valid]
-      mask = batch['masks'][head.target][valid]
+      s, losses, labels, mask = batch[name]
       known = np.asarray(head.known_rows(labels, mask))
-      loss[name][0] += float(np.asarray(losses[name])[valid][known].sum(dtype=np.float64))
+      loss[name][0] += float(np.asarray(losses)[known].sum(dtype=np.float64))
       loss[name][1] += int(known.sum())
-      s = np.asarray(scores[name])[valid]
       if name in accs:
-        y, s32, _, v = metrics_lib.check_inputs(labels, s, 0.5, mask)
+        y, s32, _, v = metrics_lib.check_inputs(labels, np.asarray(s), 0.5, mask)
         accs[name].add(y, s32, v)
       else:
         for key, value in (('scores', s), ('labels', labels), ('mask', mask)):
-          dense[name][key].append(value)
+          dense[name][key].append(np.asarray(value))
   out = {}
   for name in heads:
     mean_loss = {'loss': loss[name][0] / loss[name][1] if loss[name][1] else float('nan')}

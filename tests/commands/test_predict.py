@@ -23,6 +23,7 @@ from mlheads.data import base
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
+from mlheads.data import splits
 from mlheads.data import tokenizer as tokenizer_lib
 from mlheads.data import tweets
 from mlheads.evaluation import runner
@@ -60,7 +61,7 @@ def headline(tweets_dir, tmp_path_factory):
   train.train_and_evaluate(config, workdir)
   ref, best, prepared = _reference(config, workdir)
   table = tweets.load_table().iloc[:config.data.max_rows].reset_index(drop=True)
-  test_idx = base.split_indices(len(table), base.FRACTIONS, base.SPLIT_SEED)[2]
+  test_idx = splits.split_indices(len(table), base.FRACTIONS, base.SPLIT_SEED)[2]
   rows = table.iloc[test_idx][['id_str', 'text', 'created_at', 'source']]
   return {'workdir': workdir, 'ref': ref, 'best': best, 'rows': rows, 'prepared': prepared}
 
@@ -97,7 +98,7 @@ def csv_run(tmp_path_factory):
   workdir = str(tmp / 'run')
   train.train_and_evaluate(config, workdir)
   ref, best, prepared = _reference(config, workdir)
-  test_idx = base.split_indices(len(films), csv_data.FRACTIONS, 0)[2]
+  test_idx = splits.split_indices(len(films), csv_data.FRACTIONS, 0)[2]
   return {'workdir': workdir, 'ref': ref, 'best': best, 'rows': films.iloc[test_idx],
           'prepared': prepared}
 

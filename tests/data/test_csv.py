@@ -13,6 +13,7 @@ from mlheads import errors
 from mlheads.data import base
 from mlheads.data import pipeline
 from mlheads.data import csv_data
+from mlheads.data import splits as splits_lib
 import mlheads.data as data_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +65,7 @@ def test_label_list_layout_loads_and_matches_the_file(tmp_path):
                                  label_list='genres'), batch_size=8)
   assert ds.meta['classes'] == sorted(GENRES)  # learned on train, sorted
   rows = film_rows(60)
-  parts = base.split_indices(60, csv_data.FRACTIONS, 0)
+  parts = splits_lib.split_indices(60, csv_data.FRACTIONS, 0)
   order = [GENRES.index(g) for g in sorted(GENRES)]
   field = ds.targets['labels']
   assert field.sparse == 3  # a label list is stored sparse: at most 3 names a row here
@@ -95,7 +96,7 @@ def test_binary_columns_with_unknown_cells_are_masked(tmp_path):
   assert meta['classes'] == ['a', 'b']
   y = np.concatenate([splits[k]['labels'] for k in base.SPLITS])
   m = np.concatenate([splits[k]['labels_mask'] for k in base.SPLITS])
-  idx = np.concatenate(base.split_indices(40, csv_data.FRACTIONS, 0))
+  idx = np.concatenate(splits_lib.split_indices(40, csv_data.FRACTIONS, 0))
   kind = idx % 4  # row i of the file is pattern i % 4
   np.testing.assert_array_equal(m[kind == 1], [[0, 1]] * (kind == 1).sum())
   np.testing.assert_array_equal(m[kind == 2], [[1, 0]] * (kind == 2).sum())
@@ -120,7 +121,7 @@ def test_label_list_unknown_none_given_classes_and_jsonl(tmp_path):
   field = base.Field((3,), 'float32', 'binary', has_mask=True, sparse=meta['max_labels'])
   y, m = field.densify({k: np.concatenate([splits[s][k] for s in base.SPLITS])
                         for k in ('labels', 'labels_mask')}, 'labels')
-  kind = np.concatenate(base.split_indices(40, csv_data.FRACTIONS, 0)) % 4
+  kind = np.concatenate(splits_lib.split_indices(40, csv_data.FRACTIONS, 0)) % 4
   np.testing.assert_array_equal(y[kind == 0], [[1, 0, 0]] * (kind == 0).sum())
   np.testing.assert_array_equal(y[kind == 1], [[1, 1, 0]] * (kind == 1).sum())
   np.testing.assert_array_equal(m[kind == 2], 0.0)
@@ -134,7 +135,7 @@ def test_label_list_unknown_none_given_classes_and_jsonl(tmp_path):
 
 def test_names_outside_a_learned_list_are_dropped_and_counted(tmp_path):
   lines = ['t,tags'] + [f'w{i},a' for i in range(40)]
-  test_rows = base.split_indices(40, csv_data.FRACTIONS, 0)[2]
+  test_rows = splits_lib.split_indices(40, csv_data.FRACTIONS, 0)[2]
   for i in test_rows[:2]:
     lines[i + 1] = f'w{i},a|rare'
   path = write(tmp_path / 'd.csv', '\n'.join(lines))
