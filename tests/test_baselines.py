@@ -214,3 +214,49 @@ def test_baseline_true_on_a_regression_output_fails_before_any_data_is_read(tmp_
   with pytest.raises(errors.UsageError, match='binary targets only'):
     train.check_config(c)
   assert not (tmp_path / 'tfds').exists()
+
+
+def test_label_lists_stored_sparse_and_a_stratified_split(tmp_path):
+  """from_csv's label_list layout (stored sparse) split by iterative stratification: the
+  baseline sees the dense labels of the very rows each split holds, and reports the @k,
+  propensity and calibration figures a run does."""
+  rng = np.random.default_rng(1)
+  words = ['night', 'day', 'love', 'war', 'man', 'city', 'blue', 'king']
+  lines = ['title,tags']
+  for i in range(200):
+    w = rng.choice(words, size=3)
+    tags = [t for t, on in (('romance', 'love' in w), ('action', 'war' in w),
+                            ('rare', i % 25 == 0)) if on]
+    lines.append(f'{" ".join(w)},{"|".join(tags) or "|"}')
+  path = tmp_path / 'f.csv'
+  path.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  c = from_csv_exp.get_config()
+  c.data.path, c.data.dir, c.data.text, c.data.label_list = (
+      str(path), str(tmp_path / 'tfds'), 'title', 'tags')
+  c.data.vocab_size, c.data.max_len, c.data.split = 50, 4, 'stratified'
+  fitted = baselines.fit(c, c_grid=(1.0,), jobs=1, progress=lambda _: None)
+  ds = data_lib.load(c.data)
+  assert ds.targets['labels'].sparse and list(ds.targets['labels'].names) == [
+      'action', 'rare', 'romance']
+  rows = data_lib.get('from_csv').rows(c.data)
+  assert 'iterative stratification' in rows.rule
+  for s in ('validation', 'test'):
+    cells = rows.split(s)['tags']
+    want = np.array([[name in str(cell).split('|') for name in ('action', 'rare', 'romance')]
+                     for cell in cells], np.float32)
+    got = fitted.predictions['logistic'][s]['labels']
+    np.testing.assert_array_equal(got['labels'], want)
+    assert got['scores'].shape == want.shape
+    assert want[:, 1].sum() >= 1  # the rare tag (8 rows) reaches every split
+  m = fitted.summary['test']['labels']
+  for key in ('precision_at_1', 'psp_at_3', 'ndcg_at_5'):
+    assert np.isfinite(m[key]), key
+  assert set(fitted.summary['calibration']['labels']['test']) == {'before', 'after'}
+
+
+def test_more_classes_than_one_vs_rest_fits_are_refused():
+  ds = base.Dataset.of_fields('big', {
+      'labels': base.Field((baselines.MAX_CLASSES + 1,), 'int32', 'binary', sparse=3)})
+  with pytest.raises(errors.UsageError, match='1,001 classes; the one-vs-rest baseline fits '
+                                              'at most 1,000'):
+    baselines.output_heads({'main': 'labels'}, ds)

@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlheads import errors
@@ -52,3 +53,18 @@ def test_log_names_labels_absent_from_validation_or_test(caplog):
 def test_unknown_rule_is_refused():
   with pytest.raises(errors.UsageError, match="split='kfold'"):
     splits.split(10, FRACTIONS, 0, 'kfold')
+
+
+def test_split_table_cuts_a_table_by_its_labels_and_hands_back_its_rows():
+  y = _labels()
+  table = pd.DataFrame({'text': [f'row {i}' for i in range(len(y))], 'n': np.arange(len(y)),
+                        **{c: y[:, k] for k, c in enumerate('abcde')}})
+  rows = splits.split_table(table, 0, ('text', 'n'), 'stratified', names=list('abcde'),
+                            labels=lambda d: d[list('abcde')].to_numpy())
+  index, rule = splits.split(len(y), FRACTIONS, 0, 'stratified', y)
+  assert rows.rule == rule
+  for s, idx in zip(splits.SPLITS, index):
+    np.testing.assert_array_equal(rows.parts[s], idx)
+    assert rows.texts(s) == [f'row {i} {i}' for i in idx]
+  cut = splits.split_table(table, 100, ('text',))  # the first 100 rows, split at random
+  assert sum(len(p) for p in cut.parts.values()) == 100 and 'permuted' in cut.rule
