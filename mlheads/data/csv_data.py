@@ -29,6 +29,10 @@ Splits, one of:
   * `folds=k`, `fold=i` (k-fold cross-validation, `./launch.sh cv`): rows permuted by
     `split_seed` and cut into k folds; fold i is test, fold i + 1 (mod k) validation, the
     rest train.
+`max_len` / `max_ngrams` 0 (the defaults): the 99.5th percentile of the train split's
+words / character n-grams per text (at most 128 / 1024), saved in the metadata. `rows` hands
+back each split's raw rows (for the baseline's TF-IDF), split by the same `split_parts` as the
+records.
 
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value.
@@ -53,6 +57,7 @@ from mlheads import errors
 from mlheads.data import base
 from mlheads.data import csv_columns
 from mlheads.data import files
+from mlheads.data import ngrams
 from mlheads.data import splits as splits_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -62,6 +67,7 @@ RANGES = {
     'folds': errors.Range(0, 1000, integer=True),
     'fold': errors.Range(0, 999, integer=True),
     'max_categories': errors.Range(1, 1_000_000, integer=True),
+    'min_count': errors.Range(1, 2**31 - 1, integer=True),
 }
 
 
@@ -79,10 +85,13 @@ class Settings:
   separator: str = '|'
   classes: tuple[str, ...] = ()
   vocab_size: int = 10_000
-  max_len: int = 30
+  max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
   split: str = 'random'  # splits.RULES (the 80/10/10 split's rule)
+  min_count: int = 2
+  max_ngrams: int = 0  # 0: from the train split
+  hash_buckets: int = ngrams.BUCKETS
   split_column: str = ''
   validation_path: str = ''
   test_path: str = ''
@@ -237,12 +246,12 @@ def rows(data_config) -> splits_lib.Rows:
   """The files' rows (parsed and checked) and the rows of each split, as its records are: the
   raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
-  for path in (s.path, s.validation_path, s.test_path):
-    if path and not os.path.isfile(path):
+  for path, _ in s.files():
+    if not os.path.isfile(path):
       raise errors.UsageError(f'{path}: no such file')
   table = parse(s)
   parts, rule = split_parts(s, table)
-  return splits_lib.Rows(table.rows, parts, tuple(s.text), rule)
+  return splits_lib.Rows(table.rows, parts, tuple(table.columns['text']), rule)
 
 
 def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -264,13 +273,16 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
             {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()})
   splits_lib.log_label_counts(f'from_csv {s.path}', counts, {k: len(v) for k, v in parts.items()},
                               list(classes), s.split)
+  cols = coding['columns']
   logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
-               'cells %d; texts truncated to %d tokens: %s; label names outside the class '
-               'list dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
+               'cells %d; texts truncated to %d words or %d character n-grams: %s; label names '
+               'outside the class list dropped: %s.', s.path, n,
+               {k: len(v) for k, v in parts.items()}, rule,
                {k: v.shape[1:] for k, v in splits['train'].items() if k in
-                ('tokens', 'features', 'categories')}, len(classes),
+                ('tokens', 'bigrams', 'chargrams', 'features', 'categories')}, len(classes),
                list(classes) if len(classes) <= 50 else f'{list(classes[:10])} ...',
-               int((mask == 0).sum()), s.max_len, truncated, dropped)
+               int((mask == 0).sum()), cols['max_len'], cols.get('max_ngrams', 0), truncated,
+               dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
@@ -300,9 +312,12 @@ class FromCsv(base.ArrayBuilder):
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
   # 1.3.0: records in the order of the split's rows (splits.Rows; metadata record_order).
-  # 1.4.0: label lists stored sparse (a branch's 1.3.0 did so in other row order).
-  VERSION = tfds.core.Version('1.4.0')
-  RELEASE_NOTES = {'1.4.0': 'label_list layout stored sparse', '1.3.0': 'records in row order',
+  # 1.4.0: hashed bigrams and character n-grams; lengths from the data.
+  # 1.5.0: label lists stored sparse.
+  VERSION = tfds.core.Version('1.5.0')
+  RELEASE_NOTES = {'1.5.0': 'label_list layout stored sparse',
+                   '1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
@@ -345,7 +360,7 @@ def cache_key(s: Settings) -> str:
   return f'{stem.strip("_")[:40] or "data"}_{h.hexdigest()[:12]}'
 
 
-_CODING = ('columns', 'tokenizer', 'categories', 'scaling')
+_CODING = ('columns', 'tokenizer', 'ngrams', 'categories', 'scaling')
 
 
 def builder(data_config) -> FromCsv:

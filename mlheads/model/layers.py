@@ -151,7 +151,7 @@ class LSTM(nn.Module):
 # A head's own layer: a classifier chain (heads.ChainHead).
 
 
-class ChainLayer(nn.Module):
+class LabelChain(nn.Module):
   """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
   num_classes: int
 

@@ -34,11 +34,14 @@ def check_settings(name: str, settings, loss: str) -> None:
                             f'pos_weight number, not {pos_weight!r}')
 
 
-def sampled_logits(layer, h, labels, mask, negatives: int, max_positives: int) -> dict:
-  """The training output: {'logits', 'targets', 'weights'} `[B, P + m]` and 'known' `[B]`.
+def sampled_logits(layer, h, labels, mask, negatives: int, max_positives: int,
+                   added: jax.Array | None = None) -> dict:
+  """The training output: {'logits', 'targets', 'weights'} `[B, P + m]`; 'index' `[B, P + m]`
+  int32, the classes they are of (the row's positives, then its m draws); 'known' `[B]`.
 
   layer: a `layers.OutputDense` (called with the chosen classes; it draws the negatives from
-  its 'dropout' RNG stream); h: `[B, D]`; labels, mask: `[B, K]` (mask None: all known).
+  its 'dropout' RNG stream); h: `[B, D]`; labels, mask: `[B, K]` (mask None: all known);
+  added: `[B, K]` added to the logits (the head's `add`), or None.
   """
   k = labels.shape[-1]
   known = jnp.ones(labels.shape, bool) if mask is None else mask > 0
@@ -47,7 +50,10 @@ def sampled_logits(layer, h, labels, mask, negatives: int, max_positives: int) -
   neg = jax.random.randint(layer.make_rng('dropout'), (h.shape[0], negatives), 0, k)
   index = jnp.concatenate([pos, neg], -1)
   is_neg = jnp.take_along_axis(known & ~positive, neg, -1)
-  return {'logits': layer(h, index),
+  logits = layer(h, index)
+  if added is not None:
+    logits = logits + jnp.take_along_axis(added, index, -1)
+  return {'logits': logits, 'index': index,
           'targets': jnp.concatenate([is_pos, jnp.zeros(neg.shape)], -1),
           'weights': jnp.concatenate([is_pos, is_neg * (k / negatives)], -1),
           'known': known.sum(-1)}

@@ -72,3 +72,27 @@ def test_sampled_negatives_need_bce_and_a_count():
     c.heads.y.negatives, c.heads.y.loss = negatives, loss
     with pytest.raises(errors.UsageError, match=match):
       train.check_config(c)
+
+
+def test_sampled_logits_take_the_added_columns_of_the_chosen_classes():
+  """A head's `add` (the bag's wide path) `[B, K]`: the sampled logits of classes `index` are
+  the full logits + added at those classes, so the sampled loss still estimates the full."""
+  from mlheads.model import layers  # pylint: disable=g-import-not-at-top
+  from mlheads.model import sampling  # pylint: disable=g-import-not-at-top
+  _, y, mask = _batch()
+  h = np.random.default_rng(3).normal(size=(B, D)).astype(np.float32)
+  added = np.random.default_rng(4).normal(size=(B, K)).astype(np.float32)
+  layer = layers.OutputDense(K)
+  params = layer.init(jax.random.PRNGKey(0), h)
+  full = layer.apply(params, h) + added
+
+  def sampled(with_added):
+    return layer.apply(params, h, y, mask, 5, 3, added if with_added else None,
+                       method=lambda m, *a: sampling.sampled_logits(m, *a),
+                       rngs={'dropout': jax.random.PRNGKey(1)})
+
+  out, plain = sampled(True), sampled(False)
+  index = np.asarray(out['index'])
+  np.testing.assert_allclose(out['logits'], np.take_along_axis(full, index, -1), atol=1e-5)
+  np.testing.assert_allclose(out['logits'] - plain['logits'],
+                             np.take_along_axis(added, index, -1), atol=1e-5)
