@@ -32,6 +32,9 @@ def check_split(ds, split: str, arrays: dict[str, np.ndarray], first_row: int = 
   for key, f in {**ds.inputs, **ds.targets}.items():
     if key not in arrays:
       raise errors.UsageError(f'{where}: missing key {key!r}')
+    if f.sparse:
+      _check_sparse(where, key, f, arrays, first_row)
+      continue
     a = arrays[key]
     if a.shape[1:] != f.shape:
       raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
@@ -64,44 +67,106 @@ def check_split(ds, split: str, arrays: dict[str, np.ndarray], first_row: int = 
                                 f'{col(c)} is {float(flat[r, c])}, not 0 or 1')
 
 
+def _check_sparse(where: str, key: str, f, arrays, first_row: int) -> None:
+  """A sparse target: indices in [0, K) first, -1 padding after, as many as the count says."""
+  for k, (shape, _) in f.stored(key).items():
+    if k not in arrays:
+      raise errors.UsageError(f'{where}: missing key {k!r}')
+    if arrays[k].shape[1:] != shape:
+      raise errors.UsageError(f'{where}: key {k!r} has shape {arrays[k].shape[1:]}, '
+                              f'expected {shape}')
+  idx, count = arrays[key], arrays[f'{key}_count']
+  k = f.shape[-1]
+  bad = (idx < -1) | (idx >= k)
+  if bad.any():
+    r, c = _first_bad(bad)
+    raise errors.UsageError(f'{where}, row {first_row + r}: key {key!r} slot {c}: class index '
+                            f'{idx[r, c]} '
+                            f'outside [0, {k})')
+  slots = np.arange(idx.shape[1])[None, :]
+  bad = (idx >= 0) != (slots < count[:, None])
+  if bad.any():
+    r, _ = _first_bad(bad)
+    raise errors.UsageError(f'{where}, row {first_row + r}: key {key!r} holds '
+                            f'{int((idx[r] >= 0).sum())} '
+                            f'class indices before its padding, {key}_count says {count[r]}')
+  mask = arrays.get(f'{key}_mask')
+  if mask is not None and not np.isin(mask, (0.0, 1.0)).all():
+    r = int(np.flatnonzero(~np.isin(mask, (0.0, 1.0)))[0])
+    raise errors.UsageError(f'{where}, row {first_row + r}: {key}_mask is {float(mask[r])}, '
+                            'not 0 or 1')
+
+
 def check_batch_size(ds, split: str, n: int, batch_size: int) -> None:
   if n < batch_size:
     raise errors.UsageError(f'data set {ds.name}, split {split}: {n} examples, fewer than '
                             f'one batch of {batch_size}')
 
 
-def label_summary(ds, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
-  """Per binary target: positives per class, all-negative rows, classes with no positive (B05)."""
+def positives(ds, arrays: Mapping[str, np.ndarray], key: str) -> tuple[np.ndarray, int]:
+  """Target `key`'s known positives per class `[K]` int64 over a split, and the number of
+  rows with a known label (without densifying a sparse target)."""
+  f = ds.targets[key]
+  k = int(np.prod(f.shape))
+  if f.sparse:
+    idx = np.asarray(arrays[key])
+    known = np.ones(len(idx), bool) if f'{key}_mask' not in arrays else (
+        np.asarray(arrays[f'{key}_mask']).reshape(len(idx)) > 0)
+    hits = idx[known]
+    return np.bincount(hits[hits >= 0], minlength=k).astype(np.int64), int(known.sum())
+  y, m = f.densify(arrays, key)
+  y, m = y.reshape(len(y), -1), m.reshape(len(m), -1) > 0
+  return np.where(m, y, 0).sum(0).astype(np.int64), int(m.any(1).sum())
+
+
+def label_counts(ds, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, int]]:
+  """Per binary target: (positives per class `[K]`, all-negative rows); parts of a split add
+  up (`merge_counts`)."""
   out = {}
   for key, f in ds.targets.items():
     if f.kind != 'binary':
       continue
-    y = arrays[key].reshape(len(arrays[key]), -1)
-    m = arrays.get(f'{key}_mask')
-    m = np.ones_like(y) if m is None else m.reshape(y.shape)
-    pos = (y * m).sum(0)
+    pos, _ = positives(ds, arrays, key)
+    if f.sparse:
+      known = arrays.get(f'{key}_mask')
+      known = np.ones(len(arrays[key]), bool) if known is None else known > 0
+      negative_rows = int((known & (arrays[f'{key}_count'] == 0)).sum())
+    else:
+      y, m = f.densify(arrays, key)
+      negative_rows = int((np.where(m > 0, y, 0).reshape(len(y), -1).sum(1) == 0).sum())
+    out[key] = (pos, negative_rows)
+  return out
+
+
+def merge_counts(a: dict | None, b: dict) -> dict:
+  """The label counts of two parts of a split (`a` None: `b` alone)."""
+  return b if a is None else {k: (a[k][0] + b[k][0], a[k][1] + b[k][1]) for k in a}
+
+
+def summarize_labels(ds, counts: dict[str, tuple[np.ndarray, int]]) -> dict[str, dict]:
+  """Per binary target: positives per class, all-negative rows, classes with no positive (B05),
+  from `label_counts`."""
+  out = {}
+  for key, (pos, negative_rows) in counts.items():
+    f = ds.targets[key]
+    absent = np.flatnonzero(pos == 0)
+    name = lambda c, f=f: f.names[c] if c < len(f.names) else int(c)
     out[key] = {
-        'positives': pos.astype(int).tolist(),
-        'all_negative_rows': int(((y * m).sum(1) == 0).sum()),
-        'classes_without_positive': [f.names[c] if c < len(f.names) else c
-                                     for c in np.flatnonzero(pos == 0)],
+        # Thousands of classes: the counts' spread, not every count, and the first absent ones.
+        'positives': pos.tolist() if len(pos) <= 50 else {
+            'classes': len(pos), 'min': int(pos.min()), 'median': float(np.median(pos)),
+            'max': int(pos.max())},
+        'all_negative_rows': negative_rows,
+        'classes_without_positive': ([name(c) for c in absent] if len(absent) <= 20 else
+                                     f'{len(absent)} classes, e.g. '
+                                     f'{[name(c) for c in absent[:5]]}'),
     }
   return out
 
 
-def merge_summaries(ds, a: dict | None, b: dict) -> dict:
-  """The label summary of two parts of a split (`a` None: `b` alone)."""
-  if a is None:
-    return b
-  out = {}
-  for key, x in a.items():
-    pos = [p + q for p, q in zip(x['positives'], b[key]['positives'])]
-    names = ds.targets[key].names
-    out[key] = {'positives': pos,
-                'all_negative_rows': x['all_negative_rows'] + b[key]['all_negative_rows'],
-                'classes_without_positive': [names[c] if c < len(names) else c
-                                             for c, p in enumerate(pos) if p == 0]}
-  return out
+def label_summary(ds, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
+  """`summarize_labels` of one split's arrays."""
+  return summarize_labels(ds, label_counts(ds, arrays))
 
 
 def check_splits(ds, splits: Mapping[str, Mapping[str, np.ndarray]]) -> dict:

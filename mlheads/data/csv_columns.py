@@ -1,5 +1,5 @@
-"""from_csv's columns: which are read, how rows become model inputs, and the label and split
-cells.
+"""from_csv's columns: which are read, how rows become model inputs, the label and split
+cells, and what a stratified split stratifies on (`stratify_on`).
 
 Column settings name columns or glob patterns over the header (`px*`); `features='*'` is
 every column that no other setting uses. Records (each only if some column feeds it):
@@ -307,3 +307,21 @@ def split_cells(s, rows, lines, path) -> list[str]:
                               'expected train, validation (or val, valid, dev) or test')
     out.append(name)
   return out
+
+
+# ----------------------------------------------------------------------------- targets
+
+def stratify_on(s, cells: list) -> np.ndarray | None:
+  """`[n, K]` 0/1 known positives of the label cells (`label_cells`) to stratify on (every
+  name in the file for a label list: the class list is learned on train, after the split),
+  or None for a random split."""
+  if s.split != 'stratified':
+    return None
+  if s.labels:
+    return np.array([[v == 1.0 for v in row] for row in cells], bool)
+  classes = sorted({n for c in cells for n in c or ()})
+  index = {name: k for k, name in enumerate(classes)}
+  y = np.zeros((len(cells), len(classes)), bool)
+  for i, c in enumerate(cells):
+    y[i, [index[name] for name in c or ()]] = True
+  return y

@@ -14,9 +14,15 @@ Labels come in one of two layouts:
     an error), else every name seen in the train split, sorted; names seen only
     in validation or test are dropped and counted.
 Unknown labels are masked (record key `labels_mask`, 0 = unknown) out of the
-loss and the metrics; the target is `labels` `[K]` float32 0/1.
+loss and the metrics. The target `labels`: in the `labels=` layout `[K]` float32 0/1,
+with `labels_mask` `[K]`; in the `label_list=` layout stored sparse (`base.Field.sparse`),
+the class indices `[P]` int32 (-1 padded, P the most names in a row) with `labels_count`
+and a row-level `labels_mask` `[]`, so a list of 50,000 classes costs 4 (P + 2) bytes a
+row; densified per batch.
 Splits, one of:
   * default: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test;
+    with `split=stratified`, 80/10/10 by iterative stratification of the labels
+    (splits.py; the log shows each split's positives per class);
   * `split_column=COL`: the column says `train`, `validation` (or `val`, `valid`, `dev`) or
     `test` for each row;
   * `validation_path=F`, `test_path=G`: the splits in files of their own (`path` is train);
@@ -55,6 +61,7 @@ from mlheads.data import csv_columns
 from mlheads.data import csv_prepare
 from mlheads.data import files
 from mlheads.data import ngrams
+from mlheads.data import splits as splits_lib
 
 FRACTIONS = csv_prepare.FRACTIONS
 TARGET = csv_prepare.TARGET
@@ -84,6 +91,7 @@ class Settings:
   max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
+  split: str = 'random'  # splits.RULES (the 80/10/10 split's rule)
   min_count: int = 2
   max_ngrams: int = 0  # 0: from the train split
   hash_buckets: int = ngrams.BUCKETS
@@ -110,6 +118,7 @@ def settings_from_config(data_config) -> Settings:
   s = Settings(**d)
   for key, allowed in RANGES.items():
     allowed.check(f'--config.data.{key}', getattr(s, key))
+  splits_lib.check_rule(s.split)
   if not s.path:
     raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
   if bool(s.labels) == bool(s.label_list):
@@ -134,6 +143,9 @@ def settings_from_config(data_config) -> Settings:
                           ('folds', s.folds)) if on]
   if len(ways) > 1:
     raise errors.UsageError(f'choose one way to split: {" or ".join(ways)}')
+  if ways and s.split != 'random':
+    raise errors.UsageError(f'--config.data.split={s.split!r} is a rule for the 80/10/10 split; '
+                            f'{ways[0]} splits the rows itself')
   if s.folds and not 3 <= s.folds:
     raise errors.UsageError(f'--config.data.folds={s.folds}: k-fold needs at least 3 folds '
                             '(test, validation, train); 0 = the 80/10/10 split')
@@ -196,7 +208,7 @@ def parse(s: Settings) -> Table:
 def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   """Row indices of each split, and the rule in words (for the log and the metadata)."""
   n = len(table.lines)
-  parts, rule = csv_prepare.by_rule(s, n)
+  parts, rule = csv_prepare.by_rule(s, n, csv_columns.stratify_on(s, table.label_cells))
   if parts is None:
     where = np.array(table.splits)
     parts = {name: np.flatnonzero(where == name) for name in base.SPLITS}
@@ -204,14 +216,13 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
-def rows(data_config) -> base.Rows:
+def rows(data_config) -> splits_lib.Rows:
   """The files' rows (parsed and checked) and the rows of each split, as its records are: the
   raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
   table = parse(s)
   parts, rule = split_parts(s, table)
-  return base.Rows(table.rows, parts, tuple(table.columns['text']), rule)
-
+  return splits_lib.Rows(table.rows, parts, tuple(table.columns['text']), rule)
 
 
 def make_arrays(s: Settings, chunk: int = csv_prepare.CHUNK
@@ -232,6 +243,7 @@ def make_arrays(s: Settings, chunk: int = csv_prepare.CHUNK
 class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
+  max_labels: int = 0  # the label_list layout's sparse width (0: the labels= layout, dense)
   # The metadata's coding, once known: the fields' widths.
   coding: dict | None = dataclasses.field(default=None, repr=False)
 
@@ -240,13 +252,15 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record;
-  # 1.3.0, 1.4.0 (1.x formats): records in row order (base.Rows); hashed n-grams, lengths
-  # from the data. 2.0.0: tensors as raw bytes, the record checks in the metadata; 2.1.0: and
-  # in row order; 2.2.0: and the n-grams.
-  VERSION = tfds.core.Version('2.2.0')
-  RELEASE_NOTES = {'2.2.0': base.RAW_BYTES_NOTE + '; row order; hashed n-grams',
+  # 1.3.0, 1.4.0, 1.5.0 (1.x formats): records in row order (splits.Rows); hashed n-grams,
+  # lengths from the data; label lists stored sparse. 2.0.0: tensors as raw bytes, the record
+  # checks in the metadata; 2.1.0: and in row order; 2.2.0: and the n-grams; 2.3.0: and the
+  # sparse label lists.
+  VERSION = tfds.core.Version('2.3.0')
+  RELEASE_NOTES = {'2.3.0': base.RAW_BYTES_NOTE + '; row order; n-grams; sparse label lists',
+                   '2.2.0': base.RAW_BYTES_NOTE + '; row order; hashed n-grams',
                    '2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
-                   '2.0.0': base.RAW_BYTES_NOTE,
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.5.0': 'label_list layout stored sparse',
                    '1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
                    '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
@@ -265,7 +279,7 @@ class FromCsv(base.ArrayBuilder):
     return {
         **inputs,
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
-                           has_mask=True),
+                           has_mask=True, sparse=c.max_labels),
     }
 
   def make_splits(self):
@@ -304,10 +318,12 @@ def builder(data_config) -> FromCsv:
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
     meta = probe.metadata()
     return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
-                                    coding={k: meta[k] for k in _CODING}), **kw)
+                                    coding={k: meta[k] for k in _CODING},
+                                    max_labels=meta['max_labels']), **kw)
   plan = csv_prepare.scan(s, _layout(s))  # raises on any bad cell, before tfds writes anything.
   return FromCsv(config=CsvConfig(name=key, settings=s, classes=plan.classes,
-                                  coding={k: plan.meta[k] for k in _CODING}), plan=plan, **kw)
+                                  coding={k: plan.meta[k] for k in _CODING},
+                                  max_labels=plan.meta['max_labels']), plan=plan, **kw)
 
 
 encode = csv_columns.encode

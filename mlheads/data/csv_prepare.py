@@ -10,7 +10,6 @@ being counted for the fit, and one byte per row (its split). `read` gives the sa
 chunks, for what needs the rows whole (`csv_data.parse`: the baseline's TF-IDF).
 """
 
-import collections
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from mlheads.data import cells as cells_lib
 from mlheads.data import csv_columns
 from mlheads.data import files
 from mlheads.data import ngrams
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 # Rows parsed at a time: what bounds the memory of preparing a file, whatever its size.
@@ -96,9 +96,11 @@ def read(s, cols: dict, srcs: Sequence[Source], size: int = CHUNK,
         break
 
 
-def by_rule(s, n: int) -> tuple[dict[str, np.ndarray] | None, str]:
-  """Each split's rows where the rule gives them (random, folds; None where the files or
-  split_column say), and the rule in words."""
+def by_rule(s, n: int, labels: np.ndarray | None = None
+            ) -> tuple[dict[str, np.ndarray] | None, str]:
+  """Each split's rows where the rule gives them (random, stratified on `labels` `[n, K]`
+  (`csv_columns.stratify_on`), folds; None where the files or split_column say), and the rule
+  in words."""
   if s.split_column:
     return None, f'the column {s.split_column!r}'
   if s.validation_path:
@@ -111,8 +113,31 @@ def by_rule(s, n: int) -> tuple[dict[str, np.ndarray] | None, str]:
              'validation': np.sort(folds[val]), 'test': np.sort(folds[s.fold])},
             f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
             f'validation fold {val}')
-  return (dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed))),
-          f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}')
+  index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split, labels)
+  return dict(zip(base.SPLITS, index)), rule
+
+
+def stratify_on(s, cols: dict, srcs: Sequence[Source], size: int) -> np.ndarray | None:
+  """`csv_columns.stratify_on` of every row's label cells, read a chunk at a time (a pass of
+  its own: the split must be known before anything is fitted on train); None unless the
+  split is stratified."""
+  if s.split != 'stratified' or s.split_column or s.validation_path or s.folds:
+    return None
+  if s.labels:
+    return np.concatenate([csv_columns.stratify_on(s, c.label_cells)
+                           for c in read(s, cols, srcs, size)])
+  index, rows, ids, n = {}, [], [], 0
+  for c in read(s, cols, srcs, size):
+    for i, cell in enumerate(c.label_cells):
+      for name in cell or ():
+        rows.append(n + i)
+        ids.append(index.setdefault(name, len(index)))
+    n += len(c.label_cells)
+  order = {name: k for k, name in enumerate(sorted(index))}  # columns by name, as in memory
+  y = np.zeros((n, len(index)), bool)
+  y[np.asarray(rows, np.int64), np.asarray([order[name] for name in index], np.int64)[
+      np.asarray(ids, np.int64)]] = True
+  return y
 
 
 def check_parts(s, n: int, parts, rule: str) -> None:
@@ -142,13 +167,13 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
   """The first pass (see the module docstring)."""
   srcs = sources(s, cols)
   n = sum(src.rows for src in srcs)
-  parts, rule = by_rule(s, n)
+  parts, rule = by_rule(s, n, stratify_on(s, cols, srcs, size))
   split_of = np.full(n, -1, np.int8)
   for k, name in enumerate(base.SPLITS):
     if parts is not None:
       split_of[parts[name]] = k
   fit = csv_columns.Fit(cols, s)
-  names = [collections.Counter() for _ in base.SPLITS]  # label_list: the names seen per split
+  labels = Labels(s, n)
   known = [False] * max(len(s.labels), 1)
   unknown = 0  # label cells (labels layout) or rows (label_list layout)
   first = [[] for _ in base.SPLITS]
@@ -164,6 +189,7 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
     fit.add(c.rows.iloc[train], c.numeric[train], [w[i] for w in words for i in train])
     lengths += [(where, np.array([len(x) for x in w], np.int32),
                  np.array([ngrams.chargram_count(x) for x in w], np.int32)) for w in words]
+    labels.add(c.start, where, c.label_cells)
     for line, k, cell in zip(c.rows.index, where, c.label_cells):
       if len(first[k]) < 3:
         first[k].append(int(line))
@@ -174,20 +200,14 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
         unknown += 1
       else:
         known = [True]
-        names[k].update(cell)
   for col, k in zip(list(s.labels) or [s.label_list], known):
     if not k:
       raise errors.UsageError(f'{s.path}, column {col!r}: empty on every row; nothing to learn')
   rows_of = {name: np.flatnonzero(split_of == k) for k, name in enumerate(base.SPLITS)}
   check_parts(s, n, rows_of, rule)
-  classes = tuple(s.labels or s.classes or sorted(names[0]))
-  if not classes:
-    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                            'split; nothing to learn')
-  # Only possible for a learned list, outside train.
-  dropped = {} if s.labels else {
-      split: sum(c for name, c in names[k].items() if name not in classes)
-      for k, split in enumerate(base.SPLITS)}
+  classes, dropped, counts, max_labels = labels.result(split_of)
+  splits_lib.log_label_counts(f'from_csv {s.path}', counts,
+                              {k: len(v) for k, v in rows_of.items()}, list(classes), s.split)
   coding = fit.coding()
   fitted = coding['columns']
   # A text is truncated when its words or its character n-grams do not all fit (ngrams.py).
@@ -198,11 +218,13 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
                'outside the class list dropped: %s.', s.path, n,
                {k: len(v) for k, v in rows_of.items()}, rule,
                {k: f.shape for k, f in csv_columns.fields(fitted, coding).items()},
-               len(classes), list(classes), unknown * (1 if s.labels else len(classes)),
+               len(classes), list(classes) if len(classes) <= 50 else
+               f'{list(classes[:10])} ...', unknown * (1 if s.labels else len(classes)),
                fitted['max_len'], fitted['max_ngrams'], truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
+      'max_labels': max_labels,
       **coding,
       'split_rule': rule,
       'truncated': truncated,
@@ -212,21 +234,70 @@ def scan(s, cols: dict, size: int = CHUNK) -> Plan:
   return Plan(s, cols, srcs, split_of, classes, meta)
 
 
-def labels(s, classes: Sequence[str], cells: list) -> tuple[np.ndarray, np.ndarray]:
-  """`[n, K]` 0/1 labels and their mask (0 = unknown) from checked label cells."""
-  n, index = len(cells), {c: k for k, c in enumerate(classes)}
-  y = np.zeros((n, len(classes)), np.float32)
-  mask = np.zeros((n, len(classes)), np.float32)
-  for i, cell in enumerate(cells):
+class Labels:
+  """What the first pass learns of the label cells: for the `labels=` layout each split's
+  known positives per class; for a label list each row's names (as ids: 4 bytes a name), so
+  that the class list (every name of train, or `classes`), the names outside it and the
+  sparse width (the most names of the list in a row) are known before anything is written."""
+
+  def __init__(self, s, n: int):
+    self.s, self.n = s, n
+    self.positives = np.zeros((len(base.SPLITS), len(s.labels)), np.int64)
+    self.index, self.rows, self.ids = {}, [], []
+
+  def add(self, start: int, where: np.ndarray, cells: list) -> None:
+    if self.s.labels:
+      y = np.array([[v == 1.0 for v in row] for row in cells], bool).reshape(len(cells), -1)
+      np.add.at(self.positives, where, y)
+      return
+    rows, ids = [], []
+    for i, cell in enumerate(cells):
+      for name in dict.fromkeys(cell or ()):  # a name twice in a cell is one label
+        rows.append(start + i)
+        ids.append(self.index.setdefault(name, len(self.index)))
+    self.rows.append(np.asarray(rows, np.int64))
+    self.ids.append(np.asarray(ids, np.int64))
+
+  def result(self, split_of: np.ndarray):
+    """(classes, names dropped per split, positives per class per split, sparse width)."""
+    s = self.s
     if s.labels:
-      for k, v in enumerate(cell):
-        y[i, k], mask[i, k] = (0.0, 0.0) if v is None else (v, 1.0)
-    elif cell is not None:
-      mask[i] = 1.0
-      for name in cell:
-        if name in index:  # a name outside a learned list (not in train) is dropped.
-          y[i, index[name]] = 1.0
-  return y, mask
+      return tuple(s.labels), {}, dict(zip(base.SPLITS, self.positives)), 0
+    rows = np.concatenate(self.rows) if self.rows else np.zeros(0, np.int64)
+    ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)
+    names = np.array(list(self.index), object)
+    where = split_of[rows]
+    classes = tuple(s.classes or sorted(set(names[np.unique(ids[where == 0])])))
+    if not classes:
+      raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                              'split; nothing to learn')
+    column = {c: k for k, c in enumerate(classes)}
+    of_id = np.array([column.get(name, -1) for name in names], np.int64).reshape(len(names))
+    k = of_id[ids]
+    inside = k >= 0
+    dropped = {split: int((~inside & (where == j)).sum()) for j, split in enumerate(base.SPLITS)}
+    counts = {split: np.bincount(k[inside & (where == j)], minlength=len(classes))
+              for j, split in enumerate(base.SPLITS)}
+    width = int(np.bincount(rows[inside], minlength=1).max(initial=0))
+    return classes, dropped, counts, max(width, 1)
+
+
+def labels(s, classes: Sequence[str], cells: list, width: int) -> dict[str, np.ndarray]:
+  """The target records of checked label cells: the `labels=` layout `[n, K]` 0/1 and its
+  mask (0 = unknown); a label list sparse (`base.Field.sparse`): the class indices `[n, width]`
+  (-1 after the `labels_count` `[n]` real ones) and a row-level mask `[n]`."""
+  n, index = len(cells), {c: k for k, c in enumerate(classes)}
+  if s.labels:
+    y = np.array([[0.0 if v is None else v for v in row] for row in cells],
+                 np.float32).reshape(n, len(classes))
+    mask = np.array([[v is not None for v in row] for row in cells],
+                    np.float32).reshape(n, len(classes))
+    return {TARGET: y, f'{TARGET}_mask': mask}
+  # A name outside a learned list (seen only outside train) is dropped.
+  y, count = base.sparse_labels([{index[x] for x in cell or () if x in index} for cell in cells],
+                                width)
+  return {TARGET: y, f'{TARGET}_count': count,
+          f'{TARGET}_mask': np.array([c is not None for c in cells], np.float32).reshape(n)}
 
 
 def generate(plan: Plan, split: str, size: int = CHUNK) -> Iterator[dict[str, np.ndarray]]:
@@ -236,5 +307,5 @@ def generate(plan: Plan, split: str, size: int = CHUNK) -> Iterator[dict[str, np
   keep = lambda start, m: plan.split_of[start:start + m] == k
   for c in read(plan.settings, plan.cols, plan.srcs, size, keep):
     inputs, _ = csv_columns.encode(c.rows, plan.meta, c.path)
-    y, mask = labels(plan.settings, plan.classes, c.label_cells)
-    yield {**inputs, TARGET: y, f'{TARGET}_mask': mask}
+    yield {**inputs, **labels(plan.settings, plan.classes, c.label_cells,
+                              plan.meta['max_labels'])}

@@ -45,6 +45,17 @@ def as_source(split):
   return ArraySource(split) if isinstance(split, Mapping) else split
 
 
+def chunks(split, keys: Sequence[str] | None = None,
+           chunk: int = 65_536) -> Iterator[dict[str, np.ndarray]]:
+  """A split (or only its `keys`) as `{key: [m, ...]}` arrays, `chunk` examples at a time,
+  in order: for what adds up over a split (label counts) in bounded memory."""
+  source = as_source(split)
+  n = len(source)
+  for start in range(0, n, chunk):
+    got = source.read(np.arange(start, min(n, start + chunk)))
+    yield {k: got[k] for k in (keys or got)}
+
+
 def read_split(split, keys: Sequence[str] | None = None,
                chunk: int = 65_536) -> dict[str, np.ndarray]:
   """A whole split (or only its `keys`) as `{key: [n, ...]}` arrays, read in chunks.
@@ -52,28 +63,18 @@ def read_split(split, keys: Sequence[str] | None = None,
   For what must see every example at once (a head fitted on the train labels, tests);
   training and evaluation stream instead.
   """
-  source = as_source(split)
-  n = len(source)
-  parts = []
-  for start in range(0, n, chunk):
-    got = source.read(np.arange(start, min(n, start + chunk)))
-    parts.append({k: got[k] for k in (keys or got)})
+  parts = list(chunks(split, keys, chunk))
   if not parts:
     return {}
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray) -> dict:
-  batch = {
-      'inputs': {k: flat[k] for k in ds.inputs},
-      'targets': {k: flat[k].astype(np.float32) for k in ds.targets},
-      'masks': {},
-      'valid': valid,
-  }
+  """A batch of stored records -> the step's structure; sparse targets are densified here,
+  per batch, and nowhere else."""
+  batch = {'inputs': {k: flat[k] for k in ds.inputs}, 'targets': {}, 'masks': {}, 'valid': valid}
   for k, f in ds.targets.items():
-    m = flat.get(f'{k}_mask')
-    batch['masks'][k] = (np.ones_like(batch['targets'][k]) if m is None
-                         else m.astype(np.float32))
+    batch['targets'][k], batch['masks'][k] = f.densify(flat, k)
   return batch
 
 

@@ -13,6 +13,7 @@ from mlheads.data import base
 from mlheads.data import csv_columns
 from mlheads.data import csv_data
 from mlheads.data import csv_prepare
+from mlheads.data import splits as splits_lib
 import mlheads.data as data_lib
 
 
@@ -49,7 +50,9 @@ LAYOUTS = {
     'random split, one-hot colour': dict(categorical='colour'),
     'split column, embedded colour': dict(categorical='colour', categorical_encoding='embed',
                                          split_column='split'),
-    'label list, folds': dict(labels='', label_list='genres', folds=4, fold=1),
+    'label list (sparse), folds': dict(labels='', label_list='genres', folds=4, fold=1),
+    'label list (sparse), stratified': dict(labels='', label_list='genres', split='stratified'),
+    'stratified labels': dict(split='stratified'),
     'numbers only, max_rows': dict(text='', max_rows=41),
 }
 
@@ -120,5 +123,5 @@ def test_a_bad_cell_in_the_last_chunk_is_refused_before_anything_is_written(tmp_
   # Fixed, it prepares in chunks of 5 and loads.
   path = _table(tmp_path, n=53)
   ds = data_lib.load(c.data, batch_size=4)
-  want = dict(zip(base.SPLITS, map(len, base.split_indices(53, csv_prepare.FRACTIONS, 0))))
+  want = dict(zip(base.SPLITS, map(len, splits_lib.split_indices(53, csv_prepare.FRACTIONS, 0))))
   assert {k: len(v) for k, v in ds.splits.items()} == want
