@@ -212,9 +212,7 @@ class Rows:
 
   def texts(self, name: str) -> list[str]:
     """Split `name`'s text, one string per record: the text columns joined by a space."""
-    part = self.split(name)
-    cols = [texts(part, c) for c in self.text]
-    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+    return joined_texts(self.split(name), self.text)
 
 
 def split_table(df, max_rows: int, text: Sequence[str] = ()) -> Rows:
@@ -334,6 +332,12 @@ def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = Fals
 def texts(table: pd.DataFrame, col: str) -> list[str]:
   """Column `col` as strings; a blank cell is the empty text."""
   return ['' if blank(c) else str(c) for c in table[col]]
+
+
+def joined_texts(table: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+  """Columns `cols` as one string per row, joined by a space (no columns: empty strings)."""
+  parts = [texts(table, c) for c in cols]
+  return [' '.join(cells) for cells in zip(*parts)] if parts else [''] * len(table)
 
 
 def timestamps(table: pd.DataFrame, col: str, source: str) -> pd.Series:

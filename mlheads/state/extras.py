@@ -25,6 +25,7 @@ class RunRecord:
   dataset: base.Dataset  # no splits: fields and metadata only
   heads: dict[str, heads_lib.Head]
   thresholds: dict  # {output: {'per_class': [K]}}, possibly empty
+  ensemble: object = None  # mlheads.ensemble.Ensemble blended with this step, if any
 
 
 def head_to_json(head: heads_lib.Head) -> dict:
