@@ -46,7 +46,7 @@ def main():
       df, data_dir=f'{workdir}/tfds', text='title', features=['year', 'length', 'rating', 'votes'],
       label_list='genres', max_len=8, vocab_size=2000,
       overrides={'epochs': args.epochs, 'batch_size': 32, 'progress': False,
-                 'trunk': {'embed_dim': 16, 'lstm_units': 16, 'hidden': (32,)}})
+                 'trunk': {'embed_dim': 16, 'hidden': (32,)}})
 
   # 2. The data as training sees it, and the model the config names.
   data = api.load_data(config)

@@ -19,6 +19,7 @@ def get_config():
   c.data.name = 'movie_genres'
   c.data.vocab_size = 5_000
   c.data.max_len = 12
+  c.data.max_ngrams = 128  # character n-grams of a title: 99.5% of them have fewer
   c.trunk = configs.trunk('text', embed_dim=64, lstm_units=64, hidden=(64,),
                           text_input='tokens', side_inputs=('numeric',))
   c.heads = {'genres': configs.head('sigmoid', target='genres')}

@@ -29,7 +29,8 @@ def head(kind: str, target: str, weight: float = 1.0, source: str = 'features',
     loss: a name in model.losses.LOSSES; None for the head's default (stored as '', a
       string, so that `--config.heads.<name>.loss=focal` can override it).
     **options: loss options (pos_weight, gamma, ...) and head settings (none_class,
-      min_count, ...) that differ from their defaults.
+      min_count, `add`: '' or a trunk intermediate added to the logits, the `bag` trunk's
+      `'wide'`, ...) that differ from their defaults.
   """
   loss_options = settings_lib.loss_config()
   settings = settings_lib.head_config()
@@ -63,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = 'rmsprop'
   c.learning_rate = 1e-3
   c.grad_clip = 0.0  # global-norm clipping; 0 = off.
+  c.weight_decay = 0.0  # adamw's decoupled weight decay (other optimizers: must be 0).
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
@@ -86,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 10_000
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
+  # Text data sets also record hashed word bigrams (max_len of them) and character 3-5-grams
+  # (max_ngrams), ids in [1, hash_buckets]: what the `bag` trunk reads (data/ngrams.py).
+  c.data.max_ngrams = 512
+  c.data.hash_buckets = 2**18
 
   c.trunk = trunk('')
   c.heads = ml_collections.ConfigDict()
@@ -108,7 +114,11 @@ RANGES = {
     'checkpoint_every_epochs': errors.Range(1, INT32, integer=True),
     'patience': errors.Range(0, INT32, integer=True),  # 0 = off.
     'data.vocab_size': errors.Range(2, 2**24, integer=True),  # ids 0 and 1: padding, unknown.
-    'data.max_len': errors.Range(1, 100_000, integer=True),
+    'weight_decay': errors.Range(0, 1),  # adamw's, decoupled (x learning rate per step).
+    # 0: from the train split (from_csv); the other text data sets need a length (base.py).
+    'data.max_len': errors.Range(0, 100_000, integer=True),
+    'data.max_ngrams': errors.Range(0, 100_000, integer=True),
+    'data.hash_buckets': errors.Range(1, 2**24, integer=True),
     'data.max_rows': errors.Range(0, INT32, integer=True),  # 0 = all rows.
     'heads.*.weight': errors.Range(0, 1e6),
     'heads.*.num_classes': errors.Range(0, 2**24, integer=True),  # 0 = the target's width.
@@ -140,6 +150,9 @@ def validate(config, num_devices: int = 1) -> None:
   for key, allowed in RANGES.items():
     for path, value in settings_at(config, key):
       allowed.check(f'--config.{path}', value)
+  need(config.weight_decay == 0 or config.optimizer == 'adamw',
+       f'--config.weight_decay={config.weight_decay} needs --config.optimizer=adamw (decoupled '
+       f'decay); --config.optimizer is {config.optimizer!r}')
   need(config.batch_size % num_devices == 0,
        f'--config.batch_size={config.batch_size} is not divisible by the {num_devices} devices')
   need(config.eval_batch_size % num_devices == 0,

@@ -1,13 +1,19 @@
 """Optimizers by name: `config.optimizer` -> an optax GradientTransformation.
 
-OPTIMIZERS maps a name to `learning_rate -> optax.GradientTransformation`;
-`make(config)` adds global-norm clipping when `config.grad_clip` > 0.
+OPTIMIZERS maps a name to `learning_rate -> optax.GradientTransformation` (adamw also takes
+`weight_decay`, `config.weight_decay`); `make(config)` adds global-norm clipping when
+`config.grad_clip` > 0.
 
-ROW_RULES holds, for the optimizers that allow it exactly, the same rule applied only to
-the rows of an embedding table that a step touches (`LazyRMSprop`): a row whose gradient
-is zero does not move under RMSprop, and its second moment only decays, so the decay of the
-steps it missed can be applied when it is next touched. The train step then never builds
-the dense `[vocab, E]` gradient nor passes over the whole table (notes/perf.md).
+ROW_RULES holds, for some optimizers, the same rule applied only to the rows of an embedding
+table that a step touches. The train step then never builds the dense `[vocab, E]` gradient
+nor passes over the whole table (notes/perf.md); dense AdamW over a 2^18 x 64 hashed n-gram
+table costs ~250 ms a step on one CPU core, the row rule a few ms.
+  rmsprop: exact (`LazyRMSprop`): a row whose gradient is zero does not move under RMSprop,
+    and its second moment only decays, so the decay of the steps it missed can be applied
+    when it is next touched.
+  adamw: lazy (`LazyAdamW`, TF's LazyAdam): a skipped row stays as it is, moments included,
+    where dense Adam would keep moving it on its momentum; a row touched every step is
+    updated as by optax.adamw.
 """
 
 import dataclasses
@@ -29,9 +35,28 @@ OPTIMIZERS = {
     # w <- w - lr g / (sqrt(v) + 1e-7).
     'rmsprop_keras2': lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-7, eps_in_sqrt=False),
     'adam': optax.adam,
-    'adamw': optax.adamw,
+    # Decoupled weight decay `config.weight_decay` (0 by default, not optax's 1e-4).
+    'adamw': lambda lr, weight_decay=0.0: optax.adamw(lr, weight_decay=weight_decay),
     'sgd': lambda lr: optax.sgd(lr, momentum=0.9),
 }
+
+
+def _take_rows(rows, table, values, *state):
+  """The table's (`values` if gathered already) and each state array's `rows`; for rows None,
+  the whole arrays. Padding rows (`>= V`) read a clipped row that `_put_rows` drops."""
+  if rows is None:
+    return (table, *state)
+  take = lambda a: jnp.take(a, rows, axis=0, mode='clip')
+  return (take(table) if values is None else values, *map(take, state))
+
+
+def _put_rows(rows, arrays, updated):
+  """`arrays` with the `updated` values at `rows` (padding rows dropped); for rows None, the
+  updated whole arrays."""
+  if rows is None:
+    return tuple(updated)
+  return tuple(a.at[rows].set(v, mode='drop', unique_indices=True)
+               for a, v in zip(arrays, updated))
 
 
 class RowState(NamedTuple):
@@ -70,12 +95,7 @@ class LazyRMSprop:
       step: the optimizer step count before this step (`TrainState.step`).
       values: `table[rows]` if the caller has gathered them already.
     """
-    if rows is None:
-      w, nu, last = table, state.nu, state.last
-    else:
-      take = lambda a: jnp.take(a, rows, axis=0, mode='clip')  # padding rows: dropped below
-      w = take(table) if values is None else values
-      nu, last = take(state.nu), take(state.last)
+    w, nu, last = _take_rows(rows, table, values, state.nu, state.last)
     missed = (step + 1 - last).astype(grads.dtype)[:, None]
     # decay**1 exactly when no step was missed: the dense rule's arithmetic, bit for bit.
     decay = jnp.where(missed == 1, self.decay, jnp.power(self.decay, missed))
@@ -86,15 +106,58 @@ class LazyRMSprop:
     else:
       scaled = (1 / (jnp.sqrt(nu) + self.eps)) * grads
     w = w + (-self.learning_rate) * scaled
-    if rows is None:
-      return w, RowState(nu, jnp.full_like(last, step + 1))
-    put = lambda a, v: a.at[rows].set(v, mode='drop', unique_indices=True)
-    return put(table, w), RowState(put(state.nu, nu), put(state.last, step + 1))
+    w, nu, last = _put_rows(rows, (table, state.nu, state.last),
+                            (w, nu, jnp.full_like(last, step + 1)))
+    return w, RowState(nu, last)
+
+
+class AdamRows(NamedTuple):
+  """A lazily updated table's Adam moments."""
+  mu: jax.Array  # [V, E] first moment, as of the last step that touched the row
+  nu: jax.Array  # [V, E] second moment, likewise
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyAdamW:
+  """optax.adamw on the rows of a table a step touches (TF's LazyAdam, decoupled decay).
+
+  A touched row gets the dense rule's update with the bias correction of the global step
+  count (`1 - b1**t`, `1 - b2**t`), its weight decay included; an untouched row, its moments
+  and its decay wait until it is next touched. Dense Adam would instead move it on its
+  momentum every step, so the two differ for rows a step skips (sparse features: most rows,
+  most steps) and agree, to float32 rounding, on rows touched every step
+  (tests/test_optimizers.py).
+  """
+  learning_rate: float
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  weight_decay: float = 0.0
+
+  def init(self, table: jax.Array) -> AdamRows:
+    return AdamRows(jnp.zeros_like(table), jnp.zeros_like(table))
+
+  def update(self, table, state: AdamRows, rows, grads, step, values=None):
+    """Returns (table, state) after one step; arguments as `LazyRMSprop.update`."""
+    w, mu, nu = _take_rows(rows, table, values, state.mu, state.nu)
+    # optax's order of operations (scale_by_adam, add_decayed_weights, scale_by_learning_rate).
+    mu = (1 - self.b1) * grads + self.b1 * mu
+    nu = (1 - self.b2) * jnp.square(grads) + self.b2 * nu
+    count = (step + 1).astype(jnp.int32)
+    mu_hat = mu / (1 - self.b1**count).astype(mu.dtype)
+    nu_hat = nu / (1 - self.b2**count).astype(nu.dtype)
+    u = mu_hat / (jnp.sqrt(nu_hat) + self.eps)
+    if self.weight_decay:
+      u = u + self.weight_decay * w
+    w = w + (-self.learning_rate) * u
+    w, mu, nu = _put_rows(rows, (table, state.mu, state.nu), (w, mu, nu))
+    return w, AdamRows(mu, nu)
 
 
 ROW_RULES = {
     'rmsprop': lambda lr: LazyRMSprop(lr, eps_in_sqrt=True),
     'rmsprop_keras2': lambda lr: LazyRMSprop(lr, eps_in_sqrt=False),
+    'adamw': lambda lr, weight_decay=0.0: LazyAdamW(lr, weight_decay=weight_decay),
 }
 
 
@@ -103,7 +166,7 @@ class Optimizer(NamedTuple):
   same rule for tables updated row by row (None where no exact lazy form exists)."""
   init: Callable[..., Any]
   update: Callable[..., Any]
-  rows: LazyRMSprop | None = None
+  rows: LazyRMSprop | LazyAdamW | None = None
 
 
 def get(name: str):
@@ -119,10 +182,11 @@ def make(config) -> Optimizer:
   Global-norm clipping needs every gradient at once, so a clipped optimizer offers no row
   rule: its tables are updated densely.
   """
-  tx = get(config.optimizer)(config.learning_rate)
+  decay = {'weight_decay': config.weight_decay} if config.optimizer == 'adamw' else {}
+  tx = get(config.optimizer)(config.learning_rate, **decay)
   rows = None
   if config.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
   elif config.optimizer in ROW_RULES:
-    rows = ROW_RULES[config.optimizer](config.learning_rate)
+    rows = ROW_RULES[config.optimizer](config.learning_rate, **decay)
   return Optimizer(tx.init, tx.update, rows)

@@ -34,6 +34,8 @@ def tiny_headline_config(data_dir: str) -> ml_collections.ConfigDict:
   c.data.max_rows = 240
   c.data.vocab_size = 60
   c.data.max_len = 12
+  c.data.max_ngrams = 32
+  c.data.hash_buckets = 64
   c.trunk.embed_dim = 8
   c.trunk.lstm_units = 4
   c.trunk.hidden = (8,)

@@ -30,6 +30,8 @@ B, K = 8, 3
 # Every input any trunk reads with its default settings; a trunk that reads another key
 # fails `test_every_trunk_trains_a_step` naming the key, so add it here.
 INPUTS = {'tokens': base.Field((6,), 'int32', 'tokens', vocab_size=20),
+          'bigrams': base.Field((6,), 'int32', 'hashed', vocab_size=30),
+          'chargrams': base.Field((10,), 'int32', 'hashed', vocab_size=30),
           'extra': base.Field((5,), 'float32', 'features'),
           'features': base.Field((3,), 'float32', 'features'),
           'image': base.Field((16, 16, 1), 'float32', 'image')}
@@ -40,6 +42,8 @@ TOY = base.Dataset(name='toy', splits={}, meta={}, inputs=INPUTS, targets=TARGET
 def _arrays(n=B, seed=0):
   rng = np.random.default_rng(seed)
   return {'tokens': rng.integers(0, 20, size=(n, 6)).astype(np.int32),
+          'bigrams': rng.integers(0, 30, size=(n, 6)).astype(np.int32),
+          'chargrams': rng.integers(0, 30, size=(n, 10)).astype(np.int32),
           'extra': rng.normal(size=(n, 5)).astype(np.float32),
           'features': rng.normal(size=(n, 3)).astype(np.float32),
           'image': rng.random((n, 16, 16, 1)).astype(np.float32),
@@ -152,6 +156,7 @@ def _csv_slice(tmp_path):
   c = _experiment('from_csv')
   c.data.path, c.data.text, c.data.features, c.data.label_list = str(path), 'title', 'year', \
       'genres'
+  c.data.hash_buckets = 64  # the default 2^18 rows per n-gram table: too big for a test
   return c
 
 

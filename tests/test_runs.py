@@ -31,6 +31,7 @@ def _config(tmp_path, path):
   c = from_csv_exp.get_config()
   c.data.path, c.data.text, c.data.features, c.data.label_list = path, 'title', 'year', 'genres'
   c.data.dir, c.data.max_len, c.data.vocab_size = str(tmp_path / 'tfds'), 4, 30
+  c.data.hash_buckets = 64  # the bag's n-gram tables, tiny
   c.trunk.embed_dim, c.trunk.lstm_units, c.trunk.hidden = 4, 4, (4,)
   c.epochs, c.batch_size, c.eval_batch_size, c.progress = 1, 8, 16, False
   return c
@@ -93,10 +94,10 @@ def test_dry_run_prints_config_sizes_and_parameters_and_trains_nothing(tmp_path)
   plan = train.dry_run(config, out)
   text = out.getvalue()
   assert plan['sizes'] == {'train': 64, 'validation': 8, 'test': 8}
-  assert plan['config']['trunk']['kind'] == 'text'  # '' resolved from the inputs
+  assert plan['config']['trunk']['kind'] == 'bag'  # '' resolved from the inputs
   assert plan['config']['heads']['labels']['loss'] == 'bce'
   assert 'train 64, validation 8, test 8 examples' in text
-  assert f'total parameters: {plan["parameters"]:,}' in text and 'trunk/lstm/kernel' in text
+  assert f'total parameters: {plan["parameters"]:,}' in text and 'trunk/table_chargrams' in text
   # The parameter count is the real model's.
   summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['parameters'] == plan['parameters']

@@ -25,7 +25,7 @@ from mlheads import errors
 SPLITS = ('train', 'validation', 'test')
 # The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
 RECORD_ORDER = 'rows'
-INPUT_KINDS = ('tokens', 'features', 'image', 'categories')
+INPUT_KINDS = ('tokens', 'hashed', 'features', 'image', 'categories')  # what a model reads
 TARGET_KINDS = ('binary', 'real')
 
 
@@ -36,11 +36,13 @@ class Field:
   Attributes:
     shape: per-example shape, e.g. `(100,)` for token ids.
     dtype: numpy dtype name.
-    kind: 'tokens' (int ids < vocab_size), 'features' (finite floats),
-      'image' (finite floats), 'categories' (int ids < vocab_size, one per column, each
-      column's ids offset into one table; 0 = unknown), 'binary' (0/1 labels) or 'real'
-      (regression). A target of width 0 in a schema: known only once the data is read.
-    vocab_size: for 'tokens' and 'categories', ids lie in [0, vocab_size).
+    kind: 'tokens' (word ids < vocab_size), 'hashed' (hashed n-gram ids < vocab_size,
+      ngrams.py), 'features' (finite floats), 'image' (finite floats), 'categories' (int ids
+      < vocab_size, one per column, each column's ids offset into one table; 0 = unknown),
+      'binary' (0/1 labels) or 'real' (regression). A target of width 0 in a schema: known
+      only once the data is read.
+    vocab_size: for 'tokens', 'hashed' and 'categories', ids lie in [0, vocab_size); 0 is
+      padding for 'tokens' and 'hashed'.
     names: one name per column (class names, feature columns).
     has_mask: for targets, whether records carry `<key>_mask`.
   """
@@ -156,15 +158,41 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
 
 @dataclasses.dataclass
 class TextTableConfig(tfds.core.BuilderConfig):
-  """Settings that change a text table's prepared data; the name carries them all."""
+  """Settings that change a text table's prepared data; the name carries them all.
+
+  `max_len` bounds the word ids and the hashed word bigrams, `max_ngrams` the hashed
+  character n-grams, whose ids lie in [1, hash_buckets] (ngrams.py).
+  """
   vocab_size: int = 10_000
   max_len: int = 100
   max_rows: int = 0  # 0: all rows; tests use a small slice.
+  max_ngrams: int = 512
+  hash_buckets: int = 2**18
 
 
-def text_table_config(vocab_size: int, max_len: int, max_rows: int) -> TextTableConfig:
-  name = f'v{vocab_size}_len{max_len}' + (f'_rows{max_rows}' if max_rows else '')
-  return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows)
+def text_table_config(vocab_size: int, max_len: int, max_rows: int, max_ngrams: int,
+                      hash_buckets: int) -> TextTableConfig:
+  name = (f'v{vocab_size}_len{max_len}_ng{max_ngrams}_h{hash_buckets}'
+          + (f'_rows{max_rows}' if max_rows else ''))
+  return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows,
+                         max_ngrams=max_ngrams, hash_buckets=hash_buckets)
+
+
+def check_lengths(data_config) -> None:
+  """A packaged text data set's records have fixed widths: `max_len` and `max_ngrams` 0 (from
+  the train split) are from_csv's alone (B26)."""
+  for key in ('max_len', 'max_ngrams'):
+    if data_config[key] < 1:
+      raise errors.UsageError(f'--config.data.{key} must be an integer >= 1 for data set '
+                              f'{data_config.name}, got {data_config[key]!r} (0, from the train '
+                              'split, is for from_csv)')
+
+
+def text_table_config_of(data_config) -> TextTableConfig:
+  """`text_table_config` from `config.data` (its lengths checked)."""
+  check_lengths(data_config)
+  d = data_config
+  return text_table_config(d.vocab_size, d.max_len, d.max_rows, d.max_ngrams, d.hash_buckets)
 
 
 def make_builder(cls, builder_config, data_config) -> ArrayBuilder:

@@ -8,6 +8,8 @@ records are then mapped, in memory at each run, to the record layout every
 mlheads data set has:
   tokens  `[max_len]` int32: the text as word ids (vocabulary built on the
           train split, as for the tweets; 1 = out of vocabulary).
+  bigrams, chargrams  `[max_len]`, `[max_ngrams]` int32: its hashed word bigrams
+          and character 3-5-grams (ngrams.py).
   labels  `[K]` float32 0/1: one column per boolean label feature.
 Splits: the catalog's own (CatalogSpec.splits); `max_rows` keeps the first
 rows of each.
@@ -28,6 +30,7 @@ from tensorflow_datasets.core import read_only_builder
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import fingerprint as fingerprint_lib
+from mlheads.data import ngrams
 from mlheads.data import pipeline
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -118,22 +121,24 @@ def read(source, spec: CatalogSpec, max_rows: int) -> tuple[list[str], np.ndarra
 
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows (a `text` column) -> ({'tokens'}, number of texts truncated)."""
+  """Raw rows (a `text` column) -> ({'tokens', 'bigrams', 'chargrams'}, number of texts
+  truncated)."""
   base.require_columns(table, ('text',), source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'catalog'))
-  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
-  return {'tokens': tokens}, truncated
+  return ngrams.encode_with(meta, base.texts(table, 'text'), 'catalog')
 
 
 def loader(data_config) -> base.Dataset:
   """Prepares (once) and reads a CATALOG data set, mapped to tokens + labels."""
+  base.check_lengths(data_config)
   spec = CATALOG[data_config.name]
   b = source_builder(spec, data_config.dir)
   raw = {ours: read(b.as_data_source(theirs), spec, data_config.max_rows)
          for ours, theirs in spec.splits}
   tok = tokenizer_lib.Tokenizer.fit(raw['train'][0], data_config.vocab_size,
                                     data_config.max_len)
-  coding = {'tokenizer': tok.to_json()}
+  d = data_config
+  coding = {'tokenizer': tok.to_json(),
+            'ngrams': ngrams.Hasher(d.hash_buckets, d.max_len, d.max_ngrams).to_json()}
   splits, truncated = {}, {}
   for name, (texts, labels) in raw.items():
     inputs, truncated[name] = encode(pd.DataFrame({'text': texts}, dtype=object), coding,
@@ -152,7 +157,8 @@ def loader(data_config) -> base.Dataset:
 
 def schema(data_config) -> dict[str, base.Field]:
   """The record layout `loader(data_config)` gives, without reading anything."""
-  spec = CATALOG[data_config.name]
-  return {'tokens': base.Field((data_config.max_len,), 'int32', 'tokens',
-                               vocab_size=data_config.vocab_size),
+  spec, d = CATALOG[data_config.name], data_config
+  base.check_lengths(d)
+  return {'tokens': base.Field((d.max_len,), 'int32', 'tokens', vocab_size=d.vocab_size),
+          **ngrams.fields(d.hash_buckets, d.max_len, d.max_ngrams),
           TARGET: base.Field((len(spec.labels),), 'float32', 'binary', names=spec.labels)}

@@ -29,7 +29,7 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
     if a.shape[1:] != f.shape:
       raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
     col = lambda c: f.names[c] if c < len(f.names) else c  # pylint: disable=cell-var-from-loop
-    if f.kind in ('tokens', 'categories'):
+    if f.kind in ('tokens', 'hashed', 'categories'):
       bad = (a < 0) | (a >= f.vocab_size)
       if bad.any():
         r, c = _first_bad(bad.reshape(n, -1))

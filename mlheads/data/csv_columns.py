@@ -5,6 +5,8 @@ Column settings name columns or glob patterns over the header (`px*`); `features
 every column that no other setting uses. Records (each only if some column feeds it):
   tokens      `[T * max_len]` int32: the T text columns, each tokenized into its own
               segment of `max_len` ids (one vocabulary, built on train), in the given order.
+  bigrams     `[T * max_len]` int32: each text column's hashed word bigrams (ngrams.py).
+  chargrams   `[T * max_ngrams]` int32: each text column's hashed character 3-5-grams.
   features    `[F]` float32: the numeric columns standardized on train, then for
               `categorical_encoding='onehot'` one 0/1 column per category.
   categories  `[C]` int32 (`categorical_encoding='embed'`): one id per categorical column,
@@ -14,8 +16,10 @@ A categorical column's categories are the `max_categories` most frequent values 
 (ties by name); any other value, or an empty cell, is unknown (all zeros one-hot, the
 block's first id embedded).
 
-`fit(...)` learns the coding (tokenizer, scaling, categories) on the train rows; `encode`
-applies it, for the builder and for predict alike.
+`fit(...)` learns the coding (tokenizer, n-gram lengths, scaling, categories) on the train
+rows; `encode` applies it, for the builder and for predict alike. `max_len` / `max_ngrams` 0:
+the 99.5th percentile of the train texts' words / character n-grams (ngrams.lengths), so a
+schema read before the data knows those widths as 0.
 """
 
 import collections
@@ -27,6 +31,7 @@ import pandas as pd
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
 ENCODINGS = ('onehot', 'embed')
@@ -83,7 +88,8 @@ def layout(s, columns: Sequence[str], source: str) -> dict:
       raise errors.UsageError(f'{source}: column {clash[0]!r} is given to '
                               f'--config.data.{flag} and to another column setting')
   return {'text': text, 'features': features, 'categorical': categorical,
-          'encoding': s.categorical_encoding, 'max_len': s.max_len}
+          'encoding': s.categorical_encoding, 'max_len': s.max_len,
+          'max_ngrams': s.max_ngrams, 'hash_buckets': s.hash_buckets}
 
 
 def _category_values(table: pd.DataFrame, col: str) -> list[str | None]:
@@ -91,15 +97,20 @@ def _category_values(table: pd.DataFrame, col: str) -> list[str | None]:
 
 
 def fit(train: pd.DataFrame, cols: dict, s, numeric_train: np.ndarray) -> dict:
-  """The coding learned on the train rows: tokenizer, feature scaling, categories."""
+  """The coding learned on the train rows: tokenizer, n-gram hasher (lengths from the texts
+where 0), feature scaling, categories."""
   texts = [t for c in cols['text'] for t in base.texts(train, c)]
-  tok = tokenizer_lib.Tokenizer.fit(texts, s.vocab_size, s.max_len)
+  max_len, max_ngrams = ngrams.lengths(texts, s.max_len, s.max_ngrams, s.hash_buckets)
+  cols = {**cols, 'max_len': max_len, 'max_ngrams': max_ngrams}
+  tok = tokenizer_lib.Tokenizer.fit(texts, s.vocab_size, max_len, s.min_count)
   categories = {}
   for c in cols['categorical']:
     counts = collections.Counter(v for v in _category_values(train, c) if v is not None)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     categories[c] = [v for v, _ in ranked[:s.max_categories]]
-  return {'columns': cols, 'tokenizer': tok.to_json(), 'categories': categories,
+  return {'columns': cols, 'tokenizer': tok.to_json(),
+          'ngrams': ngrams.Hasher(s.hash_buckets, max_len, max_ngrams).to_json(),
+          'categories': categories,
           'scaling': {'features': base.fit_scaling(numeric_train)}}
 
 
@@ -127,6 +138,9 @@ def fields(cols: dict, coding: dict | None) -> dict[str, base.Field]:
     vocab = 0 if coding is None else len(coding['tokenizer']['words'])
     out['tokens'] = base.Field((len(cols['text']) * cols['max_len'],), 'int32', 'tokens',
                                vocab_size=vocab, names=tuple(cols['text']))
+    if 'max_ngrams' in cols:  # metadata of mlheads <= 1.2 data: no n-grams.
+      out.update(ngrams.fields(cols['hash_buckets'], len(cols['text']) * cols['max_len'],
+                               len(cols['text']) * cols['max_ngrams']))
   onehot = cols['encoding'] == 'onehot' and cols['categorical']
   if cols['features'] or onehot:
     width = names_of = None
@@ -152,14 +166,22 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
   categorical = list(cols.get('categorical', []))
   base.require_columns(table, list(cols['text']) + list(cols['features']) + categorical, source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
+  hasher = (ngrams.Hasher.from_json(meta['ngrams']) if 'ngrams' in meta and cols['text']
+            else None)
   out, truncated = {}, 0
   if cols['text'] or cols.get('always'):
-    parts = []
+    parts = collections.defaultdict(list)
     for c in cols['text'] or [None]:
-      ids, cut = tok.encode_all(base.texts(table, c) if c else [''] * len(table))
-      parts.append(ids)
+      texts = base.texts(table, c) if c else [''] * len(table)
+      if hasher is None:
+        ids, cut = tok.encode_all(texts)
+        coded = {'tokens': ids}
+      else:
+        coded, cut = ngrams.encode_texts(texts, tok, hasher)
+      for k, v in coded.items():
+        parts[k].append(v)
       truncated += cut
-    out['tokens'] = np.concatenate(parts, axis=1)
+    out.update({k: np.concatenate(v, axis=1) for k, v in parts.items()})
   blocks = [base.apply_scaling(numeric(table, cols['features'], source),
                                base.meta_entry(meta, 'scaling', 'from_csv')['features'])]
   categories = meta.get('categories', {})

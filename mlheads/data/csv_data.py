@@ -23,6 +23,10 @@ Splits, one of:
   * `folds=k`, `fold=i` (k-fold cross-validation, `./launch.sh cv`): rows permuted by
     `split_seed` and cut into k folds; fold i is test, fold i + 1 (mod k) validation, the
     rest train.
+`max_len` / `max_ngrams` 0 (the defaults): the 99.5th percentile of the train split's
+words / character n-grams per text (at most 128 / 1024), saved in the metadata. `rows` hands
+back each split's raw rows (for the baseline's TF-IDF), split by the same `split_parts` as the
+records.
 
 Every cell is checked before anything is written into the tfds folder; a bad
 cell is one UsageError naming the file, the line, the column and the value.
@@ -47,6 +51,7 @@ from mlheads import errors
 from mlheads.data import base
 from mlheads.data import csv_columns
 from mlheads.data import files
+from mlheads.data import ngrams
 
 FRACTIONS = (0.8, 0.1, 0.1)
 TARGET = 'labels'
@@ -55,6 +60,7 @@ RANGES = {
     'folds': errors.Range(0, 1000, integer=True),
     'fold': errors.Range(0, 999, integer=True),
     'max_categories': errors.Range(1, 1_000_000, integer=True),
+    'min_count': errors.Range(1, 2**31 - 1, integer=True),
 }
 
 
@@ -72,9 +78,12 @@ class Settings:
   separator: str = '|'
   classes: tuple[str, ...] = ()
   vocab_size: int = 10_000
-  max_len: int = 30
+  max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
+  min_count: int = 2
+  max_ngrams: int = 0  # 0: from the train split
+  hash_buckets: int = ngrams.BUCKETS
   split_column: str = ''
   validation_path: str = ''
   test_path: str = ''
@@ -220,17 +229,17 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
-
 def rows(data_config) -> base.Rows:
   """The files' rows (parsed and checked) and the rows of each split, as its records are: the
   raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
-  for path in (s.path, s.validation_path, s.test_path):
-    if path and not os.path.isfile(path):
+  for path, _ in s.files():
+    if not os.path.isfile(path):
       raise errors.UsageError(f'{path}: no such file')
   table = parse(s)
   parts, rule = split_parts(s, table)
-  return base.Rows(table.rows, parts, tuple(s.text), rule)
+  return base.Rows(table.rows, parts, tuple(table.columns['text']), rule)
+
 
 def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
   n = len(table.lines)
@@ -277,12 +286,15 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     rows = table.rows.iloc[idx]
     inputs, truncated[name] = csv_columns.encode(rows, coding, s.path)
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
+  cols = coding['columns']
   logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
-               'cells %d; texts truncated to %d tokens: %s; label names outside the class '
-               'list dropped: %s.', s.path, n, {k: len(v) for k, v in parts.items()}, rule,
+               'cells %d; texts truncated to %d words or %d character n-grams: %s; label names '
+               'outside the class list dropped: %s.', s.path, n,
+               {k: len(v) for k, v in parts.items()}, rule,
                {k: v.shape[1:] for k, v in splits['train'].items() if k in
-                ('tokens', 'features', 'categories')}, len(classes), list(classes),
-               int((mask == 0).sum()), s.max_len, truncated, dropped)
+                ('tokens', 'bigrams', 'chargrams', 'features', 'categories')}, len(classes),
+               list(classes), int((mask == 0).sum()), cols['max_len'],
+               cols.get('max_ngrams', 0), truncated, dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
@@ -310,8 +322,10 @@ class FromCsv(base.ArrayBuilder):
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
   # 1.3.0: records in the order of the split's rows (base.Rows; metadata record_order).
-  VERSION = tfds.core.Version('1.3.0')
-  RELEASE_NOTES = {'1.3.0': 'records in row order',
+  # 1.4.0: hashed bigrams and character n-grams; lengths from the data.
+  VERSION = tfds.core.Version('1.4.0')
+  RELEASE_NOTES = {'1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
+                   '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
@@ -354,7 +368,7 @@ def cache_key(s: Settings) -> str:
   return f'{stem.strip("_")[:40] or "data"}_{h.hexdigest()[:12]}'
 
 
-_CODING = ('columns', 'tokenizer', 'categories', 'scaling')
+_CODING = ('columns', 'tokenizer', 'ngrams', 'categories', 'scaling')
 
 
 def builder(data_config) -> FromCsv:

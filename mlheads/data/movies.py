@@ -4,6 +4,8 @@
 none of the seven. Records:
   tokens   `[max_len]` int32: the title as word ids (tokenizer.py, vocabulary
            built on train; 1 = out of vocabulary).
+  bigrams, chargrams  `[max_len]`, `[max_ngrams]` int32: the title's hashed word bigrams
+           and character 3-5-grams (ngrams.py).
   numeric  `[6]` float32: year, log1p(length in minutes), log1p(budget in $)
            (0 where missing), budget missing (0/1), mean IMDb rating,
            log1p(votes); standardized with the train split's mean and std.
@@ -23,6 +25,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
 GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
@@ -67,21 +70,22 @@ def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarr
 
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows (COLUMNS) -> ({'tokens', 'numeric'}, number of titles truncated)."""
+  """Raw rows (COLUMNS) -> ({'tokens', 'bigrams', 'chargrams', 'numeric'}, number of titles
+  truncated)."""
   base.require_columns(table, COLUMNS, source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'movie_genres'))
-  tokens, truncated = tok.encode_all(base.texts(table, 'title'))
+  text, truncated = ngrams.encode_with(meta, base.texts(table, 'title'), 'movie_genres')
   numeric = base.apply_scaling(numeric_features(table, source),
                                base.meta_entry(meta, 'scaling', 'movie_genres')['numeric'])
-  return {'tokens': tokens, 'numeric': numeric}, truncated
+  return {**text, 'numeric': numeric}, truncated
 
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  # 1.1.0: records in the order of the split's rows (base.Rows).
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'records in row order', '1.0.0': 'first version'}
-  BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0)]
+  # 1.1.0: records in the order of the split's rows (base.Rows); 1.2.0: n-grams.
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams',
+                   '1.1.0': 'records in row order', '1.0.0': 'first version'}
+  BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0, 128, ngrams.BUCKETS)]
 
   def fields(self):
     return self.fields_for(self.builder_config)
@@ -91,6 +95,7 @@ class MovieGenres(base.ArrayBuilder):
     """The record layout for vocab_size / max_len settings (no data needed)."""
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
+        **ngrams.fields(c.hash_buckets, c.max_len, c.max_ngrams),
         'numeric': base.Field((len(NUMERIC),), 'float32', 'features', names=NUMERIC),
         'genres': base.Field((len(GENRES),), 'float32', 'binary', names=GENRES),
     }
@@ -102,6 +107,7 @@ class MovieGenres(base.ArrayBuilder):
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
         'tokenizer': tok.to_json(),
+        'ngrams': ngrams.Hasher(c.hash_buckets, c.max_len, c.max_ngrams).to_json(),
         'scaling': {'numeric': base.fit_scaling(numeric_features(df.iloc[parts['train']]))},
         'split_rule': table.rule,
     }
@@ -110,18 +116,17 @@ class MovieGenres(base.ArrayBuilder):
     for name, idx in parts.items():
       inputs, truncated[name] = encode(df.iloc[idx], meta, 'movie_genres')
       splits[name] = {**inputs, 'genres': labels[idx]}
-    logging.info('movie_genres: %s rows; vocabulary %d words; titles truncated to %d tokens: %s.',
-                 {k: len(v) for k, v in parts.items()}, tok.vocab_size, c.max_len, truncated)
+    logging.info('movie_genres: %s rows; vocabulary %d words; titles truncated to %d words or '
+                 '%d character n-grams: %s.', {k: len(v) for k, v in parts.items()},
+                 tok.vocab_size, c.max_len, c.max_ngrams, truncated)
     meta['truncated'] = truncated
     return splits, meta
 
 
 def builder(data_config) -> MovieGenres:
-  return base.make_builder(MovieGenres, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)
+  return base.make_builder(MovieGenres, base.text_table_config_of(data_config), data_config)
 
 
 def schema(data_config) -> dict[str, base.Field]:
   """The record layout `builder(data_config)` writes, without building anything."""
-  return MovieGenres.fields_for(base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows))
+  return MovieGenres.fields_for(base.text_table_config_of(data_config))

@@ -46,13 +46,16 @@ class Tokenizer:
     self._ids = {w: i for i, w in enumerate(self.words)}
 
   @classmethod
-  def fit(cls, texts: Iterable[str], vocab_size: int, max_len: int) -> 'Tokenizer':
-    """Builds a vocabulary of `vocab_size` ids (2 reserved) from `texts`."""
+  def fit(cls, texts: Iterable[str], vocab_size: int, max_len: int,
+          min_count: int = 1) -> 'Tokenizer':
+    """Builds a vocabulary of at most `vocab_size` ids (2 reserved) from `texts`: the most
+    frequent words seen at least `min_count` times (a word seen once teaches a model little
+    about itself and costs a table row; its subwords still carry it, ngrams.py)."""
     counts = collections.Counter()
     for t in texts:
       counts.update(split_words(t))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    words = [w for w, _ in ranked[:vocab_size - len(_RESERVED)]]
+    words = [w for w, c in ranked[:vocab_size - len(_RESERVED)] if c >= min_count]
     return cls(list(_RESERVED) + words, max_len)
 
   @property
@@ -61,7 +64,11 @@ class Tokenizer:
 
   def encode(self, text: str) -> tuple[np.ndarray, bool]:
     """Returns (`[max_len]` int32 ids, whether the text was truncated)."""
-    ids = [self._ids.get(w, OOV_ID) for w in split_words(text)]
+    return self.encode_words(split_words(text))
+
+  def encode_words(self, words: Sequence[str]) -> tuple[np.ndarray, bool]:
+    """`encode` of a text already split by `split_words`."""
+    ids = [self._ids.get(w, OOV_ID) for w in words]
     truncated = len(ids) > self.max_len
     ids = ids[:self.max_len]
     out = np.full((self.max_len,), PAD_ID, np.int32)

@@ -3,6 +3,8 @@
 20,761 tweets, 2009-2018. The seed's headline task: will a tweet be retweeted
 more than the train split's median? Records:
   tokens      `[max_len]` int32: the text as word ids (see tokenizer.py).
+  bigrams     `[max_len]` int32: its hashed word bigrams (ngrams.py).
+  chargrams   `[max_ngrams]` int32: its words' hashed character 3-5-grams.
   extra       `[5]` float32: hour (UTC), weekday, days since the first tweet,
               from Android, from iPhone; standardized on train.
   retweeted   `[1]` float32: retweets > the train median (0/1).
@@ -23,6 +25,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
 
@@ -63,24 +66,26 @@ def aux_features(df: pd.DataFrame, first: str | None = None,
 
 
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
-  """Raw rows (COLUMNS) -> ({'tokens', 'extra'}, number of texts truncated)."""
+  """Raw rows (COLUMNS) -> ({'tokens', 'bigrams', 'chargrams', 'extra'}, number of texts
+  truncated)."""
   base.require_columns(table, COLUMNS, source)
-  tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'trump_tweets'))
   first = base.meta_entry(meta, 'first_created_at', 'trump_tweets')
-  tokens, truncated = tok.encode_all(base.texts(table, 'text'))
+  text, truncated = ngrams.encode_with(meta, base.texts(table, 'text'), 'trump_tweets')
   extra = base.apply_scaling(aux_features(table, first, source),
                              base.meta_entry(meta, 'scaling', 'trump_tweets')['extra'])
-  return {'tokens': tokens, 'extra': extra}, truncated
+  return {**text, 'extra': extra}, truncated
 
 
 class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
   # 1.2.0: the two-label target `engagement`; records in the order of the split's rows.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'target engagement: retweets and likes above the train medians',
+  # 1.3.0: hashed bigrams and character n-grams.
+  VERSION = tfds.core.Version('1.3.0')
+  RELEASE_NOTES = {'1.3.0': 'hashed bigrams and character n-grams',
+                   '1.2.0': 'target engagement: retweets and likes above the train medians',
                    '1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
-  BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0)]
+  BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0, 512, ngrams.BUCKETS)]
 
   def fields(self):
     return self.fields_for(self.builder_config)
@@ -90,6 +95,7 @@ class TrumpTweets(base.ArrayBuilder):
     """The record layout for vocab_size / max_len settings (no data needed)."""
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
+        **ngrams.fields(c.hash_buckets, c.max_len, c.max_ngrams),
         'extra': base.Field((5,), 'float32', 'features',
                             names=('hour', 'weekday', 'days', 'android', 'iphone')),
         'retweeted': base.Field((1,), 'float32', 'binary', names=('retweeted',)),
@@ -108,6 +114,7 @@ class TrumpTweets(base.ArrayBuilder):
     first = base.timestamps(df, 'created_at', 'trump_tweets').min()
     meta = {
         'tokenizer': tok.to_json(),
+        'ngrams': ngrams.Hasher(c.hash_buckets, c.max_len, c.max_ngrams).to_json(),
         'scaling': {'extra': base.fit_scaling(aux_features(df.iloc[parts['train']],
                                                            first.isoformat()))},
         'first_created_at': first.isoformat(),
@@ -130,19 +137,18 @@ class TrumpTweets(base.ArrayBuilder):
           'log_counts': np.stack([np.log1p(retweets), np.log1p(likes)],
                                  axis=1).astype(np.float32),
       }
-    logging.info('trump_tweets: %s rows; texts truncated to %d tokens: %s; train medians: '
-                 'retweets %.0f, likes %.0f.', {k: len(v) for k, v in parts.items()}, c.max_len,
-                 truncated, median, median_likes)
+    logging.info('trump_tweets: %s rows; texts truncated to %d words or %d character '
+                 'n-grams: %s; train medians: retweets %.0f, likes %.0f.',
+                 {k: len(v) for k, v in parts.items()}, c.max_len, c.max_ngrams, truncated,
+                 median, median_likes)
     meta['truncated'] = truncated
     return splits, meta
 
 
 def builder(data_config) -> TrumpTweets:
-  return base.make_builder(TrumpTweets, base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows), data_config)
+  return base.make_builder(TrumpTweets, base.text_table_config_of(data_config), data_config)
 
 
 def schema(data_config) -> dict[str, base.Field]:
   """The record layout `builder(data_config)` writes, without building anything."""
-  return TrumpTweets.fields_for(base.text_table_config(
-      data_config.vocab_size, data_config.max_len, data_config.max_rows))
+  return TrumpTweets.fields_for(base.text_table_config_of(data_config))

@@ -52,6 +52,8 @@ class Head:
     source: 'features' or the name of a trunk intermediate.
     loss: a name in losses.LOSSES (checked when the head's config is resolved).
     loss_options: keyword options for the loss (e.g. pos_weight).
+    add: '' or the name of a trunk intermediate `[batch, K]` added to the logits: the `bag`
+      trunk's wide (linear) path, `'wide'` (heads whose `output` is this class's).
   """
   num_classes: int
   target: str
@@ -59,6 +61,7 @@ class Head:
   source: str = 'features'
   loss: str = 'bce'
   loss_options: tuple[tuple[str, Any], ...] = ()
+  add: str = ''
 
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
@@ -89,7 +92,9 @@ class Head:
 
   def output(self, features, ctx: Context, name: str) -> jax.Array:
     """Logits `[batch, K]` (called inside the model's compact scope)."""
-    return layers.dense(self.num_classes, name=name)(self.select(features, ctx))
+    logits = layers.dense(self.num_classes, name=name)(self.select(features, ctx))
+    # `add` was checked against the trunk's intermediates up front (model.HeadSpec.check).
+    return logits + ctx.intermediates[self.add] if self.add else logits
 
   def label_shape(self, batch: int) -> tuple[int, ...]:
     return (batch, self.num_classes)
@@ -224,29 +229,6 @@ class PerClassHead(Head):
                             ctx.initializing)(ctx.inputs)
 
 
-class _ChainLayer(nn.Module):
-  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, h, labels=None):
-    k = self.num_classes
-    base = layers.dense(k, name='features')(h)  # [batch, K]
-    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
-    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
-    if labels is not None:  # teacher forcing: all K logits at once
-      return base + labels.astype(base.dtype) @ a.T
-
-    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
-      idx, base_k, a_k = inp
-      logit = base_k + y @ a_k
-      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
-
-    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
-                             (jnp.arange(k), base.T, a))
-    return logits.T
-
-
 @dataclasses.dataclass(frozen=True)
 class ChainHead(Head):
   """A classifier chain in label order 0..K-1: label k also sees labels < k.
@@ -265,7 +247,7 @@ class ChainHead(Head):
         labels = jnp.where(ctx.mask > 0, labels, 0.5)
       if labels.shape[-1] != self.num_classes:
         self.check(name, jnp.zeros(labels.shape[:1] + (self.num_classes,)), labels)
-    return _ChainLayer(self.num_classes, name=name)(self.select(features, ctx), labels)
+    return layers.LabelChain(self.num_classes, name=name)(self.select(features, ctx), labels)
 
 
 @dataclasses.dataclass(frozen=True)

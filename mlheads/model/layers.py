@@ -124,3 +124,26 @@ class LSTM(nn.Module):
     xw = xw.reshape(time, -1, 4 * u)  # [time, batch, 4u]
     keep = None if valid is None else jnp.swapaxes(valid, 0, 1)[..., None].astype(xw.dtype)
     return recurrence.lstm(xw, recurrent, keep)
+
+
+class LabelChain(nn.Module):
+  """Logit k = w_k . h + b_k + sum_{j<k} A[k, j] y_j (a linear classifier chain)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, h, labels=None):
+    k = self.num_classes
+    base = dense(k, name='features')(h)  # [batch, K]
+    a = self.param('label_kernel', nn.initializers.zeros, (k, k))
+    a = a * jnp.tril(jnp.ones((k, k), a.dtype), -1)  # label k sees labels < k only
+    if labels is not None:  # teacher forcing: all K logits at once
+      return base + labels.astype(base.dtype) @ a.T
+
+    def step(y, inp):  # sequential decoding: label k sees its own earlier predictions
+      idx, base_k, a_k = inp
+      logit = base_k + y @ a_k
+      return y.at[:, idx].set((logit > 0).astype(y.dtype)), logit
+
+    _, logits = jax.lax.scan(step, jnp.zeros_like(base),
+                             (jnp.arange(k), base.T, a))
+    return logits.T

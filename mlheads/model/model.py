@@ -76,9 +76,12 @@ class HeadSpec:
   num_classes: int  # 0: the target's width
   loss_options: tuple[tuple[str, Any], ...]
 
-  def check(self, targets: Mapping[str, Any], trunk: trunks.Trunk | None) -> None:
+  def check(self, targets: Mapping[str, Any], trunk: trunks.Trunk | None,
+            trunk_from_data: bool = False) -> None:
     """Its target against the data set's target fields (a width of 0 is not known yet) and
-    its source against the trunk's intermediates: before any data is read (B26)."""
+    its source and `add` against the trunk's intermediates: before any data is read (B26).
+    An `add` that a trunk chosen by the data (`trunk_from_data`) does not give is left out
+    (`adds`): the bag's wide path on a table without text, whose trunk is an MLP."""
     target = self.settings['target']
     if target not in targets:
       raise errors.UsageError(f'head {self.name!r}: target {target!r} is not in the data set; '
@@ -98,6 +101,18 @@ class HeadSpec:
           f'head {self.name!r}: source {source!r} is not an output of trunk '
           f'{type(trunk).__name__}; it gives \'features\' and {list(trunk.intermediates())} '
           f'(--config.heads.{self.name}.source)')
+    # A trunk chosen by the data that adds nothing to any head (an MLP) leaves `add` out.
+    lenient = trunk_from_data and type(trunk).fit_heads is trunks.Trunk.fit_heads
+    if trunk is not None and not lenient and self.adds(trunk) != self.settings.get('add', ''):
+      raise errors.UsageError(
+          f'head {self.name!r}: add {self.settings["add"]!r} is not an output of trunk '
+          f'{type(trunk).__name__}; it gives {list(trunk.intermediates())} '
+          f'(--config.heads.{self.name}.add)')
+
+  def adds(self, trunk: trunks.Trunk) -> str:
+    """The trunk intermediate this head adds to its logits: its `add` if the trunk gives it."""
+    add = self.settings.get('add', '')
+    return add if add in trunk.intermediates() else ''
 
   def build(self, target_field, train_labels=None, train_mask=None) -> heads_lib.Head:
     """The head sized to its target field, fitted on the train labels where it learns from
@@ -149,7 +164,7 @@ class ModelSpec:
     data set's schema is enough (`mlheads.data.schema`). Returns the fitted trunk."""
     trunk = self.trunk(ds.inputs, quiet)
     for spec in self.heads.values():
-      spec.check(ds.targets, trunk)
+      spec.check(ds.targets, trunk, trunk_from_data=not self.trunk_kind)
     return trunk
 
   def build(self, ds, train_arrays: Mapping[str, np.ndarray] | None = None,
@@ -168,6 +183,11 @@ class ModelSpec:
         target = spec.settings['target']
         heads[name] = spec.build(ds.targets[target], split.get(target),
                                  split.get(f'{target}_mask'))
+        if heads[name].add != spec.adds(trunk):
+          logging.info('head %s: trunk %s gives no %r to add; left out', name,
+                       type(trunk).__name__, heads[name].add)
+          heads[name] = dataclasses.replace(heads[name], add='')
+    trunk = trunk.fit_heads(heads)
     return Model(trunk=trunk, heads=heads), heads
 
 
@@ -222,6 +242,10 @@ def resolve_head(name: str, head_config) -> HeadSpec:
                           for k in options}, f'--config.heads.{name}.loss')
   chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
             if k in loss.options and v is not None}
+  if cfg.get('add') and cls.output is not heads_lib.Head.output:
+    raise errors.UsageError(f'head {name!r} ({kind}): add={cfg["add"]!r} adds a trunk output '
+                            'to the logits of a one-Dense head (e.g. sigmoid); this head has its '
+                            'own output layer')
   if kind == 'per_class' and cfg.get('source', 'features') != 'features':
     raise errors.UsageError(f'per_class head {name!r}: source {cfg["source"]!r} is '
                             'meaningless; each class has its own whole network')

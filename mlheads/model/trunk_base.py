@@ -73,6 +73,11 @@ class Trunk(nn.Module):
     input's token ids, and which also accepts a `layers.Lookup` there (default: none)."""
     return {}
 
+  def fit_heads(self, heads: Mapping[str, Any]) -> 'Trunk':
+    """The trunk sized to the heads that read it (default: itself); `heads` are built."""
+    del heads
+    return self
+
   def intermediates(self) -> tuple[str, ...]:
     """The names of the intermediates `__call__` returns (what a head's `source` may be)."""
     return ()

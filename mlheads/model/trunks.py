@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
+from mlheads.model import bag
 from mlheads.model import transformer
 from mlheads.model.trunk_base import NUMBERS, WIDTH, WIDTHS, Trunk, match, only
 from mlheads.model.trunk_base import category_sizes as _category_sizes
@@ -73,10 +74,13 @@ def build(cls: type[Trunk], settings: Mapping[str, Any], inputs: Mapping[str, An
 
 
 def default_kind(inputs: Mapping[str, Any]) -> str:
-  """The trunk for `config.trunk.kind=''`: text if the data set has tokens, conv for images,
-  else an MLP over its numbers."""
+  """The trunk for `config.trunk.kind=''`: the bag if the data set has tokens and hashed
+  n-grams (the text trunk measured best on real tables, docs/trunks.md), text if tokens
+  alone, conv for images, else an MLP over its numbers."""
   kinds = {f.kind for f in inputs.values()}
-  return 'text' if 'tokens' in kinds else 'conv' if 'image' in kinds else 'mlp'
+  if 'tokens' in kinds:
+    return 'bag' if 'hashed' in kinds else 'text'
+  return 'conv' if 'image' in kinds else 'mlp'
 
 
 class TextTrunk(Trunk):
@@ -317,6 +321,7 @@ class TransformerTrunk(Trunk):
 TRUNKS = {
     'headline': HeadlineTrunk,
     'text': TextTrunk,
+    'bag': bag.BagTrunk,
     'transformer': TransformerTrunk,
     'mlp': MLPTrunk,
     'conv': ConvTrunk,

@@ -22,6 +22,7 @@ from mlheads.data import base
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 from mlheads.data import tweets
 from mlheads.evaluation import runner
@@ -80,8 +81,8 @@ def _films(n, seed=0):
 def _csv_config(path, data_dir):
   c = from_csv_exp.get_config()
   c.data.update(dict(path=path, text='title', features='year,rating', label_list='genres',
-                     dir=data_dir, vocab_size=30, max_len=4))
-  c.trunk.embed_dim, c.trunk.lstm_units, c.trunk.hidden = 8, 4, (8,)
+                     dir=data_dir, vocab_size=30, max_len=4, max_ngrams=16, hash_buckets=64))
+  c.trunk.embed_dim, c.trunk.hidden = 8, (8,)
   c.batch_size, c.eval_batch_size, c.epochs, c.progress = 8, 16, 1, False
   c.ensemble = False  # predict against the trainer's network; tests/test_ensemble.py: blends
   return c
@@ -406,7 +407,7 @@ def test_read_extras_verifies_the_step_and_falls_back(tmp_path, caplog):
 
 def _movie_meta():
   tok = tokenizer_lib.Tokenizer.fit(['the night', 'the day'], 10, 3)
-  return {'tokenizer': tok.to_json(),
+  return {'tokenizer': tok.to_json(), 'ngrams': ngrams.Hasher(64, 3, 8).to_json(),
           'scaling': {'numeric': {'mean': [0.0] * 6, 'std': [1.0] * 6}}}
 
 

@@ -20,7 +20,8 @@ def goemotions_without_tf(monkeypatch):
 
 
 def _config(tmp_path, **kw):
-  c = dict(name='goemotions', dir=str(tmp_path), vocab_size=60, max_len=5, max_rows=0)
+  c = dict(name='goemotions', dir=str(tmp_path), vocab_size=60, max_len=5, max_rows=0,
+           max_ngrams=16, hash_buckets=64)
   return ml_collections.ConfigDict({**c, **kw})
 
 

@@ -267,7 +267,8 @@ def test_trains_on_a_title_table_with_unknown_labels(tmp_path):
   c = from_csv_exp.get_config()
   c.data.path, c.data.text, c.data.features, c.data.label_list = path, 'title', 'year', 'genres'
   c.data.dir, c.data.max_len, c.data.vocab_size = str(tmp_path / 'tfds'), 4, 50
-  c.trunk.embed_dim, c.trunk.lstm_units, c.trunk.hidden = 4, 4, (4,)
+  c.data.hash_buckets = 64
+  c.trunk.embed_dim, c.trunk.hidden = 4, (4,)
   c.epochs, c.batch_size, c.eval_batch_size, c.progress = 1, 8, 16, False
   summary = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert summary['evaluated_step'] == 64 // 8

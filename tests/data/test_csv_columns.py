@@ -152,7 +152,8 @@ def test_the_schema_is_known_before_any_row_and_matches_the_prepared_fields(tmp_
   schema = data_lib.schema(c.data)
   assert not (tmp_path / 'tfds').exists()  # nothing prepared, no row parsed
   ds = data_lib.load(c.data, batch_size=4)
-  assert set(schema.inputs) == set(ds.inputs) == {'tokens', 'features', 'categories'}
+  assert set(schema.inputs) == set(ds.inputs) == {'tokens', 'bigrams', 'chargrams', 'features',
+                                                  'categories'}
   assert set(schema.targets) == set(ds.targets) == {'labels'}
   for k, f in {**schema.inputs, **schema.targets}.items():
     real = {**ds.inputs, **ds.targets}[k]
@@ -172,8 +173,9 @@ def test_a_numbers_only_table_gets_an_mlp_and_any_trunk_can_be_chosen(tmp_path):
               categorical_encoding='embed')
   ds, arrays = data_lib.load_checked(text)
   trunk = train.check_config(text)[0].trunk(ds.inputs)
-  assert type(trunk).__name__ == 'TextTrunk'
+  assert type(trunk).__name__ == 'BagTrunk'  # text and hashed n-grams: the bag
   assert trunk.side_inputs == ('features', 'categories')  # '*': every numeric input
+  text.heads.labels.add = ''  # an MLP has no wide path to add
   text.trunk.kind = 'mlp'  # on the same table: numbers and embedded categories, no tokens
   run = compiled(text, ds, arrays['train'])
   assert run.model.trunk.inputs_keys == ('features', 'categories')
@@ -181,7 +183,8 @@ def test_a_numbers_only_table_gets_an_mlp_and_any_trunk_can_be_chosen(tmp_path):
   assert params['trunk']['embed_categories']['embedding'].shape == (4, 8)  # 3 colours + unknown
   text.trunk.kind = 'conv'
   with pytest.raises(errors.UsageError, match=r"trunk 'conv' reads one image input, and the "
-                     r"data set has none; its inputs are \['categories', 'features', 'tokens'\]"):
+                     r"data set has none; its inputs are \['bigrams', "
+                     r"'categories', 'chargrams', 'features', 'tokens'\]"):
     train.check_config(text)
   numbers.trunk.kind = 'text'
   with pytest.raises(errors.UsageError, match="trunk 'text' reads one tokens input"):
@@ -195,7 +198,7 @@ def test_other_trunks_settings_are_left_out_and_a_typo_is_refused(tmp_path):
   spec = model_lib.resolve(c)
   assert 'lstm_units' in spec.trunk_settings
   trunk = spec.trunk(data_lib.schema(c.data).inputs)
-  assert trunk.hidden == (64,)  # the experiment's width carries over to the chosen trunk
+  assert trunk.hidden == (256,)  # the experiment's width carries over to the chosen trunk
   bad = dict(c.trunk)
   bad['lstm_unit'] = 3
   with pytest.raises(errors.UsageError, match="unknown trunk setting 'lstm_unit'.*did you mean "

@@ -5,6 +5,7 @@ import numpy as np
 
 from mlheads.data import base
 from mlheads.data import movies
+from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 import mlheads.data as data_lib
 
@@ -13,7 +14,8 @@ ROWS = 300
 
 def _config(tmp_path, max_len=3):
   return ml_collections.ConfigDict(dict(name='movie_genres', dir=str(tmp_path), vocab_size=200,
-                                        max_len=max_len, max_rows=ROWS))
+                                        max_len=max_len, max_rows=ROWS, max_ngrams=24,
+                                        hash_buckets=64))
 
 
 def _read(ds):
@@ -36,9 +38,13 @@ def test_slice_matches_the_table(tmp_path):
     assert np.isfinite(a['numeric']).all()
   # numbers standardized on train
   np.testing.assert_allclose(arrays['train']['numeric'].mean(0), 0, atol=1e-4)
-  # titles longer than max_len are truncated and counted
-  n_long = sum(len(tokenizer_lib.split_words(t)) > 3 for t in table['title'])
-  assert sum(ds.meta['truncated'].values()) == n_long > 0
+  # titles longer than max_len words or max_ngrams character n-grams are truncated and counted
+  words = [tokenizer_lib.split_words(t) for t in table['title']]
+  n_long = sum(len(w) > 3 or sum(len(ngrams.char_ngrams(x)) for x in w) > 24 for w in words)
+  assert sum(ds.meta['truncated'].values()) == n_long > sum(len(w) > 3 for w in words)
+  for a in arrays.values():
+    for key, length in (('bigrams', 3), ('chargrams', 24)):
+      assert a[key].shape[1:] == (length,) and ((a[key] >= 0) & (a[key] <= 64)).all()
 
 
 def test_numeric_features_mark_missing_budgets():

@@ -18,7 +18,7 @@ def test_slice_is_split_80_10_10_without_overlap(tweets):
   ds, arrays = tweets
   sizes = {s: len(a['tokens']) for s, a in arrays.items()}
   assert sizes == {'train': 192, 'validation': 24, 'test': 24}
-  assert set(ds.inputs) == {'tokens', 'extra'}
+  assert set(ds.inputs) == {'tokens', 'bigrams', 'chargrams', 'extra'}
   assert set(ds.targets) == {'retweeted', 'engagement', 'log_counts'}
 
 
