@@ -213,10 +213,12 @@ class Run:
     return self._restored
 
   def scores(self, rows: pd.DataFrame, batch_size: int | None = None) -> dict[str, np.ndarray]:
-    """Each output's probabilities `[len(rows), K]` (values for a regression output)."""
+    """Each output's probabilities `[len(rows), K]` (values for a regression output),
+    calibrated where the run fitted a calibration: what predict writes."""
     inputs, _ = predict_lib.encode(self.checkpoint, rows, 'DataFrame')
-    return predict_lib.scores(self.checkpoint, self.workdir, rows, inputs,
-                              batch_size or self.config.eval_batch_size, self._model())
+    return predict_lib.calibrated(self.checkpoint, predict_lib.scores(
+        self.checkpoint, self.workdir, rows, inputs, batch_size or self.config.eval_batch_size,
+        self._model()))
 
   def predict(self, rows: pd.DataFrame, *, threshold: float | None = None,
               top_k: int | None = None, keep: str = 'all',

@@ -18,7 +18,10 @@ The text is the data set's raw rows (`mlheads.data.DATASETS[name].rows`: the row
 encoded, in record order), not the token ids; the numbers are the records' own `features`
 inputs (standardized on train, exactly as the network sees them) and `image` pixels, flattened.
 The metrics are `evaluation.runner`'s, through a sigmoid head per output (threshold 0.5;
-per-class thresholds tuned on validation for `test_tuned`), so they are mlheads' exact numbers.
+per-class thresholds tuned and calibration fitted on validation for `test_tuned` and the ECE;
+propensities of the train split for PSP@k), so they are mlheads' exact numbers. A target
+stored sparse (label lists) is densified; one of more than MAX_CLASSES classes is refused
+(MAX_CLASSES x len(C_GRID) liblinear fits: use the networks there).
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import splits as splits_lib
 from mlheads.evaluation import runner
 from mlheads.model import heads as heads_lib
 from mlheads.model import model as model_lib
@@ -41,6 +45,7 @@ import mlheads.data as data_lib
 
 C_GRID = (0.25, 1.0, 4.0, 16.0)
 MAX_ITER = 1000
+MAX_CLASSES = 1000
 MODELS = ('logistic', 'label_prior')
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for the loss column only.
 
@@ -67,7 +72,7 @@ def _no_rows(ds: base.Dataset) -> errors.UsageError:
                            'token ids), so there is no TF-IDF baseline for it')
 
 
-def split_texts(ds: base.Dataset, rows: base.Rows | None,
+def split_texts(ds: base.Dataset, rows: splits_lib.Rows | None,
                 sizes: Mapping[str, int]) -> dict[str, list[str]] | None:
   """Each split's raw text, one string per record; None if the data set has no token input.
 
@@ -222,7 +227,12 @@ def output_heads(targets: Mapping[str, str], ds: base.Dataset) -> dict[str, head
     if field.kind != 'binary':
       raise errors.UsageError(f'baseline: output {name!r} predicts {field.kind} targets '
                               f'{target!r}; the baseline fits binary targets only')
-    out[name] = heads_lib.SigmoidHead(num_classes=int(np.prod(field.shape)), target=target)
+    k = int(np.prod(field.shape))
+    if k > MAX_CLASSES:
+      raise errors.UsageError(f'baseline: output {name!r} has {k:,} classes; the one-vs-rest '
+                              f'baseline fits at most {MAX_CLASSES:,} (one logistic regression '
+                              'per class and C)')
+    out[name] = heads_lib.SigmoidHead(num_classes=k, target=target)
   return out
 
 
@@ -274,10 +284,9 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
     outs = [n for n, h in heads.items() if h.target == target]
     head = heads[outs[0]]
     y, mask = {}, {}
-    for s in sizes:
-      y[s] = arrays[s][target].reshape(sizes[s], -1).astype(np.float32)
-      m = arrays[s].get(f'{target}_mask')
-      mask[s] = np.ones_like(y[s]) if m is None else m.reshape(y[s].shape).astype(np.float32)
+    for s in sizes:  # [n, K] 0/1 and known, a sparse target's label lists densified
+      y[s], mask[s] = (a.reshape(sizes[s], -1) for a in ds.targets[target].densify(
+          arrays[s], target))
     k = y['train'].shape[1]
     for s in preds['label_prior']:
       p = prior_scores(y['train'], mask['train'], sizes[s])
@@ -296,7 +305,8 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
       scores = {s: np.stack([m.predict_proba(x[s])[:, 1] for m in models], 1)
                 for s in ('validation', 'test')}
       val = predictions(head, scores['validation'], y['validation'], mask['validation'])
-      val_map[c] = runner.head_metrics(head, val)['average_precision_macro']
+      val_map[c] = runner.metrics_of(runner.evaluatepredictions(
+          {target: head}, {target: val}))[target]['average_precision_macro']
       progress(f'baseline {ds.name}: {target} ({k} classes), C={c:g}: validation mAP '
                f'{val_map[c]:.4f} ({fit_s[c]:.1f} s of fitting)')
       score = val_map[c] if np.isfinite(val_map[c]) else -np.inf
@@ -310,8 +320,7 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
         preds['logistic'][s][o] = predictions(head, scores[s], y[s], mask[s])
 
   info['wall_s'] = featurize_s + time.perf_counter() - t_fit
-  sections = {m: runner.summarize(heads, preds[m], runner.tune_thresholds(
-      heads, preds[m]['validation'])) for m in MODELS}
+  sections = {m: evaluate(config, heads, ds, arrays['train'], preds[m])[0] for m in MODELS}
   summary = {
       'experiment': config.experiment or ds.name,
       'model': 'TF-IDF (word 1-2-grams, char_wb 2-5-grams) + numbers -> one-vs-rest logistic '
@@ -324,6 +333,23 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
   return Fitted(heads=heads, predictions=preds, summary=summary, class_names=names,
                 vectorizers=feats.vectorizers, text=tuple(rows.text) if texts else (),
                 models=chosen, width=x['train'].shape[1])
+
+
+def evaluate(config, heads, ds, train_arrays, preds, columns: int = 0):
+  """One model's `preds` (split -> output -> arrays) evaluated as a run's final evaluation
+  does it: thresholds tuned and calibration fitted on validation, applied to test.
+
+  Returns (metrics.json's sections, the calibration {output: {'method', 'a', 'b'}}, the test
+  split's `runner.OutputEval`s, keeping `columns` classes' columns for the report)."""
+  e = config.evaluation
+  propensity = runner.propensities(heads, ds, train_arrays, e.propensity_a, e.propensity_b)
+  val = runner.evaluate_predictions(heads, preds['validation'], propensity=propensity,
+                                    calibrate=e.calibration)
+  thresholds, calibration = runner.tuned_thresholds(val), runner.calibrations(val, e.calibration)
+  test = runner.evaluate_predictions(heads, preds['test'], propensity=propensity,
+                                     thresholds=thresholds, calibration=calibration,
+                                     columns=columns)
+  return runner.summarize(heads, val, test, thresholds, calibration), calibration, test
 
 
 def beside(summary: Mapping, fitted: Fitted) -> dict:

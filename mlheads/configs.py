@@ -88,10 +88,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 10_000
   c.data.max_len = 100
   c.data.max_rows = 0  # 0 = all rows; a small number for quick checks.
+  c.data.split = 'random'  # or 'stratified' (iterative stratification; data/splits.py)
   # Text data sets also record hashed word bigrams (max_len of them) and character 3-5-grams
   # (max_ngrams), ids in [1, hash_buckets]: what the `bag` trunk reads (data/ngrams.py).
   c.data.max_ngrams = 512
   c.data.hash_buckets = 2**18
+
+  # Evaluation: calibration fitted on validation ('platt', 'temperature' or 'none'), and
+  # the propensity model of PSP@k / PSnDCG@k (Jain et al. 2016: A = 0.55, B = 1.5).
+  c.evaluation = ml_collections.ConfigDict(
+      {'calibration': 'platt', 'propensity_a': 0.55, 'propensity_b': 1.5})
 
   c.trunk = trunk('')
   c.heads = ml_collections.ConfigDict()
@@ -122,6 +128,9 @@ RANGES = {
     'data.max_rows': errors.Range(0, INT32, integer=True),  # 0 = all rows.
     'heads.*.weight': errors.Range(0, 1e6),
     'heads.*.num_classes': errors.Range(0, 2**24, integer=True),  # 0 = the target's width.
+    # Jain et al.'s propensity model: p = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A.
+    'evaluation.propensity_a': errors.Range(0, 10, low_open=True),
+    'evaluation.propensity_b': errors.Range(0, 1e6),
 }
 
 

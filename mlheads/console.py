@@ -124,6 +124,9 @@ _BINARY_ROWS = (
     ('F1 macro @own', 'f1_macro', ''),
     ('F1 micro @tuned', 'f1_micro', '_tuned'),
     ('F1 macro @tuned', 'f1_macro', '_tuned'),
+    ('P@1', 'precision_at_1', ''),  # the @k metrics: outputs with more than one label
+    ('P@5', 'precision_at_5', ''),
+    ('PSP@5 (propensity-scored)', 'psp_at_5', ''),
 )
 _REGRESSION_ROWS = (('loss', 'loss', ''), ('MSE', 'mse', ''), ('MAE', 'mae', ''))
 

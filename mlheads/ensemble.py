@@ -116,6 +116,7 @@ class Ensemble:
     weights: output -> the network's weight w.
     targets: output -> its target key (the logistic model is per target).
     thresholds: output -> {'per_class': [K]}, tuned on the blended validation probabilities.
+    calibration: output -> {'method', 'a', 'b'}, fitted on them (predict applies it).
     linear: the logistic model, for new rows.
     validation_map: output -> {w: validation macro mAP}.
   """
@@ -123,6 +124,7 @@ class Ensemble:
   weights: dict[str, float]
   targets: dict[str, str]
   thresholds: dict
+  calibration: dict
   linear: Linear
   validation_map: dict[str, dict[float, float]]
 
@@ -154,43 +156,68 @@ def _mixed(head, net: dict, lin: dict, w: float) -> dict:
                                net['mask'])
 
 
-def fit(heads: Mapping, net_preds: Mapping[str, Mapping[str, dict]],
-        fitted: baselines.Fitted, step: int):
-  """Chooses each output's weight on validation and blends every split.
+def _validation_map(name: str, head, preds: dict) -> float:
+  evals = runner.evaluate_predictions({name: head}, {name: preds})
+  return runner.metrics_of(evals)[name]['average_precision_macro']
+
+
+def choose_weights(heads: Mapping, net: Mapping[str, dict], lin: Mapping[str, dict]):
+  """Each output's network weight by validation macro mAP (the first of WEIGHTS wins ties).
 
   Args:
-    heads: the run's heads (binary targets; `baselines.output_targets` checked it).
+    heads: output -> head.
+    net, lin: output -> the network's / the logistic model's validation predictions
+      (`runner.predict_split` dicts, the same rows in the same order).
+
+  Returns:
+    ({output: w}, {output: {w: validation mAP}}).
+  """
+  weights, val_map = {}, {}
+  for name, head in heads.items():
+    if not np.array_equal(net[name]['labels'], lin[name]['labels']):
+      raise errors.UsageError(f'ensemble: output {name!r}: the baseline\'s validation rows are '
+                              'not the network\'s (different order or data)')
+    val_map[name] = {w: _validation_map(name, head, _mixed(head, net[name], lin[name], w))
+                     for w in WEIGHTS}
+    finite = {w: v for w, v in val_map[name].items() if np.isfinite(v)}
+    weights[name] = max(finite, key=finite.get) if finite else 1.0  # max keeps the first tie
+  return weights, val_map
+
+
+def fit(config, heads: Mapping, ds: base.Dataset, train_arrays, net_preds: Mapping,
+        fitted: baselines.Fitted, step: int, columns: int = 0):
+  """Chooses each output's weight on validation, blends both splits and evaluates the blend
+  as the run's final evaluation does (`baselines.evaluate`).
+
+  Args:
+    config: the run's config (its evaluation settings).
+    heads: the run's heads (binary targets; `baselines.check_fittable` checked them).
+    ds, train_arrays: the data set and its train split (label propensities).
     net_preds: split ('validation', 'test') -> output -> the network's `runner.predict_split`
       dict.
     fitted: `baselines.fit` on the run's config (the same splits, in the same order).
     step: the network's checkpoint step.
+    columns: classes whose columns the test evaluation keeps (the report's PR curves).
 
   Returns:
-    (the Ensemble, the blended predictions in `net_preds`' layout).
+    (the Ensemble, metrics.json's sections of the blend, the blend's test `OutputEval`s).
   """
   lin_preds = fitted.predictions['logistic']
-  weights, val_map = {}, {}
-  for name, head in heads.items():
-    net, lin = net_preds['validation'][name], lin_preds['validation'][name]
-    if not np.array_equal(net['labels'], lin['labels']):
-      raise errors.UsageError(f'ensemble: output {name!r}: the baseline\'s validation rows are '
-                              'not the network\'s (different order or data)')
-    val_map[name] = {w: runner.head_metrics(head, _mixed(head, net, lin, w))
-                     ['average_precision_macro'] for w in WEIGHTS}
-    finite = {w: v for w, v in val_map[name].items() if np.isfinite(v)}
-    weights[name] = max(finite, key=finite.get) if finite else 1.0  # max keeps the first tie
+  weights, val_map = choose_weights(heads, net_preds['validation'], lin_preds['validation'])
   blended = {s: {name: _mixed(head, net_preds[s][name], lin_preds[s][name], weights[name])
-                 for name, head in heads.items()} for s in net_preds}
-  thresholds = runner.tune_thresholds(heads, blended['validation'])
+                 for name, head in heads.items()} for s in ('validation', 'test')}
+  sections, calibration, test = baselines.evaluate(config, heads, ds, train_arrays, blended,
+                                                   columns)
   targets = {name: head.target for name, head in heads.items()}
-  ens = Ensemble(step, weights, targets, thresholds, Linear.of(fitted), val_map)
-  return ens, blended
+  ens = Ensemble(step, weights, targets, sections['thresholds'], calibration,
+                 Linear.of(fitted), val_map)
+  return ens, sections, test
 
 
 def _meta(ens: Ensemble) -> dict:
   lin = ens.linear
   return {'format': FORMAT, 'step': ens.step, 'weights': ens.weights, 'targets': ens.targets,
-          'thresholds': ens.thresholds, 'text': list(lin.text), 'vocabularies': lin.vocabularies,
+          'thresholds': ens.thresholds, 'calibration': ens.calibration, 'text': list(lin.text), 'vocabularies': lin.vocabularies,
           'validation_map': {o: [[w, v] for w, v in m.items()]
                              for o, m in ens.validation_map.items()}}
 
@@ -244,5 +271,6 @@ def load(workdir: str, expected_sha256: str | None) -> Ensemble | None:
   part = lambda key: {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith(key + '/')}
   linear = Linear(meta['vocabularies'], part('idf'), tuple(meta['text']), part('coef'),
                   part('intercept'), part('constant'))
-  return Ensemble(meta['step'], meta['weights'], meta['targets'], meta['thresholds'], linear,
+  return Ensemble(meta['step'], meta['weights'], meta['targets'], meta['thresholds'],
+                  meta['calibration'], linear,
                   {o: {w: v for w, v in m} for o, m in meta['validation_map'].items()})

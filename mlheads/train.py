@@ -107,6 +107,7 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   'min').
   """
   configs.validate(config, jax.device_count())
+  runner.check_settings(config.evaluation)
   spec = model_lib.resolve(config)
   tx = optimizers.make(config)
   best = runner.best_metric(config, spec.target_kinds)
@@ -196,9 +197,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step_fn = make_train_step(heads, parallel)
   eval_fn = runner.make_eval_fn(model, heads, parallel)
 
-  def predict(params, split):
-    return runner.predict_split(eval_fn, params, ds, arrays[split], config.eval_batch_size,
-                                heads)
+  propensity = runner.propensities(heads, ds, arrays['train'], config.evaluation.propensity_a,
+                                   config.evaluation.propensity_b)
+  method = config.evaluation.calibration
+
+  def evaluate(params, split, **kw):
+    return runner.evaluate_split(eval_fn, params, ds, arrays[split], config.eval_batch_size,
+                                 heads, propensity=propensity, **kw)
 
   table, n_params = model_lib.parameter_overview(state.params)
   logging.info('Parameters:\n%s', table)
@@ -249,6 +254,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         for step in range(start_step, end_step):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
           history.append(scalars)
+          if len(history) > 2:  # at most 2 steps in flight: each holds its batch ([B, K] targets)
+            jax.block_until_ready(history[-3])
           seen += config.batch_size
           bar.update(1)
           done = step + 1
@@ -264,55 +271,64 @@ def train_and_evaluate(config, workdir: str) -> dict:
             history, hist_start, seen, t0 = [], done, 0, time.perf_counter()
           epoch = -(-done // steps_per_epoch)
           if end_of_epoch and (epoch % config.eval_every_epochs == 0 or done == total_steps):
-            preds = predict(state.params, 'validation')
-            val = runner.all_metrics(heads, preds)
+            evals = evaluate(state.params, 'validation', calibrate=method)
+            val = runner.metrics_of(evals)
             for name, m in val.items():
               writer.write(done, f'validation/{name}', {'epoch': epoch, **m})
             bar.write(f'epoch {epoch}: {runner.brief(val)}')
             stopper.update(epoch, val)
             stop = stopper.should_stop()
             if epoch % config.checkpoint_every_epochs == 0 or done == total_steps or stop:
-              extras = extras_lib.make(config, ds, heads, runner.tune_thresholds(heads, preds),
-                                       epoch, stopper.curve)
+              extras = extras_lib.make(config, ds, heads, runner.tuned_thresholds(evals), epoch,
+                                       runner.calibrations(evals, method),
+                                       best_metric_curve=stopper.curve)
               ckpt.save(done, state, extras=extras, metrics=runner.flatten(val))
             if stop:
               bar.write(stopper.reason())
               logging.info('%s', stopper.reason())
               break
           if preempted.requested:
-            ckpt.save(done, state, extras=extras_lib.make(config, ds, heads, {},
-                                                          done // steps_per_epoch, stopper.curve))
+            ckpt.save(done, state, extras=extras_lib.make(
+                config, ds, heads, {}, done // steps_per_epoch, best_metric_curve=stopper.curve))
             bar.write(f'SIGTERM: saved step {done}; exiting with '
                       f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
 
     # -------------------------------------------------------- final evaluation
     trained_steps = int(state.step)
-    state, extras, _ = ckpt.restore_best(state)
-    preds = {s: predict(state.params, s) for s in ('validation', 'test')}
-    thresholds = extras.get('thresholds') or runner.tune_thresholds(heads, preds['validation'])
+    state, _, _ = ckpt.restore_best(state)
+    # Validation again (as at the best checkpoint's epoch): thresholds and calibration fitted
+    # there are applied to test.
+    val = evaluate(state.params, 'validation', calibrate=method)
+    thresholds, calibration = runner.tuned_thresholds(val), runner.calibrations(val, method)
+    test = evaluate(state.params, 'test', thresholds=thresholds, calibration=calibration,
+                    columns=report.PR_CLASSES)
     summary = {
         'experiment': config.experiment or ds.name,
         'evaluated_step': int(state.step),
         'best_metric': best_name,
         'parameters': n_params,
-        **runner.summarize(heads, preds, thresholds),
+        **runner.summarize(heads, val, test, thresholds, calibration),
         'steps': trained_steps,
         'stopped_early': stopper.should_stop(),
     }
     fitted = baselines.fit(config) if primary and (config.baseline or config.ensemble) else None
     if config.ensemble and primary:
       # The sections become the ensemble's (what predict gives); the network's move aside.
-      ens, preds = ensemble.fit(heads, preds, fitted, int(state.step))
-      network = {k: summary[k] for k in ('validation', 'test', 'test_tuned', 'thresholds')}
-      summary.update(runner.summarize(heads, preds, ens.thresholds), network=network,
-                     ensemble={**ens.describe(), 'sha256': ensemble.save(workdir, ens)})
+      net = {s: runner.predict_split(eval_fn, state.params, ds, arrays[s],
+                                     config.eval_batch_size, heads) for s in ('validation', 'test')}
+      ens, sections, test = ensemble.fit(config, heads, ds, arrays['train'], net, fitted,
+                                         int(state.step), columns=report.PR_CLASSES)
+      summary['network'] = {k: summary[k] for k in sections if k != 'default_thresholds'}
+      summary.update(sections, ensemble={**ens.describe(),
+                                         'sha256': ensemble.save(workdir, ens)})
     if config.baseline and primary:
       summary['baseline'] = baselines.beside(summary, fitted)
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)
       class_names = {name: ds.class_names(h.target) for name, h in heads.items()}
-      written = report.write(workdir, writers.jsonable(summary), preds, class_names)
+      written = report.write(workdir, writers.jsonable(summary),
+                             {'test': runner.report_details(test)}, class_names)
       logging.info('Wrote %s and %s', path, ', '.join(written))
   return summary

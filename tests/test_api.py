@@ -88,7 +88,10 @@ def test_from_dataframe_writes_its_rows_once_and_loads_them(tmp_path):
   assert sum(data.sizes().values()) == len(df)
   assert data.class_names('labels') == ['Comedy', 'Drama']
   # A list cell is a list of names: the labels read back are the DataFrame's.
-  labels = np.concatenate([data.arrays[s]['labels'] for s in ('train', 'validation', 'test')])
+  # Label lists are stored sparse (class indices per row); the field densifies them.
+  field = data.dataset.targets['labels']
+  labels = np.concatenate([field.densify(data.arrays[s], 'labels')[0]
+                           for s in ('train', 'validation', 'test')])
   expect = np.array([[g in v for g in ('Comedy', 'Drama')] if isinstance(v, list) else [0, 0]
                      for v in df['genres']], np.float32)
   assert labels.sum(0).tolist() == expect.sum(0).tolist()

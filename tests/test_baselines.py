@@ -16,6 +16,7 @@ from mlheads import baselines
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import movies
+from mlheads.data import splits
 import mlheads.data as data_lib
 
 ROWS = 400
@@ -45,7 +46,7 @@ def test_logistic_equals_sklearn_one_vs_rest_on_the_same_rows(movie_fit):
   the same C is chosen and the same probabilities come out."""
   _, fitted, _ = movie_fit
   df = movies.load_table().iloc[:ROWS].reset_index(drop=True)
-  parts = dict(zip(base.SPLITS, base.split_indices(ROWS, (0.8, 0.1, 0.1), 0)))
+  parts = dict(zip(base.SPLITS, splits.split_indices(ROWS, (0.8, 0.1, 0.1), 0)))
   y = {s: df[list(movies.GENRES)].to_numpy(np.float64)[i] for s, i in parts.items()}
   raw = movies.numeric_features(df)
   mean, std = raw[parts['train']].mean(0), raw[parts['train']].std(0)
@@ -81,7 +82,7 @@ def test_logistic_equals_sklearn_one_vs_rest_on_the_same_rows(movie_fit):
 def test_label_prior_is_the_train_frequencies(movie_fit):
   _, fitted, _ = movie_fit
   df = movies.load_table().iloc[:ROWS].reset_index(drop=True)
-  train = base.split_indices(ROWS, (0.8, 0.1, 0.1), 0)[0]
+  train = splits.split_indices(ROWS, (0.8, 0.1, 0.1), 0)[0]
   freq = df[list(movies.GENRES)].to_numpy(np.float64)[train].mean(0)
   prior = fitted.predictions['label_prior']
   for s in ('validation', 'test'):
@@ -213,3 +214,49 @@ def test_baseline_true_on_a_regression_output_fails_before_any_data_is_read(tmp_
   with pytest.raises(errors.UsageError, match='binary targets only'):
     train.check_config(c)
   assert not (tmp_path / 'tfds').exists()
+
+
+def test_label_lists_stored_sparse_and_a_stratified_split(tmp_path):
+  """from_csv's label_list layout (stored sparse) split by iterative stratification: the
+  baseline sees the dense labels of the very rows each split holds, and reports the @k,
+  propensity and calibration figures a run does."""
+  rng = np.random.default_rng(1)
+  words = ['night', 'day', 'love', 'war', 'man', 'city', 'blue', 'king']
+  lines = ['title,tags']
+  for i in range(200):
+    w = rng.choice(words, size=3)
+    tags = [t for t, on in (('romance', 'love' in w), ('action', 'war' in w),
+                            ('rare', i % 25 == 0)) if on]
+    lines.append(f'{" ".join(w)},{"|".join(tags) or "|"}')
+  path = tmp_path / 'f.csv'
+  path.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  c = from_csv_exp.get_config()
+  c.data.path, c.data.dir, c.data.text, c.data.label_list = (
+      str(path), str(tmp_path / 'tfds'), 'title', 'tags')
+  c.data.vocab_size, c.data.max_len, c.data.split = 50, 4, 'stratified'
+  fitted = baselines.fit(c, c_grid=(1.0,), jobs=1, progress=lambda _: None)
+  ds = data_lib.load(c.data)
+  assert ds.targets['labels'].sparse and list(ds.targets['labels'].names) == [
+      'action', 'rare', 'romance']
+  rows = data_lib.get('from_csv').rows(c.data)
+  assert 'iterative stratification' in rows.rule
+  for s in ('validation', 'test'):
+    cells = rows.split(s)['tags']
+    want = np.array([[name in str(cell).split('|') for name in ('action', 'rare', 'romance')]
+                     for cell in cells], np.float32)
+    got = fitted.predictions['logistic'][s]['labels']
+    np.testing.assert_array_equal(got['labels'], want)
+    assert got['scores'].shape == want.shape
+    assert want[:, 1].sum() >= 1  # the rare tag (8 rows) reaches every split
+  m = fitted.summary['test']['labels']
+  for key in ('precision_at_1', 'psp_at_3', 'ndcg_at_5'):
+    assert np.isfinite(m[key]), key
+  assert set(fitted.summary['calibration']['labels']['test']) == {'before', 'after'}
+
+
+def test_more_classes_than_one_vs_rest_fits_are_refused():
+  ds = base.Dataset.of_fields('big', {
+      'labels': base.Field((baselines.MAX_CLASSES + 1,), 'int32', 'binary', sparse=3)})
+  with pytest.raises(errors.UsageError, match='1,001 classes; the one-vs-rest baseline fits '
+                                              'at most 1,000'):
+    baselines.output_heads({'main': 'labels'}, ds)

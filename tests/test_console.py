@@ -91,7 +91,8 @@ def test_config_lines_are_dotted_keys_without_yaml_tags():
 
 def _summary():
   binary = lambda v: {'loss': 0.4, 'average_precision_macro': v, 'roc_auc_macro': v + 0.1,
-                      'f1_micro': v - 0.1, 'f1_macro': float('nan')}
+                      'f1_micro': v - 0.1, 'f1_macro': float('nan'), 'precision_at_1': v + 0.2,
+                      'psp_at_5': v + 0.5}
   return {
       'evaluated_step': 14, 'steps': 28, 'best_metric': 'genres/average_precision_macro',
       'validation': {'genres': binary(0.6), 'counts': {'loss': 1.5, 'mse': 1.5, 'mae': 0.9}},
@@ -111,6 +112,9 @@ def test_summary_table_names_thresholds_and_where_results_went():
   assert row('F1 micro @tuned')[-2:] == ['—', '0.7000']  # tuned on validation: test only
   assert row('F1 macro @0.143')[-2:] == ['n/a', 'n/a']
   assert row('MSE') == ['MSE', '1.5000', '1.6000']
+  assert row('P@1')[-2:] == ['0.8000', '0.7500'] and row('PSP@5')[-2:] == ['1.1000', '1.0500']
+  # Not in the summary (e.g. a one-label output): no row.
+  assert 'P@5' not in [l.split()[0] for l in lines if l.split()]
   assert row('loss')[0] == 'counts'
   assert 'step 14 of 28, best by validation genres/average_precision_macro' in text
   assert 'runs/x/metrics.json' in text and 'runs/x/report.md' in text

@@ -58,14 +58,14 @@ def test_a_bad_patience_is_refused_before_anything_runs(tiny_config, bad):
 def _scripted(monkeypatch, values):
   """Validation `roc_auc_macro` of output main in the loop's evaluations follows `values`;
   the calls after them (the final evaluation) are the real metrics."""
-  real, left = runner.all_metrics, list(values)
+  real, left = runner.metrics_of, list(values)
 
-  def fake(heads, preds, thresholds=None):
-    m = real(heads, preds, thresholds)
-    if left and thresholds is None:
+  def fake(evals, which='own'):
+    m = {name: dict(v) for name, v in real(evals, which).items()}
+    if left and which == 'own':
       m['main']['roc_auc_macro'] = left.pop(0)
     return m
-  monkeypatch.setattr(runner, 'all_metrics', fake)
+  monkeypatch.setattr(runner, 'metrics_of', fake)
   return left
 
 

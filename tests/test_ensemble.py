@@ -80,54 +80,47 @@ def _preds(y, scores):
   return baselines.predictions(head, scores, y, np.ones_like(y))
 
 
-def _fake(rng, n=300, k=3, lin_noise=1.0):
+def _fake(rng, n=300, k=3):
+  """Two noisy views of the same labels: the network's and the logistic model's."""
   y = (rng.random((n, k)) < 0.3).astype(np.float32)
-  net = {s: _preds(y, 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, 1.5, y.shape)))))
-         for s in ('validation', 'test')}
-  lin = {s: _preds(y, 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, lin_noise, y.shape)))))
-         for s in ('validation', 'test')}
-  fitted = types.SimpleNamespace(
-      vectorizers={}, text=(), width=0, models={'t': [baselines.Constant(0.5)] * k},
-      predictions={'logistic': {s: {'o': p} for s, p in lin.items()}})
+  view = lambda noise: _preds(y, 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, noise, y.shape)))))
   heads = {'o': heads_lib.SigmoidHead(num_classes=k, target='t')}
-  return heads, {s: {'o': p} for s, p in net.items()}, fitted
+  return heads, {'o': view(1.5)}, {'o': view(1.0)}
 
 
-def test_the_weight_is_the_best_on_validation_and_test_is_the_same_blend():
-  heads, net, fitted = _fake(np.random.default_rng(1))
-  ens, blended = ensemble.fit(heads, net, fitted, step=7)
-  lin = fitted.predictions['logistic']
-  y = net['validation']['o']['labels']
-  by_w = {w: _macro_ap(y, w * net['validation']['o']['scores']
-                       + (1 - w) * lin['validation']['o']['scores']) for w in ensemble.WEIGHTS}
-  w = ens.weights['o']
+def test_the_weight_is_the_best_on_validation():
+  heads, net, lin = _fake(np.random.default_rng(1))
+  weights, val_map = ensemble.choose_weights(heads, net, lin)
+  y = net['o']['labels']
+  by_w = {w: _macro_ap(y, ensemble.mix(net['o']['scores'], lin['o']['scores'], w))
+          for w in ensemble.WEIGHTS}
+  w = weights['o']
   assert by_w[w] == pytest.approx(max(by_w.values()), abs=1e-9)
+  assert val_map['o'] == pytest.approx(by_w, abs=1e-6)  # mlheads' mAP = scikit-learn's
   assert 0.0 < w < 1.0  # two noisy views of the labels: the blend beats both here
   assert by_w[w] >= by_w[1.0]  # never below the network alone on validation
-  for s in ('validation', 'test'):
-    np.testing.assert_allclose(blended[s]['o']['scores'],
-                               w * net[s]['o']['scores'] + (1 - w) * lin[s]['o']['scores'],
-                               rtol=1e-6)
-  assert ens.step == 7 and set(ens.thresholds) == {'o'}
 
 
-def test_a_tie_goes_to_the_network():
-  heads, net, fitted = _fake(np.random.default_rng(2))
-  fitted.predictions['logistic'] = net  # the same scores: every weight ties
-  ens, _ = ensemble.fit(heads, net, fitted, step=1)
-  assert ens.weights == {'o': 1.0}
+def test_a_tie_goes_to_the_network_and_other_rows_are_refused():
+  heads, net, _ = _fake(np.random.default_rng(2))
+  assert ensemble.choose_weights(heads, net, net)[0] == {'o': 1.0}  # every weight ties
+  _, other, _ = _fake(np.random.default_rng(3))
+  with pytest.raises(errors.UsageError, match='not the network'):
+    ensemble.choose_weights(heads, net, other)
 
 
 def test_saved_and_loaded_it_blends_the_same_and_a_changed_file_is_refused(csv_fit, tmp_path):
   config, fitted = csv_fit
   heads = {'labels': heads_lib.SigmoidHead(num_classes=2, target='labels')}
   net = fitted.predictions['label_prior']  # a stand-in network: the label prior
-  ens, _ = ensemble.fit(heads, net, fitted, step=3)
+  ds, arrays = data_lib.load_checked(config)
+  ens, sections, _ = ensemble.fit(config, heads, ds, arrays['train'], net, fitted, step=3)
+  assert sections['thresholds'] == ens.thresholds
   sha = ensemble.save(str(tmp_path), ens)
   back = ensemble.load(str(tmp_path), sha)
-  assert (back.step, back.weights, back.targets) == (ens.step, ens.weights, ens.targets)
+  assert (back.step, back.weights, back.targets, back.thresholds, back.calibration) == (
+      ens.step, ens.weights, ens.targets, ens.thresholds, ens.calibration)
   rows = data_lib.get('from_csv').rows(config.data)
-  ds, arrays = data_lib.load_checked(config)
   table, inputs = rows.split('test'), arrays['test']
   net_scores = {'labels': net['test']['labels']['scores']}
   np.testing.assert_array_equal(back.blend(net_scores, ds, table, inputs)['labels'],

@@ -173,12 +173,20 @@ def _sliced(name, rows):
   return make
 
 
+def _synthetic_slice(tmp_path):
+  del tmp_path
+  c = _experiment('synthetic_xml')
+  c.data.rows, c.data.classes, c.data.features = 80, 300, 8
+  return c
+
+
 # Data set -> a small config that reads it (its experiment's, on a slice).
 SLICES = {
     'trump_tweets': _sliced('headline', 200),
     'movie_genres': _sliced('movie_genres', 300),
     'digit_mosaics': _sliced('digit_mosaics', 70),
     'from_csv': _csv_slice,
+    'synthetic_xml': _synthetic_slice,
     'goemotions': _sliced('goemotions', 0),  # tfds.testing.mock_data below
 }
 

@@ -1,4 +1,5 @@
-"""Speed benchmarks: `./launch.sh bench [--cases=headline,per_class,...]`, one JSON line each.
+"""Speed benchmarks: `./launch.sh bench [--cases=headline,per_class,metrics_large,...]`, one JSON
+line each.
 
 Add a case by writing `bench_<name>() -> dict | list[dict]` and registering it in `CASES`.
 
@@ -31,6 +32,12 @@ def define_flags() -> None:
   flags.DEFINE_integer('rows', 100_000, 'metrics: rows N.')
   flags.DEFINE_integer('classes', 100, 'metrics: classes K.')
   flags.DEFINE_integer('repeats', 3, 'metrics: timed runs (median).')
+  flags.DEFINE_integer('large_rows', 100_000, 'metrics_large: rows N.')
+  flags.DEFINE_integer('large_classes', 10_000, 'metrics_large: classes K.')
+  flags.DEFINE_integer('large_batch', 1_000, 'metrics_large: rows per batch.')
+  flags.DEFINE_list('sampled_classes', ['10000', '50000'], 'sampled: classes K.')
+  flags.DEFINE_list('sampled_negatives', ['0', '256', '1024'],
+                    'sampled: negatives per example (0: the full loss).')
   flags.DEFINE_list('batch_sizes', ['32', '256'], 'headline: batch sizes.')
   flags.DEFINE_float('seconds', 8.0, 'headline: timed seconds per batch size.')
   flags.DEFINE_float('case_seconds', 4.0, 'per_class, per_class_conv, input: timed seconds '
@@ -129,6 +136,118 @@ def bench_metrics():
   return result
 
 
+def _reset_peak_rss() -> bool:
+  """Resets the kernel's peak-RSS mark of this process (Linux: `5 > /proc/self/clear_refs`),
+  so a case's peak is its own, not an earlier case's."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def _peak_rss_mb() -> float:
+  """The process' peak resident memory (VmHWM) in MiB."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_metrics_large():
+  """The streaming evaluation of N x K SYNTHETIC scores (N = 100,000, K = 10,000 by default:
+  a dense float32 score matrix alone would be 4 GB), against a 2 GB bound on peak memory.
+
+  Labels: data/synthetic.py (power-law classes, stored sparse, densified per batch); scores:
+  its oracle linear model, made batch by batch. Every metric of metrics.KEYS, exact, and the
+  F1-tuned thresholds.
+  """
+  from mlheads.data import base, synthetic  # pylint: disable=g-import-not-at-top
+  from mlheads.evaluation import metrics, streaming  # pylint: disable=g-import-not-at-top
+  n, k, b = FLAGS.large_rows, FLAGS.large_classes, FLAGS.large_batch
+  c = synthetic.SyntheticConfig(name='bench', rows=n, classes=k)
+  x, idx, _ = synthetic.generate(c)
+  field = base.Field((k,), 'float32', 'binary', sparse=c.max_labels)
+  positives = np.bincount(idx[idx >= 0], minlength=k)
+  inv_p = 1.0 / metrics.propensities(positives, n)
+  reset = _reset_peak_rss()
+  start_mb = _peak_rss_mb()
+  t0 = time.perf_counter()
+  acc = streaming.Accumulator(k, n, thresholds={'own': 0.5}, inv_propensity=inv_p)
+  for lo in range(0, n, b):
+    y, m = field.densify({'labels': idx[lo:lo + b]}, 'labels')
+    labels, scores, _, valid = metrics.check_inputs(y, synthetic.oracle_scores(c, x[lo:lo + b]),
+                                                    0.5, m)
+    acc.add(labels, scores, valid)
+  rows_s = time.perf_counter() - t0
+  result = acc.finish(tune=True)
+  total_s = time.perf_counter() - t0
+  m = result.metrics['own']
+  peak = _peak_rss_mb()
+  return {'bench': 'metrics_large', 'rows': n, 'classes': k, 'batch': b,
+          'labels_per_row': round(float((idx >= 0).sum(1).mean()), 2),
+          'seconds': round(total_s, 1), 'row_pass_s': round(rows_s, 1),
+          'class_pass_s': round(total_s - rows_s, 1), 'spilled': not acc.store.in_memory,
+          'peak_rss_mb': round(peak), 'rss_before_mb': round(start_mb), 'bound_mb': 2048,
+          'within_bound': peak < 2048, 'peak_reset': reset,
+          **{key: round(m[key], 4) for key in ('precision_at_1', 'precision_at_5', 'ndcg_at_5',
+                                               'psp_at_5', 'average_precision_macro',
+                                               'roc_auc_macro', 'average_precision_micro',
+                                               'f1_micro')}}
+
+
+def bench_sampled() -> list[dict]:
+  """The synthetic_xml model's train step at K classes: the full sigmoid loss vs sampled
+  negatives (model/sampling.py), batch 256, random SYNTHETIC batches; ms per step, medians
+  of alternating rounds."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import synthetic_xml  # pylint: disable=g-import-not-at-top
+  from mlheads import optimizers, sharding, train  # pylint: disable=g-import-not-at-top
+  from mlheads.data import base, pipeline, synthetic  # pylint: disable=g-import-not-at-top
+  from mlheads.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  from mlheads.state import train_state  # pylint: disable=g-import-not-at-top
+  rows = []
+  for k in (int(x) for x in FLAGS.sampled_classes):
+    c = synthetic.SyntheticConfig(name='bench', rows=8 * 256, classes=k)
+    x, idx, count = synthetic.generate(c)
+    arrays = {'features': x, 'labels': idx, 'labels_count': count}
+    fields = {'features': base.Field((c.features,), 'float32', 'features'),
+              'labels': base.Field((k,), 'float32', 'binary', sparse=c.max_labels)}
+    ds = base.Dataset(name='bench', splits={}, meta={}, inputs={'features': fields['features']},
+                      targets={'labels': fields['labels']})
+    steps, times = {}, {}
+    for m in (int(x) for x in FLAGS.sampled_negatives):
+      config = synthetic_xml.get_config()
+      config.heads.labels.negatives = m
+      model, heads = model_lib.build_model(config, ds)
+      parallel = sharding.DataParallel.over_all_devices()
+      state = train_state.create(model, optimizers.make(config), 0, pipeline.example_inputs(ds),
+                                 parallel.replicated)
+      step = train.make_train_step(heads, parallel)
+      batches = [parallel.shard(b) for b in pipeline.eval_batches(ds, arrays, 256)]
+      state, out = step(state, batches[0])  # compile
+      jax.block_until_ready(out)
+      steps[m], times[m] = (step, state, batches), []
+    for _ in range(FLAGS.rounds):
+      for m, (step, state, batches) in steps.items():
+        t = time.perf_counter()
+        for i in range(10):
+          state, out = step(state, batches[i % len(batches)])
+        jax.block_until_ready(out)
+        times[m].append(1000 * (time.perf_counter() - t) / 10)
+        steps[m] = (step, state, batches)
+    full = statistics.median(times[0]) if 0 in times else None
+    for m, ts in times.items():
+      ms = statistics.median(ts)
+      rows.append({'bench': 'sampled', 'classes': k, 'negatives': m, 'batch_size': 256,
+                   'ms_per_step': round(ms, 1), 'rounds_ms': [round(t, 1) for t in ts],
+                   **({'speedup_vs_full': round(full / ms, 2)} if full else {})})
+  return rows
+
+
 def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
   """Times the headline model's train step on random data (as the Keras script does)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -221,6 +340,8 @@ CASES = {
     'per_class_conv': lambda: bench_models.bench_per_class_conv(FLAGS.case_seconds),
     'input': lambda: bench_models.bench_input(FLAGS.case_seconds),
     'metrics': bench_metrics,
+    'metrics_large': bench_metrics_large,
+    'sampled': bench_sampled,
 }
 
 

@@ -4,14 +4,16 @@
       [--step=N] [--batch_size=B] [--keep=all|none|col,col] [--threshold=T] [--top_k=K]
 
 Reads a checkpoint's extras (config, fitted heads, the data set's fields and
-metadata, thresholds tuned on validation), rebuilds the model from them (no
-training data needed), restores its parameters, encodes the input rows with
-the data set's own `encode` (the run's tokenizer and scaling) and writes one
-CSV row per input row: the kept input columns, then per output
-`<output>:<class>` probabilities and `<output>:predicted` (the classes whose
-probability exceeds its tuned threshold, or `--threshold`, or the `--top_k`
-highest, joined by '|'), or for a regression output `<output>:<column>`
-values. docs/predict.md has the details. `predict_table` does the same for a
+metadata, thresholds tuned and calibration fitted on validation), rebuilds the
+model from them (no training data needed), restores its parameters, encodes the
+input rows with the data set's own `encode` (the run's tokenizer and scaling)
+and writes one CSV row per input row: the kept input columns, then per output
+`<output>:<class>` probabilities (calibrated where the run fitted a calibration,
+calibration.py) and `<output>:predicted` (the classes whose score exceeds its
+tuned threshold, or `--threshold`, or the `--top_k` most probable, joined by
+'|'), or for a regression output `<output>:<column>` values. Tuned thresholds
+compare the uncalibrated scores they were tuned on; `--threshold` and `--top_k`
+the probabilities written. docs/predict.md has the details. `predict_table` does the same for a
 pandas DataFrame, in memory (the Python API's `Run.predict`).
 
 Bad input is one line on stderr naming the file, the line, the column and the
@@ -41,6 +43,7 @@ from mlheads import sharding
 from mlheads.data import base
 from mlheads.data import files
 from mlheads.data import pipeline
+from mlheads.evaluation import calibration
 from mlheads.evaluation import runner
 from mlheads.model import heads as heads_lib
 from mlheads.model import model as model_lib
@@ -87,6 +90,7 @@ def choose_checkpoint(workdir: str, step: int | None = None) -> extras_lib.RunRe
                     chosen.step, f'step {ens.step}' if ens else 'no step: unfinished run')
     return chosen
   return dataclasses.replace(chosen, ensemble=ens, thresholds=ens.thresholds,
+                             calibration=ens.calibration,
                              how=f'{chosen.how}, blended with the logistic model')
 
 
@@ -184,12 +188,21 @@ def scores(ckpt: extras_lib.RunRecord, workdir: str, table: pd.DataFrame,
   n = len(next(iter(inputs.values())))
   arrays = dict(inputs)
   for key, f in ds.targets.items():
-    arrays[key] = np.zeros((n,) + f.shape, np.float32)
-    if f.has_mask:
-      arrays[f'{key}_mask'] = np.ones((n,) + f.shape, np.float32)
+    arrays.update(f.empty(key, n))
   preds = runner.predict_split(r.eval_fn, r.params, ds, arrays, batch_size, r.heads)
   out = {name: p['scores'] for name, p in preds.items()}
   return out if ckpt.ensemble is None else ckpt.ensemble.blend(out, ds, table, inputs)
+
+
+def calibrated(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+  """Each output's probabilities through the calibration fitted on validation, if the
+  checkpoint has one (an increasing map per class: the label sets do not change)."""
+  out = dict(out_scores)
+  for name, cal in ckpt.calibration.items():
+    if name in out and len(cal['a']) == out[name].shape[-1]:
+      out[name] = calibration.apply_numpy(out[name], cal['a'], cal['b'])
+  return out
 
 
 def thresholds_of(ckpt: extras_lib.RunRecord, name: str, head: heads_lib.Head) -> tuple[np.ndarray, str]:
@@ -201,12 +214,13 @@ def thresholds_of(ckpt: extras_lib.RunRecord, name: str, head: heads_lib.Head) -
 
 
 def label_sets(scores: np.ndarray, thresholds: np.ndarray | None, names: list[str],
-               top_k: int | None = None) -> list[str]:
+               top_k: int | None = None, rank: np.ndarray | None = None) -> list[str]:
   """Each row's classes with score > threshold (all, if `thresholds` is None), of those only
-  the `top_k` highest-scored (ties: the earlier class), joined by '|' ('' for none)."""
+  the `top_k` highest in `rank` (default: the scores; ties: the earlier class), joined by
+  '|' ('' for none)."""
   hits = np.ones(scores.shape, bool) if thresholds is None else scores > thresholds[None, :]
   if top_k is not None:
-    top = np.argsort(-scores, axis=1, kind='stable')[:, :top_k]
+    top = np.argsort(-(scores if rank is None else rank), axis=1, kind='stable')[:, :top_k]
     in_top = np.zeros(scores.shape, bool)
     np.put_along_axis(in_top, top, True, axis=1)
     hits &= in_top
@@ -231,14 +245,18 @@ def output_columns(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
   """Output column -> values (float32 `[n]` arrays of probabilities or values; lists of
   label sets), and output -> how its label sets were chosen.
 
+  Probabilities are calibrated where the checkpoint has a calibration. The tuned thresholds
+  compare the uncalibrated scores they were tuned on; `threshold` and `top_k` the
+  probabilities written.
   threshold: one threshold for every class, instead of the checkpoint's tuned ones.
   top_k: at most the k most probable classes per row; alone, exactly k (no threshold).
   """
   cols, used = {}, {}
+  probabilities = calibrated(ckpt, out_scores)
   for name, head in ckpt.heads.items():
     s, names = out_scores[name], ckpt.dataset.class_names(head.target)
     for k, cls in enumerate(names):
-      cols[f'{name}:{cls}'] = s[:, k]
+      cols[f'{name}:{cls}'] = probabilities[name][:, k]
     if head.target_kind == 'binary':
       if threshold is not None:
         t, used[name] = np.full((head.num_classes,), threshold, np.float32), f'> {threshold:g}'
@@ -248,7 +266,11 @@ def output_columns(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
         t, used[name] = thresholds_of(ckpt, name, head)
       if top_k is not None:
         used[name] = f'top {top_k}, {used[name]}'
-      cols[predicted_column(name, names)] = label_sets(s, t, names, top_k)
+      p = probabilities[name]
+      if threshold is not None or t is None:
+        cols[predicted_column(name, names)] = label_sets(p, t, names, top_k)
+      else:
+        cols[predicted_column(name, names)] = label_sets(s, t, names, top_k, rank=p)
   return cols, used
 
 

@@ -7,7 +7,7 @@ table rows (a pandas DataFrame, its index naming the rows in messages) into mode
 inputs `{key: [n, ...]}` with the data set's metadata (tokenizer, scaling). Each
 builder makes its records with it, and predict encodes new rows with it.
 `rows(config.data)`, for a data set with text, hands back the raw table and the
-rows of each split in record order (`base.Rows`; the builder encodes the same
+rows of each split in record order (`splits.Rows`; the builder encodes the same
 rows), for models that read the text itself (the baseline's TF-IDF); None where
 the records are all there is (digit_mosaics: pixels) or no table is at hand
 (the tfds catalog). A new data set is one module plus one line here.
@@ -32,6 +32,8 @@ from mlheads.data import digits
 from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import movies
 from mlheads.data import pipeline
+from mlheads.data import splits
+from mlheads.data import synthetic
 from mlheads.data import tweets
 
 
@@ -44,7 +46,7 @@ class Source:
   build: Callable[..., Any]
   encode: Callable[..., tuple[dict[str, np.ndarray], int]]
   schema: Callable[..., dict[str, base.Field]]
-  rows: Callable[..., base.Rows] | None = None
+  rows: Callable[..., splits.Rows] | None = None
 
 
 DATASETS = {
@@ -52,6 +54,7 @@ DATASETS = {
     'movie_genres': Source(movies.builder, movies.encode, movies.schema, movies.rows),
     'digit_mosaics': Source(digits.builder, digits.encode, digits.schema),
     'from_csv': Source(csv_data.builder, csv_data.encode, csv_data.schema, csv_data.rows),
+    'synthetic_xml': Source(synthetic.builder, synthetic.encode, synthetic.schema),
     **{name: Source(catalog.loader, catalog.encode, catalog.schema) for name in catalog.CATALOG},
 }
 

@@ -4,7 +4,9 @@ A data set is prepared once by a tfds builder (array_record files, no
 TensorFlow), then read back as random-access data sources. Each record is a flat
 dict of numpy arrays: the model inputs, the targets, and for a target with
 missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
-`Dataset` says which keys are which, so the pipeline can hand the train step
+A target of many classes may be stored sparse (`Field.sparse`): its positive
+label indices per example, densified per batch only. `Dataset` says which keys
+are which, so the pipeline can hand the train step
 `{'inputs': {...}, 'targets': {...}, 'masks': {...}}`.
 """
 
@@ -45,6 +47,11 @@ class Field:
       padding for 'tokens' and 'hashed'.
     names: one name per column (class names, feature columns).
     has_mask: for targets, whether records carry `<key>_mask`.
+    sparse: for binary targets of shape `(K,)`, 0: stored as the `[K]` 0/1 vector;
+      P > 0: stored as the example's positive class indices, `<key>` int32 `[P]`
+      padded with -1 after the `<key>_count` int32 `[]` real ones, and (with has_mask)
+      a row-level `<key>_mask` float32 `[]` (0: every label of the row unknown). A
+      record then costs 4 (P + 1) bytes, not 4 K: 50,000 classes are fine.
   """
   shape: tuple[int, ...]
   dtype: str
@@ -52,6 +59,52 @@ class Field:
   vocab_size: int | None = None
   names: tuple[str, ...] = ()
   has_mask: bool = False
+  sparse: int = 0
+
+  def stored(self, key: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The record keys this field is stored as: key -> (per-example shape, dtype)."""
+    if self.sparse:
+      out = {key: ((self.sparse,), 'int32'), f'{key}_count': ((), 'int32')}
+      return out | ({f'{key}_mask': ((), 'float32')} if self.has_mask else {})
+    return {key: (self.shape, self.dtype)} | (
+        {f'{key}_mask': (self.shape, 'float32')} if self.has_mask else {})
+
+  def densify(self, arrays: Mapping[str, np.ndarray], key: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, mask) float32 `[n, *shape]` from the stored arrays of n examples."""
+    if not self.sparse:
+      y = arrays[key].astype(np.float32)
+      m = arrays.get(f'{key}_mask')
+      return y, (np.ones_like(y) if m is None else m.astype(np.float32))
+    idx = np.asarray(arrays[key])
+    n, k = len(idx), self.shape[-1]
+    y = np.zeros((n, k), np.float32)
+    rows, slots = np.nonzero(idx >= 0)
+    y[rows, idx[rows, slots]] = 1.0
+    m = arrays.get(f'{key}_mask')
+    m = np.ones((n, k), np.float32) if m is None else np.repeat(
+        np.asarray(m, np.float32).reshape(n, 1), k, axis=1)
+    return y, m
+
+  def empty(self, key: str, n: int) -> dict[str, np.ndarray]:
+    """Stored arrays of n examples with every label known and negative (predict's dummies)."""
+    if self.sparse:
+      return {key: np.full((n, self.sparse), -1, np.int32), f'{key}_count': np.zeros(n, np.int32),
+              **({f'{key}_mask': np.ones(n, np.float32)} if self.has_mask else {})}
+    return {key: np.zeros((n,) + self.shape, np.float32),
+            **({f'{key}_mask': np.ones((n,) + self.shape, np.float32)} if self.has_mask else {})}
+
+
+def sparse_labels(rows: Sequence[Sequence[int]], width: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Label index lists -> (indices int32 `[n, P]` padded with -1, count int32 `[n]`), P the
+  longest list (at least 1) or `width`."""
+  count = np.array([len(r) for r in rows], np.int32).reshape(len(rows))
+  p = max(width, int(count.max(initial=0)), 1)
+  idx = np.full((len(rows), p), -1, np.int32)
+  for i, r in enumerate(rows):
+    idx[i, :len(r)] = sorted(r)
+  return idx, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +144,8 @@ def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
   """The tfds feature spec for records made of `fields` (and their masks)."""
   spec = {}
   for key, f in fields.items():
-    spec[key] = tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype))
-    if f.has_mask:
-      spec[f'{key}_mask'] = tfds.features.Tensor(shape=f.shape, dtype=np.float32)
+    for k, (shape, dtype) in f.stored(key).items():
+      spec[k] = tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype))
   return tfds.features.FeaturesDict(spec)
 
 
@@ -168,14 +220,15 @@ class TextTableConfig(tfds.core.BuilderConfig):
   max_rows: int = 0  # 0: all rows; tests use a small slice.
   max_ngrams: int = 512
   hash_buckets: int = 2**18
+  split: str = 'random'  # splits.RULES (checked by the builders)
 
 
 def text_table_config(vocab_size: int, max_len: int, max_rows: int, max_ngrams: int,
-                      hash_buckets: int) -> TextTableConfig:
+                      hash_buckets: int, split: str = 'random') -> TextTableConfig:
   name = (f'v{vocab_size}_len{max_len}_ng{max_ngrams}_h{hash_buckets}'
-          + (f'_rows{max_rows}' if max_rows else ''))
+          + (f'_rows{max_rows}' if max_rows else '') + ('' if split == 'random' else f'_{split}'))
   return TextTableConfig(name=name, vocab_size=vocab_size, max_len=max_len, max_rows=max_rows,
-                         max_ngrams=max_ngrams, hash_buckets=hash_buckets)
+                         max_ngrams=max_ngrams, hash_buckets=hash_buckets, split=split)
 
 
 def check_lengths(data_config) -> None:
@@ -189,10 +242,12 @@ def check_lengths(data_config) -> None:
 
 
 def text_table_config_of(data_config) -> TextTableConfig:
-  """`text_table_config` from `config.data` (its lengths checked)."""
+  """`text_table_config` from `config.data` (its lengths checked; a partial config without
+  `split`, as tests and the API give: the random split)."""
   check_lengths(data_config)
   d = data_config
-  return text_table_config(d.vocab_size, d.max_len, d.max_rows, d.max_ngrams, d.hash_buckets)
+  return text_table_config(d.vocab_size, d.max_len, d.max_rows, d.max_ngrams, d.hash_buckets,
+                           d.get('split', 'random'))
 
 
 def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
@@ -214,51 +269,6 @@ def prepare(builder: ArrayBuilder) -> dict:
 # The packaged tables' fixed split: rows permuted by this seed, then cut 80/10/10.
 SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Rows:
-  """A data set's raw table and the rows each split holds, in the order of its records.
-
-  The builder encodes exactly these rows, and models that read the raw text rather than the
-  token ids (the scikit-learn baseline's TF-IDF) read them back from here, so both see the
-  same rows in the same order.
-
-  Attributes:
-    table: the raw rows (a packaged table: index 0..n-1; a user's file: line numbers).
-    parts: split -> positions (`iloc`) into `table` of its rows, in record order.
-    text: the text columns the records' token ids encode (empty: none).
-    rule: the split rule in words, for the metadata and the log.
-  """
-  table: pd.DataFrame
-  parts: Mapping[str, np.ndarray]
-  text: tuple[str, ...] = ()
-  rule: str = ''
-
-  def split(self, name: str) -> pd.DataFrame:
-    return self.table.iloc[self.parts[name]]
-
-  def texts(self, name: str) -> list[str]:
-    """Split `name`'s text, one string per record: the text columns joined by a space."""
-    return joined_texts(self.split(name), self.text)
-
-
-def split_table(df, max_rows: int, text: Sequence[str] = ()) -> Rows:
-  """The first `max_rows` rows of a packaged table (0: all), re-indexed, split the fixed way:
-  rows permuted by SPLIT_SEED, then cut by FRACTIONS. `text`: its text columns."""
-  if max_rows:
-    df = df.iloc[:max_rows]
-  df = df.reset_index(drop=True)
-  parts = dict(zip(SPLITS, split_indices(len(df), FRACTIONS, SPLIT_SEED)))
-  return Rows(df, parts, tuple(text), f'rows permuted by seed {SPLIT_SEED}; fractions {FRACTIONS}')
-
-
-def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-  """Random disjoint index sets of the given fractions of `n` rows, from `seed`."""
-  perm = np.random.default_rng(seed).permutation(n)
-  bounds = np.round(np.cumsum((0.0,) + tuple(fractions)) * n).astype(int)
-  bounds[-1] = n
-  return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def fit_scaling(train: np.ndarray) -> dict:

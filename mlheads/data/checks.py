@@ -8,6 +8,7 @@ import numpy as np
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import pipeline
 
 
 def _first_bad(bad: np.ndarray):
@@ -25,6 +26,9 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
   for key, f in {**ds.inputs, **ds.targets}.items():
     if key not in arrays:
       raise errors.UsageError(f'{where}: missing key {key!r}')
+    if f.sparse:
+      _check_sparse(where, key, f, arrays, n)
+      continue
     a = arrays[key]
     if a.shape[1:] != f.shape:
       raise errors.UsageError(f'{where}: key {key!r} has shape {a.shape[1:]}, expected {f.shape}')
@@ -57,6 +61,33 @@ def check_split(ds: base.Dataset, split: str, arrays: dict[str, np.ndarray]) -> 
                                 f'{float(flat[r, c])}, not 0 or 1')
 
 
+def _check_sparse(where: str, key: str, f: base.Field, arrays, n: int) -> None:
+  """A sparse target: indices in [0, K) first, -1 padding after, as many as the count says."""
+  for k, (shape, _) in f.stored(key).items():
+    if k not in arrays:
+      raise errors.UsageError(f'{where}: missing key {k!r}')
+    if arrays[k].shape[1:] != shape:
+      raise errors.UsageError(f'{where}: key {k!r} has shape {arrays[k].shape[1:]}, '
+                              f'expected {shape}')
+  idx, count = arrays[key], arrays[f'{key}_count']
+  k = f.shape[-1]
+  bad = (idx < -1) | (idx >= k)
+  if bad.any():
+    r, c = _first_bad(bad)
+    raise errors.UsageError(f'{where}, row {r}: key {key!r} slot {c}: class index {idx[r, c]} '
+                            f'outside [0, {k})')
+  slots = np.arange(idx.shape[1])[None, :]
+  bad = (idx >= 0) != (slots < count[:, None])
+  if bad.any():
+    r, _ = _first_bad(bad)
+    raise errors.UsageError(f'{where}, row {r}: key {key!r} holds {int((idx[r] >= 0).sum())} '
+                            f'class indices before its padding, {key}_count says {count[r]}')
+  mask = arrays.get(f'{key}_mask')
+  if mask is not None and not np.isin(mask, (0.0, 1.0)).all():
+    r = int(np.flatnonzero(~np.isin(mask, (0.0, 1.0)))[0])
+    raise errors.UsageError(f'{where}, row {r}: {key}_mask is {float(mask[r])}, not 0 or 1')
+
+
 def check_batch_size(ds: base.Dataset, split: str, n: int, batch_size: int) -> None:
   if n < batch_size:
     raise errors.UsageError(f'data set {ds.name}, split {split}: {n} examples, fewer than '
@@ -69,14 +100,24 @@ def label_summary(ds: base.Dataset, arrays: dict[str, np.ndarray]) -> dict[str, 
   for key, f in ds.targets.items():
     if f.kind != 'binary':
       continue
-    y = arrays[key].reshape(len(arrays[key]), -1)
-    m = arrays.get(f'{key}_mask')
-    m = np.ones_like(y) if m is None else m.reshape(y.shape)
-    pos = (y * m).sum(0)
+    pos, _ = pipeline.positives(ds, arrays, key)
+    if f.sparse:
+      known = arrays.get(f'{key}_mask')
+      known = np.ones(len(arrays[key]), bool) if known is None else known > 0
+      negative_rows = int((known & (arrays[f'{key}_count'] == 0)).sum())
+    else:
+      y, m = f.densify(arrays, key)
+      negative_rows = int((np.where(m > 0, y, 0).reshape(len(y), -1).sum(1) == 0).sum())
+    absent = np.flatnonzero(pos == 0)
+    name = lambda c: f.names[c] if c < len(f.names) else int(c)  # pylint: disable=cell-var-from-loop
     out[key] = {
-        'positives': pos.astype(int).tolist(),
-        'all_negative_rows': int(((y * m).sum(1) == 0).sum()),
-        'classes_without_positive': [f.names[c] if c < len(f.names) else c
-                                     for c in np.flatnonzero(pos == 0)],
+        # Thousands of classes: the counts' spread, not every count, and the first absent ones.
+        'positives': pos.tolist() if len(pos) <= 50 else {
+            'classes': len(pos), 'min': int(pos.min()), 'median': float(np.median(pos)),
+            'max': int(pos.max())},
+        'all_negative_rows': negative_rows,
+        'classes_without_positive': ([name(c) for c in absent] if len(absent) <= 20 else
+                                     f'{len(absent)} classes, e.g. '
+                                     f'{[name(c) for c in absent[:5]]}'),
     }
   return out

@@ -1,5 +1,5 @@
-"""from_csv's columns: which are read, how rows become model inputs, and the label and split
-cells.
+"""from_csv's columns: which are read, how rows become model inputs, the label and split
+cells, and the target the label cells make (`targets`; `stratify_on` for a stratified split).
 
 Column settings name columns or glob patterns over the header (`px*`); `features='*'` is
 every column that no other setting uses. Records (each only if some column feeds it):
@@ -264,3 +264,55 @@ def split_cells(s, rows, lines, path) -> list[str]:
                               'expected train, validation (or val, valid, dev) or test')
     out.append(name)
   return out
+
+
+# ----------------------------------------------------------------------------- targets
+
+def stratify_on(s, cells: list) -> np.ndarray | None:
+  """`[n, K]` 0/1 known positives of the label cells (`label_cells`) to stratify on (every
+  name in the file for a label list: the class list is learned on train, after the split),
+  or None for a random split."""
+  if s.split != 'stratified':
+    return None
+  if s.labels:
+    return np.array([[v == 1.0 for v in row] for row in cells], bool)
+  classes = sorted({n for c in cells for n in c or ()})
+  index = {name: k for k, name in enumerate(classes)}
+  y = np.zeros((len(cells), len(classes)), bool)
+  for i, c in enumerate(cells):
+    y[i, [index[name] for name in c or ()]] = True
+  return y
+
+
+def targets(s, cells: list, parts: Mapping[str, np.ndarray]):
+  """The target of the label cells (`label_cells`) of rows split by `parts`.
+
+  Returns (class names, y, mask, label names outside the class list dropped per split, count):
+  the `labels=` layout: y and mask `[n, K]` float32, count None; the `label_list=` layout (the
+  class list: `classes`, else every name of the train rows, sorted): y the class indices
+  `[n, P]` int32 and count `[n]` (`base.sparse_labels`), mask `[n]` (0: the cell is empty).
+  """
+  n = len(cells)
+  if s.labels:
+    y = np.array([[0.0 if v is None else v for v in row] for row in cells],
+                 np.float32).reshape(n, len(s.labels))
+    mask = np.array([[v is not None for v in row] for row in cells],
+                    np.float32).reshape(n, len(s.labels))
+    return s.labels, y, mask, {}, None
+  classes = s.classes or tuple(sorted({name for i in parts['train'] for name in cells[i] or ()}))
+  if not classes:
+    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
+                            'split; nothing to learn')
+  index = {c: k for k, c in enumerate(classes)}
+  mask = np.array([c is not None for c in cells], np.float32)
+  dropped = {name: 0 for name in base.SPLITS}
+  split_of = np.empty(n, object)
+  for name, idx in parts.items():
+    split_of[idx] = name
+  rows = []
+  for i, cell in enumerate(cells):
+    known = {index[name] for name in cell or () if name in index}
+    dropped[split_of[i]] += len(set(cell or ())) - len(known)  # names outside the list
+    rows.append(known)
+  y, count = base.sparse_labels(rows)
+  return classes, y, mask, dropped, count

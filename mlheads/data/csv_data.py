@@ -14,9 +14,15 @@ Labels come in one of two layouts:
     an error), else every name seen in the train split, sorted; names seen only
     in validation or test are dropped and counted.
 Unknown labels are masked (record key `labels_mask`, 0 = unknown) out of the
-loss and the metrics; the target is `labels` `[K]` float32 0/1.
+loss and the metrics. The target `labels`: in the `labels=` layout `[K]` float32 0/1,
+with `labels_mask` `[K]`; in the `label_list=` layout stored sparse (`base.Field.sparse`),
+the class indices `[P]` int32 (-1 padded, P the most names in a row) with `labels_count`
+and a row-level `labels_mask` `[]`, so a list of 50,000 classes costs 4 (P + 2) bytes a
+row; densified per batch.
 Splits, one of:
   * default: rows permuted by `split_seed`, then 80% train, 10% validation, 10% test;
+    with `split=stratified`, 80/10/10 by iterative stratification of the labels
+    (splits.py; the log shows each split's positives per class);
   * `split_column=COL`: the column says `train`, `validation` (or `val`, `valid`, `dev`) or
     `test` for each row;
   * `validation_path=F`, `test_path=G`: the splits in files of their own (`path` is train);
@@ -52,6 +58,7 @@ from mlheads.data import base
 from mlheads.data import csv_columns
 from mlheads.data import files
 from mlheads.data import ngrams
+from mlheads.data import splits as splits_lib
 
 FRACTIONS = (0.8, 0.1, 0.1)
 TARGET = 'labels'
@@ -81,6 +88,7 @@ class Settings:
   max_len: int = 0  # 0: from the train split (AUTO_CAPS)
   max_rows: int = 0
   split_seed: int = 0
+  split: str = 'random'  # splits.RULES (the 80/10/10 split's rule)
   min_count: int = 2
   max_ngrams: int = 0  # 0: from the train split
   hash_buckets: int = ngrams.BUCKETS
@@ -107,6 +115,7 @@ def settings_from_config(data_config) -> Settings:
   s = Settings(**d)
   for key, allowed in RANGES.items():
     allowed.check(f'--config.data.{key}', getattr(s, key))
+  splits_lib.check_rule(s.split)
   if not s.path:
     raise errors.UsageError('from_csv needs --config.data.path=FILE (a .csv, .tsv or .jsonl)')
   if bool(s.labels) == bool(s.label_list):
@@ -131,6 +140,9 @@ def settings_from_config(data_config) -> Settings:
                           ('folds', s.folds)) if on]
   if len(ways) > 1:
     raise errors.UsageError(f'choose one way to split: {" or ".join(ways)}')
+  if ways and s.split != 'random':
+    raise errors.UsageError(f'--config.data.split={s.split!r} is a rule for the 80/10/10 split; '
+                            f'{ways[0]} splits the rows itself')
   if s.folds and not 3 <= s.folds:
     raise errors.UsageError(f'--config.data.folds={s.folds}: k-fold needs at least 3 folds '
                             '(test, validation, train); 0 = the 80/10/10 split')
@@ -220,8 +232,9 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
     rule = (f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
             f'validation fold {val}')
   else:
-    parts = dict(zip(base.SPLITS, base.split_indices(n, FRACTIONS, s.split_seed)))
-    rule = f'rows permuted by seed {s.split_seed}; fractions {FRACTIONS}'
+    index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split,
+                                  csv_columns.stratify_on(s, table.label_cells))
+    parts = dict(zip(base.SPLITS, index))
   for name, idx in parts.items():
     if len(idx) == 0:
       raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
@@ -229,7 +242,7 @@ def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   return parts, rule
 
 
-def rows(data_config) -> base.Rows:
+def rows(data_config) -> splits_lib.Rows:
   """The files' rows (parsed and checked) and the rows of each split, as its records are: the
   raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
@@ -238,39 +251,7 @@ def rows(data_config) -> base.Rows:
       raise errors.UsageError(f'{path}: no such file')
   table = parse(s)
   parts, rule = split_parts(s, table)
-  return base.Rows(table.rows, parts, tuple(table.columns['text']), rule)
-
-
-def _targets(s: Settings, table: Table, parts) -> tuple[tuple, np.ndarray, np.ndarray, dict]:
-  n = len(table.lines)
-  if s.labels:
-    y = np.array([[0.0 if v is None else v for v in row] for row in table.label_cells],
-                 np.float32).reshape(n, len(s.labels))
-    mask = np.array([[v is not None for v in row] for row in table.label_cells],
-                    np.float32).reshape(n, len(s.labels))
-    return s.labels, y, mask, {}
-  classes = s.classes or tuple(sorted({name for i in parts['train']
-                                       for name in (table.label_cells[i] or ())}))
-  if not classes:
-    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                            'split; nothing to learn')
-  index = {c: k for k, c in enumerate(classes)}
-  y = np.zeros((n, len(classes)), np.float32)
-  mask = np.zeros((n, len(classes)), np.float32)
-  dropped = {name: 0 for name in base.SPLITS}
-  split_of = np.empty(n, object)
-  for name, idx in parts.items():
-    split_of[idx] = name
-  for i, names in enumerate(table.label_cells):
-    if names is None:
-      continue
-    mask[i] = 1.0
-    for name in names:
-      if name in index:
-        y[i, index[name]] = 1.0
-      else:
-        dropped[split_of[i]] += 1  # only possible for a learned list, outside train.
-  return classes, y, mask, dropped
+  return splits_lib.Rows(table.rows, parts, tuple(table.columns['text']), rule)
 
 
 def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -278,7 +259,7 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   table = parse(s)
   n = len(table.lines)
   parts, rule = split_parts(s, table)
-  classes, y, mask, dropped = _targets(s, table, parts)
+  classes, y, mask, dropped, count = csv_columns.targets(s, table.label_cells, parts)
   coding = csv_columns.fit(table.rows.iloc[parts['train']], table.columns, s,
                            table.numeric[parts['train']])
   splits, truncated = {}, {}
@@ -286,6 +267,12 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     rows = table.rows.iloc[idx]
     inputs, truncated[name] = csv_columns.encode(rows, coding, s.path)
     splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
+    if count is not None:
+      splits[name][f'{TARGET}_count'] = count[idx]
+  counts = (splits_lib.positives(parts, np.where(mask > 0, y, 0)) if count is None else
+            {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()})
+  splits_lib.log_label_counts(f'from_csv {s.path}', counts, {k: len(v) for k, v in parts.items()},
+                              list(classes), s.split)
   cols = coding['columns']
   logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
                'cells %d; texts truncated to %d words or %d character n-grams: %s; label names '
@@ -293,11 +280,13 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
                {k: len(v) for k, v in parts.items()}, rule,
                {k: v.shape[1:] for k, v in splits['train'].items() if k in
                 ('tokens', 'bigrams', 'chargrams', 'features', 'categories')}, len(classes),
-               list(classes), int((mask == 0).sum()), cols['max_len'],
-               cols.get('max_ngrams', 0), truncated, dropped)
+               list(classes) if len(classes) <= 50 else f'{list(classes[:10])} ...',
+               int((mask == 0).sum()), cols['max_len'], cols.get('max_ngrams', 0), truncated,
+               dropped)
   meta = {
       'file': os.path.abspath(s.path),
       'classes': list(classes),
+      'max_labels': 0 if s.labels else int(y.shape[1]),
       **coding,
       'split_rule': rule,
       'truncated': truncated,
@@ -313,6 +302,7 @@ def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 class CsvConfig(tfds.core.BuilderConfig):
   settings: Settings | None = None
   classes: tuple[str, ...] = ()
+  max_labels: int = 0  # the label_list layout's sparse width (0: the labels= layout, dense)
   # The metadata's coding, once known: the fields' widths.
   coding: dict | None = dataclasses.field(default=None, repr=False)
 
@@ -321,10 +311,12 @@ class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
   # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  # 1.3.0: records in the order of the split's rows (base.Rows; metadata record_order).
+  # 1.3.0: records in the order of the split's rows (splits.Rows; metadata record_order).
   # 1.4.0: hashed bigrams and character n-grams; lengths from the data.
-  VERSION = tfds.core.Version('1.4.0')
-  RELEASE_NOTES = {'1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
+  # 1.5.0: label lists stored sparse.
+  VERSION = tfds.core.Version('1.5.0')
+  RELEASE_NOTES = {'1.5.0': 'label_list layout stored sparse',
+                   '1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
                    '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
@@ -342,7 +334,7 @@ class FromCsv(base.ArrayBuilder):
     return {
         **inputs,
         TARGET: base.Field((len(c.classes),), 'float32', 'binary', names=c.classes,
-                           has_mask=True),
+                           has_mask=True, sparse=c.max_labels),
     }
 
   def make_splits(self):
@@ -381,11 +373,13 @@ def builder(data_config) -> FromCsv:
     # Same bytes and settings were checked when it was prepared; the class list is in its metadata.
     meta = probe.metadata()
     return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
-                                    coding={k: meta[k] for k in _CODING}), **kw)
+                                    coding={k: meta[k] for k in _CODING},
+                                    max_labels=meta['max_labels']), **kw)
   arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
   meta = arrays[1]
   return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
-                                  coding={k: meta[k] for k in _CODING}), arrays=arrays, **kw)
+                                  coding={k: meta[k] for k in _CODING},
+                                  max_labels=meta['max_labels']), arrays=arrays, **kw)
 
 
 encode = csv_columns.encode

@@ -25,6 +25,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import splits as splits_lib
 
 CELL = 8
 GRID = 2
@@ -40,10 +41,13 @@ MAX_PIXEL = 16.0
 @dataclasses.dataclass
 class DigitsConfig(tfds.core.BuilderConfig):
   max_rows: int = 0  # 0: the full sizes; else at most this many mosaics per split.
+  split: str = 'random'  # of the source images; 'stratified': by digit (splits.py)
 
 
-def _config(max_rows: int) -> DigitsConfig:
-  return DigitsConfig(name=f'rows{max_rows}' if max_rows else 'full', max_rows=max_rows)
+def _config(max_rows: int, split: str = 'random') -> DigitsConfig:
+  splits_lib.check_rule(split)
+  name = (f'rows{max_rows}' if max_rows else 'full') + ('' if split == 'random' else f'_{split}')
+  return DigitsConfig(name=name, max_rows=max_rows, split=split)
 
 
 def load_source(raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +102,10 @@ class DigitMosaics(base.ArrayBuilder):
   def make_splits(self):
     c = self.builder_config
     images, labels = load_source(raw=True)
-    pools = dict(zip(base.SPLITS, base.split_indices(len(images), _SOURCE_FRACTIONS,
-                                                     _SOURCE_SEED)))
+    one_hot = np.eye(10, dtype=bool)[labels]
+    index, rule = splits_lib.split(len(images), _SOURCE_FRACTIONS, _SOURCE_SEED, c.split,
+                                   one_hot)
+    pools = dict(zip(base.SPLITS, index))
     splits, sources = {}, {}
     for name, pool in pools.items():
       n = min(_SIZES[name], c.max_rows) if c.max_rows else _SIZES[name]
@@ -112,8 +118,7 @@ class DigitMosaics(base.ArrayBuilder):
                  {k: len(v['image']) for k, v in splits.items()},
                  {k: len(v) for k, v in pools.items()})
     meta = {
-        'split_rule': (f'source images permuted by seed {_SOURCE_SEED} and cut '
-                       f'{_SOURCE_FRACTIONS}; mosaics composed per split with seeds '
+        'split_rule': (f'source images: {rule}; mosaics composed per split with seeds '
                        f'{_COMPOSE_SEEDS}'),
         'source_images_used': sources,
     }
@@ -130,4 +135,5 @@ def schema(data_config) -> dict[str, base.Field]:
 
 
 def builder(data_config) -> DigitMosaics:
-  return base.make_builder(DigitMosaics, _config(data_config.max_rows), data_config)
+  split = data_config.get('split', 'random')  # a partial config (tests, the API): random
+  return base.make_builder(DigitMosaics, _config(data_config.max_rows, split), data_config)

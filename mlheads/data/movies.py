@@ -11,7 +11,8 @@ none of the seven. Records:
            log1p(votes); standardized with the train split's mean and std.
   genres   `[7]` float32 0/1: Action, Animation, Comedy, Drama, Documentary,
            Romance, Short.
-Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test;
+`--config.data.split=stratified`: iterative stratification of the genres (splits.py).
 `max_rows` keeps the first rows of the table (alphabetical by title) for
 quick checks. `encode` turns raw rows (columns COLUMNS; `budget` may be
 blank) into `tokens` and `numeric` for the builder and for predict alike;
@@ -26,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from mlheads.data import base
 from mlheads.data import ngrams
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 GENRES = ('Action', 'Animation', 'Comedy', 'Drama', 'Documentary', 'Romance', 'Short')
@@ -40,14 +42,17 @@ def load_table() -> pd.DataFrame:
 COLUMNS = ('title', 'year', 'length', 'budget', 'rating', 'votes')
 
 
-def table_rows(max_rows: int = 0) -> base.Rows:
-  """The table split the fixed way: what the builder encodes (and the baseline reads)."""
-  return base.split_table(load_table(), max_rows, text=('title',))
+def table_rows(max_rows: int = 0, split: str = 'random') -> splits_lib.Rows:
+  """The table split the fixed way (`split`: splits.RULES; 'stratified' on the genres): what
+  the builder encodes (and the baseline reads)."""
+  return splits_lib.split_table(load_table(), max_rows, ('title',), split, names=GENRES,
+                                labels=lambda d: d[list(GENRES)].to_numpy(),
+                                dataset='movie_genres')
 
 
-def rows(data_config) -> base.Rows:
+def rows(data_config) -> splits_lib.Rows:
   """`config.data`'s rows of the table, split as its records are."""
-  return table_rows(data_config.max_rows)
+  return table_rows(data_config.max_rows, data_config.get('split', 'random'))
 
 
 def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarray:
@@ -81,7 +86,7 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  # 1.1.0: records in the order of the split's rows (base.Rows); 1.2.0: n-grams.
+  # 1.1.0: records in the order of the split's rows (splits.Rows); 1.2.0: n-grams.
   VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams',
                    '1.1.0': 'records in row order', '1.0.0': 'first version'}
@@ -102,7 +107,7 @@ class MovieGenres(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    table = table_rows(c.max_rows)
+    table = table_rows(c.max_rows, c.split)
     df, parts = table.table, table.parts
     tok = tokenizer_lib.Tokenizer.fit(df['title'].iloc[parts['train']], c.vocab_size, c.max_len)
     meta = {
@@ -124,6 +129,7 @@ class MovieGenres(base.ArrayBuilder):
 
 
 def builder(data_config) -> MovieGenres:
+  splits_lib.check_rule(data_config.get('split', 'random'))  # a partial config: random
   return base.make_builder(MovieGenres, base.text_table_config_of(data_config), data_config)
 
 

@@ -51,17 +51,29 @@ def read_split(source, chunk: int = 4096) -> dict[str, np.ndarray]:
 
 
 def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray) -> dict:
-  batch = {
-      'inputs': {k: flat[k] for k in ds.inputs},
-      'targets': {k: flat[k].astype(np.float32) for k in ds.targets},
-      'masks': {},
-      'valid': valid,
-  }
+  """A batch of stored records -> the step's structure; sparse targets are densified here,
+  per batch, and nowhere else."""
+  batch = {'inputs': {k: flat[k] for k in ds.inputs}, 'targets': {}, 'masks': {}, 'valid': valid}
   for k, f in ds.targets.items():
-    m = flat.get(f'{k}_mask')
-    batch['masks'][k] = (np.ones_like(batch['targets'][k]) if m is None
-                         else m.astype(np.float32))
+    batch['targets'][k], batch['masks'][k] = f.densify(flat, k)
   return batch
+
+
+def positives(ds: base.Dataset, arrays: Mapping[str, np.ndarray], key: str) -> tuple[np.ndarray,
+                                                                                      int]:
+  """Target `key`'s known positives per class `[K]` int64 over a split, and the number of
+  rows with a known label (without densifying a sparse target)."""
+  f = ds.targets[key]
+  k = int(np.prod(f.shape))
+  if f.sparse:
+    idx = np.asarray(arrays[key])
+    known = np.ones(len(idx), bool) if f'{key}_mask' not in arrays else (
+        np.asarray(arrays[f'{key}_mask']).reshape(len(idx)) > 0)
+    hits = idx[known]
+    return np.bincount(hits[hits >= 0], minlength=k).astype(np.int64), int(known.sum())
+  y, m = f.densify(arrays, key)
+  y, m = y.reshape(len(y), -1), m.reshape(len(m), -1) > 0
+  return np.where(m, y, 0).sum(0).astype(np.int64), int(m.any(1).sum())
 
 
 def num_rows(arrays: Mapping[str, np.ndarray]) -> int:

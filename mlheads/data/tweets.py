@@ -11,7 +11,8 @@ more than the train split's median? Records:
   engagement  `[2]` float32: retweets > the train median, likes > the train
               median (0/1 each; a two-label target for the head comparison).
   log_counts  `[2]` float32: log1p(retweets), log1p(likes), for regression.
-Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test.
+Splits: rows permuted by seed 0 (fixed), 80% train, 10% validation, 10% test;
+`--config.data.split=stratified`: iterative stratification of `retweeted` (splits.py).
 `encode` turns raw rows (columns COLUMNS) into `tokens` and `extra` for the
 builder and for predict alike; "days" count from the first tweet of the table,
 kept in the metadata (`first_created_at`). `rows` hands back each split's raw
@@ -26,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from mlheads.data import base
 from mlheads.data import ngrams
+from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
 
 
@@ -38,14 +40,18 @@ def load_table() -> pd.DataFrame:
 COLUMNS = ('text', 'created_at', 'source')
 
 
-def table_rows(max_rows: int = 0) -> base.Rows:
-  """The table split the fixed way: what the builder encodes (and the baseline reads)."""
-  return base.split_table(load_table(), max_rows, text=('text',))
+def table_rows(max_rows: int = 0, split: str = 'random') -> splits_lib.Rows:
+  """The table split the fixed way: what the builder encodes (and the baseline reads).
+  `split` 'stratified': on retweets above the whole table's median (the label's train median
+  is only known after the split)."""
+  return splits_lib.split_table(
+      load_table(), max_rows, ('text',), split, dataset='trump_tweets', names=('retweeted',),
+      labels=lambda d: (d['retweet_count'] > d['retweet_count'].median()).to_numpy()[:, None])
 
 
-def rows(data_config) -> base.Rows:
+def rows(data_config) -> splits_lib.Rows:
   """`config.data`'s rows of the table, split as its records are."""
-  return table_rows(data_config.max_rows)
+  return table_rows(data_config.max_rows, data_config.get('split', 'random'))
 
 
 def aux_features(df: pd.DataFrame, first: str | None = None,
@@ -105,7 +111,7 @@ class TrumpTweets(base.ArrayBuilder):
 
   def make_splits(self):
     c = self.builder_config
-    table = table_rows(c.max_rows)
+    table = table_rows(c.max_rows, c.split)
     df, parts = table.table, table.parts
     train = df.iloc[parts['train']]
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
@@ -146,6 +152,7 @@ class TrumpTweets(base.ArrayBuilder):
 
 
 def builder(data_config) -> TrumpTweets:
+  splits_lib.check_rule(data_config.get('split', 'random'))  # a partial config: random
   return base.make_builder(TrumpTweets, base.text_table_config_of(data_config), data_config)
 
 

@@ -26,38 +26,48 @@ Conventions (each checked against scikit-learn in tests/evaluation/test_metrics.
   label after every label scored at least as high. Rows whose unmasked labels
   are all 0 or all 1 score LRAP 1 and ranking loss 0; a row without a
   positive has coverage 0 (all as scikit-learn).
-* `precision_at_k`: per row, (#positives among the k top-scored unmasked
-  labels) / k, averaged over rows. Ties at the k-th score are split evenly
-  (the expected value over a random order of the tied labels), so the result
-  does not depend on column order. A row with fewer than k unmasked labels
-  takes all of them and divides by their number. `one_error` is
-  1 - `precision_at_1`: the (expected) fraction of rows whose top label is
-  not a positive; rows without a positive count as errors.
+* The @k metrics, k in (1, 3, 5), rank each row's unmasked labels by score
+  and average over rows (ranking.py has the formulas). `precision_at_k`:
+  (#positives among the k top-scored labels) / k; `recall_at_k`: the same
+  over the row's #positives; `ndcg_at_k`: DCG@k (discount 1 / log2(1 + rank))
+  over the ideal DCG of min(k, #positives) positives (= scikit-learn's
+  `ndcg_score`). Rows without a positive score 0 in all three. Ties at the
+  k-th score are split evenly (the expected value over a random order of the
+  tied labels), so no result depends on column order. A row with fewer than k
+  unmasked labels takes all of them and divides by their number.
+  `one_error` is 1 - `precision_at_1`.
+* Propensity-scored `psp_at_k` and `psndcg_at_k` (Jain, Prabhu and Varma,
+  KDD 2016): as P@k and DCG@k with each positive l's gain 1 / p_l, PSnDCG@k
+  divided by sum_{j<=k} 1 / log2(1 + j), where p_l = 1 / (1 + C (N_l + B)^-A),
+  C = (ln N - 1) (B + 1)^A, N_l the positives of label l among N rows of the
+  train split (`propensities`; A = 0.55, B = 1.5 by default). Not normalized
+  by the best achievable value (some tools report PSP / best PSP).
 * `label_accuracy` = 1 - `hamming_loss`: the fraction of unmasked (row, label)
   entries predicted right. `subset_accuracy` is the fraction of rows with every
   unmasked label right. For one label (K = 1) both are the plain accuracy.
 * One label (K = 1): the metrics that rank a row's labels against each other
-  (`RANKING_KEYS`: LRAP, coverage, ranking loss, one-error, precision@k) say
-  nothing with a single label per row and are not reported (`keys(1)`).
+  (`RANKING_KEYS`: LRAP, coverage, ranking loss, one-error and every @k metric)
+  say nothing with a single label per row and are not reported (`keys(1)`).
 
 Scores are compared in float32; they must lie in [0, 1] because the ranking
 metrics (ranking.py) sort packed int32 keys of (score bits, label bit).
 
-Threshold metrics accumulate in constant memory with `ThresholdCounts`
-(`init`, `update`, `finalize`); ranking metrics are exact over full arrays.
-Counts are int32: up to 2**31 entries per class.
+`compute` and `per_class` run streaming.py's `Accumulator` over the arrays as
+one batch: the same exact code evaluates a split of any size batch by batch
+(the threshold counts are counts.py's `ThresholdCounts`: `init`, `update`,
+`finalize`).
 """
 
-import functools
-from typing import NamedTuple
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from mlheads.evaluation import counts
 from mlheads.evaluation import ranking
+from mlheads.evaluation import streaming
 
 TOP_K = ranking.TOP_K
+ThresholdCounts, init, update, finalize = (counts.ThresholdCounts, counts.init, counts.update,
+                                           counts.finalize)
+PROPENSITY_A, PROPENSITY_B = 0.55, 1.5
 
 KEYS = (
     'label_accuracy', 'hamming_loss', 'subset_accuracy',
@@ -67,17 +77,11 @@ KEYS = (
     'average_precision_macro', 'average_precision_micro',
     'roc_auc_macro', 'roc_auc_micro',
     'label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
-    'one_error', 'precision_at_1', 'precision_at_3',
+    'one_error',
+    *(f'{m}_at_{k}' for m in ranking.AT_K for k in TOP_K),
 )
 
-
-def is_ranking(key: str) -> bool:
-  """Whether metric `key` ranks each row's labels against each other (meaningless for one
-  label per row, so not reported then)."""
-  return key in ('label_ranking_average_precision', 'coverage_error', 'label_ranking_loss',
-                 'one_error') or key.startswith(('precision_at_', 'recall_at_', 'ndcg_at_'))
-
-
+is_ranking = ranking.is_ranking
 RANKING_KEYS = tuple(k for k in KEYS if is_ranking(k))
 
 
@@ -87,136 +91,14 @@ def keys(num_classes: int) -> tuple[str, ...]:
   return tuple(k for k in KEYS if num_classes != 1 or not is_ranking(k))
 
 
-# ----------------------------------------------------------------------------
-# Threshold metrics: constant-memory accumulator.
-
-
-class ThresholdCounts(NamedTuple):
-  """Sufficient statistics of the threshold metrics (a pytree).
-
-  Attributes:
-    tp, fp, fn, tn: `[K]` int32 per-class confusion counts.
-    rows: `[]` int32, rows with at least one unmasked entry.
-    subset_correct: `[]` int32, such rows with every unmasked entry right.
-    sample_precision, sample_recall, sample_f1: `[]` float32 sums over rows.
-  """
-  tp: jax.Array
-  fp: jax.Array
-  fn: jax.Array
-  tn: jax.Array
-  rows: jax.Array
-  subset_correct: jax.Array
-  sample_precision: jax.Array
-  sample_recall: jax.Array
-  sample_f1: jax.Array
-
-
-def init(num_classes: int) -> ThresholdCounts:
-  """Empty counts for `num_classes` classes."""
-  z = jnp.zeros((num_classes,), jnp.int32)
-  i = jnp.zeros((), jnp.int32)
-  f = jnp.zeros((), jnp.float32)
-  return ThresholdCounts(z, z, z, z, i, i, f, f, f)
-
-
-def _div0(a, b):
-  """a / b, and 0 where b == 0 (scikit-learn's zero_division=0)."""
-  return jnp.where(b > 0, a / jnp.where(b > 0, b, 1), 0.0)
-
-
-def update(counts: ThresholdCounts, labels, scores, threshold=0.5,
-           mask=None) -> ThresholdCounts:
-  """Adds a batch to `counts`. Jittable.
-
-  Args:
-    counts: the running `ThresholdCounts`.
-    labels: 0/1 `[N, K]`.
-    scores: `[N, K]`.
-    threshold: scalar or `[K]`; predicted where `score > threshold`.
-    mask: optional 0/1 `[N, K]`; 0 leaves the entry out.
-
-  Returns:
-    The updated counts.
-  """
-  valid, y = ranking.valid_and_positive(labels, mask)
-  p = valid & (jnp.where(valid, scores, 0) > jnp.asarray(threshold))
-  i32 = functools.partial(jnp.sum, dtype=jnp.int32)
-  tp_e, fp_e, fn_e = y & p, ~y & p, y & ~p
-  tn_e = valid & ~y & ~p
-  # Sample-wise: one row's unmasked entries, as sklearn's average='samples'.
-  tp_r = i32(tp_e, axis=1).astype(jnp.float32)
-  fp_r = i32(fp_e, axis=1).astype(jnp.float32)
-  fn_r = i32(fn_e, axis=1).astype(jnp.float32)
-  present = jnp.any(valid, axis=1)
-  wrong_r = (fp_r + fn_r) > 0
-  return ThresholdCounts(
-      tp=counts.tp + i32(tp_e, axis=0),
-      fp=counts.fp + i32(fp_e, axis=0),
-      fn=counts.fn + i32(fn_e, axis=0),
-      tn=counts.tn + i32(tn_e, axis=0),
-      rows=counts.rows + i32(present),
-      subset_correct=counts.subset_correct + i32(present & ~wrong_r),
-      sample_precision=counts.sample_precision
-      + jnp.sum(_div0(tp_r, tp_r + fp_r)),
-      sample_recall=counts.sample_recall + jnp.sum(_div0(tp_r, tp_r + fn_r)),
-      sample_f1=counts.sample_f1
-      + jnp.sum(_div0(2 * tp_r, 2 * tp_r + fp_r + fn_r)),
-  )
-
-
-def finalize(counts: ThresholdCounts) -> dict[str, jax.Array]:
-  """Threshold metrics from accumulated counts (jittable scalars)."""
-  f = lambda x: x.astype(jnp.float32)
-  tp, fp, fn, tn = f(counts.tp), f(counts.fp), f(counts.fn), f(counts.tn)
-  entries = jnp.sum(tp + fp + fn + tn)
-  stp, sfp, sfn = jnp.sum(tp), jnp.sum(fp), jnp.sum(fn)
-  rows = f(counts.rows)
-  hamming = _div0(sfp + sfn, entries)
-  return {
-      'label_accuracy': 1.0 - hamming,
-      'hamming_loss': hamming,
-      'subset_accuracy': _div0(f(counts.subset_correct), rows),
-      'precision_micro': _div0(stp, stp + sfp),
-      'recall_micro': _div0(stp, stp + sfn),
-      'f1_micro': _div0(2 * stp, 2 * stp + sfp + sfn),
-      'precision_macro': jnp.mean(_div0(tp, tp + fp)),
-      'recall_macro': jnp.mean(_div0(tp, tp + fn)),
-      'f1_macro': jnp.mean(_div0(2 * tp, 2 * tp + fp + fn)),
-      'precision_samples': _div0(counts.sample_precision, rows),
-      'recall_samples': _div0(counts.sample_recall, rows),
-      'f1_samples': _div0(counts.sample_f1, rows),
-  }
-
-
-@jax.jit
-def compute_arrays(labels, scores, threshold, mask) -> dict[str, jax.Array]:
-  """Jittable core of `compute`: `[N, K]` arrays in, dict of scalars out."""
-  counts = update(init(labels.shape[1]), labels, scores, threshold, mask)
-  return {**finalize(counts), **ranking.compute(labels, scores, mask)}
-
-
-@jax.jit
-def per_class_arrays(labels, scores, threshold, mask) -> dict[str, jax.Array]:
-  """Jittable core of `per_class`."""
-  c = update(init(labels.shape[1]), labels, scores, threshold, mask)
-  f = lambda x: x.astype(jnp.float32)
-  tp, fp, fn = f(c.tp), f(c.fp), f(c.fn)
-  nan_div = lambda a, b: jnp.where(b > 0, a / jnp.maximum(b, 1), jnp.nan)
-  ap, auc = ranking.average_precision_and_auc(ranking.sorted_stats(
-      ranking.sort_last_axis(ranking.sort_keys(labels, scores, mask).T)))
-  return {
-      'precision': nan_div(tp, tp + fp),
-      'recall': nan_div(tp, tp + fn),
-      'f1': nan_div(2 * tp, 2 * tp + fp + fn),
-      'average_precision': ap,
-      'roc_auc': auc,
-      'support': c.tp + c.fn,
-      'count': c.tp + c.fp + c.fn + c.tn,
-  }
-
-
-# ----------------------------------------------------------------------------
-# Host wrappers.
+def propensities(positives, rows: int, a: float = PROPENSITY_A, b: float = PROPENSITY_B
+                 ) -> np.ndarray:
+  """Jain et al.'s label propensities `[K]` float32 from a split's positives per label `[K]`
+  among `rows` rows: 1 / (1 + C (N_l + B)^-A), C = (ln N - 1) (B + 1)^A (C = 0, every
+  propensity 1, below N = e, where the formula would leave (0, 1])."""
+  n_l = np.asarray(positives, np.float64)
+  c = max(np.log(max(rows, 1)) - 1.0, 0.0) * (b + 1.0) ** a
+  return (1.0 / (1.0 + c * (n_l + b) ** -a)).astype(np.float32)
 
 
 def check_inputs(labels, scores, threshold=0.5, mask=None):
@@ -290,6 +172,19 @@ def _first_bad(name, values, bad, why):
     raise ValueError(f'{name}{list(pos)} = {values[pos].item()!r}: {why}')
 
 
+def _accumulate(labels, scores, threshold, mask, propensity) -> streaming.Result:
+  y, s, t, valid = check_inputs(labels, scores, threshold, mask)
+  if propensity is None:
+    propensity = propensities(y.sum(0, where=valid, dtype=np.int64), int(valid.any(1).sum()))
+  p = np.asarray(propensity, np.float32)
+  if p.shape != (y.shape[1],) or not np.all((p > 0) & (p <= 1)):
+    raise ValueError(f'propensity must be [{y.shape[1]}] values in (0, 1], got {p.shape}')
+  acc = streaming.Accumulator(y.shape[1], len(y), thresholds={'t': t},
+                              inv_propensity=1.0 / p)
+  acc.add(y, s, valid)
+  return acc.finish()
+
+
 def sigmoid(logits) -> np.ndarray:
   """Scores from logits (`--from_logits`): the sigmoid in float64, then float32, as every
   metric compares scores. float32 holds no value between 1 - 2**-24 and 1, so logits above
@@ -298,7 +193,7 @@ def sigmoid(logits) -> np.ndarray:
   return special.expit(np.asarray(logits, np.float64)).astype(np.float32)
 
 
-def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
+def compute(labels, scores, threshold=0.5, mask=None, propensity=None) -> dict[str, float]:
   """All metrics (see `KEYS` and the module docstring) as Python floats.
 
   Args:
@@ -306,6 +201,8 @@ def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
     scores: `[N, K]` in [0, 1].
     threshold: scalar or `[K]` per-class thresholds.
     mask: optional 0/1 `[N, K]`; 0 leaves an entry out.
+    propensity: `[K]` label propensities in (0, 1] for PSP@k / PSnDCG@k (`propensities`
+      of the train split); default: those of `labels` itself.
 
   Returns:
     {metric name: value} for `keys(K)`; NaN where a metric is undefined (e.g.
@@ -314,10 +211,7 @@ def compute(labels, scores, threshold=0.5, mask=None) -> dict[str, float]:
   Raises:
     ValueError: on bad input, naming the value and its position.
   """
-  args = check_inputs(labels, scores, threshold, mask)
-  one_label = args[0].shape[1] == 1
-  return {k: float(v) for k, v in jax.device_get(compute_arrays(*args)).items()
-          if not (one_label and is_ranking(k))}
+  return _accumulate(labels, scores, threshold, mask, propensity).metrics['t']
 
 
 def per_class(labels, scores, threshold=0.5, mask=None
@@ -331,5 +225,4 @@ def per_class(labels, scores, threshold=0.5, mask=None
   The NaN entries of average_precision / roc_auc are the classes left out of
   the macro averages.
   """
-  out = per_class_arrays(*check_inputs(labels, scores, threshold, mask))
-  return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+  return _accumulate(labels, scores, threshold, mask, None).per_class['t']

@@ -122,18 +122,16 @@ def pr_curve(labels, scores, mask=None):
   return np.r_[0.0, tp / y.sum()], np.r_[1.0, tp / (tp + fp)]
 
 
-def plot_pr(pred, names, per_cls, out, path) -> str:
+def plot_pr(columns, names, per_cls, out, path) -> str:
   """Per-class PR curves on test; returns a note for report.md (or '').
 
-  Up to 10 classes share one axis; beyond, small panels for the classes
-  with the most test positives (an axis with 30 curves is unreadable).
+  columns: class index -> {'labels', 'scores', 'mask' (or None)} `[n]`: every class, or
+  (many classes) those the evaluation kept, the most frequent. Up to 10 classes share one
+  axis; beyond, small panels for the classes with the most test positives (an axis with
+  30 curves is unreadable).
   """
-  scores, labels = np.asarray(pred['scores']), np.asarray(pred['labels'])
-  mask = pred.get('mask')
-  mask = None if mask is None else np.asarray(mask)
-  col = lambda a, i: None if a is None else a[:, i]
-  curves = {i: pr_curve(labels[:, i], scores[:, i], col(mask, i))
-            for i in range(len(names))}
+  curves = {i: pr_curve(c['labels'], c['scores'], c.get('mask'))
+            for i, c in sorted(columns.items())}
   no_pos = [names[i] for i, c in curves.items() if c is None]
   drawable = [i for i, c in curves.items() if c is not None]
   label = lambda i: (f'{names[i]} (AP {markdown.fmt(per_cls["average_precision"][i])},'
@@ -178,14 +176,51 @@ def plot_pr(pred, names, per_cls, out, path) -> str:
                  f'{len(names)} classes by support; dotted: prevalence)')
     fig.supxlabel('recall')
     fig.supylabel('precision')
-    if len(shown) < len(drawable):
+    with_curve = int(np.sum(np.asarray(per_cls['support']) > 0))
+    if len(shown) < with_curve:
       notes.append(f'The plot shows the {len(shown)} classes with the most '
-                   f'test positives of {len(drawable)} with a curve.')
-  if no_pos:
+                   f'test positives of {with_curve} with a curve.')
+  if no_pos and len(names) <= 10:
     notes.append('No curve (no positive in test): '
                  + ', '.join(f'`{n}`' for n in no_pos) + '.')
   fig.savefig(path, dpi=DPI)
   return ' '.join(notes)
+
+
+def plot_reliability(reliability, out, path, ece) -> None:
+  """Reliability diagram on test, pooled over classes: per bin of the score, the fraction
+  of positives against the mean score, before and after calibration (left), and how many
+  entries each bin holds (right, log scale).
+
+  reliability: {'before'|'after': {'count', 'score', 'positive'}} (calibration.reliability);
+  ece: {'before', 'after'} class-wise ECE for the legend.
+  """
+  fig = Figure(figsize=(11, 4.6), dpi=DPI, layout='constrained')
+  ax, ax_n = fig.subplots(1, 2)
+  ax.plot([0, 1], [0, 1], color='gray', ls='--', lw=1, label='perfectly calibrated')
+  n_bins = len(reliability['before']['count'])
+  edges = np.linspace(0, 1, n_bins + 1)
+  for i, when in enumerate(('before', 'after')):
+    r = reliability.get(when)
+    if not r:
+      continue
+    pts = [(s, p) for s, p in zip(r['score'], r['positive']) if s is not None]
+    if pts:
+      x, y = zip(*pts)
+      ax.plot(x, y, 'o-', color=f'C{i}', ms=4,
+              label=f'{when} (class-wise ECE {markdown.fmt(ece.get(when))})')
+    ax_n.bar(edges[:-1] + (i + 0.5) * (edges[1] - edges[0]) / 2, np.maximum(r['count'], 0.5),
+             width=(edges[1] - edges[0]) / 2, color=f'C{i}', alpha=0.7, label=when)
+  ax.set(xlabel='mean score in bin', ylabel='fraction positive', xlim=(0, 1), ylim=(0, 1),
+         title=f'Reliability on test: {out} (all classes pooled)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc='upper left')
+  ax_n.set_yscale('log')
+  ax_n.set(xlabel='score bin', ylabel='entries (log scale)', xlim=(0, 1),
+           title='Entries per bin')
+  ax_n.grid(alpha=0.3)
+  ax_n.legend(fontsize=8)
+  fig.savefig(path, dpi=DPI)
 
 
 def plot_scatter(pred, names, out, path, r2=(), max_points=5000):

@@ -1,24 +1,29 @@
-"""Evaluation over a whole split: the jitted eval step, predictions, each output's metrics,
-thresholds tuned on validation, and the metric that picks the best checkpoint.
+"""Evaluation over a whole split: the jitted eval step, each output's metrics streamed in
+bounded memory (thresholds tuned and calibration fitted on validation), whole-split
+predictions, and the metric that picks the best checkpoint.
 
     eval_fn = make_eval_fn(model, heads, parallel)          # jitted once
-    preds = predict_split(eval_fn, params, ds, arrays, batch_size, heads)
-    metrics = all_metrics(heads, preds)                       # each head's own threshold
-    tuned = all_metrics(heads, preds, tune_thresholds(heads, preds_on_validation))
+    val = evaluate_split(eval_fn, params, ds, arrays, batch_size, heads, calibrate='platt')
+    test = evaluate_split(..., thresholds=tuned_thresholds(val), calibration=calibrations(val))
+    evals = evaluate_predictions(heads, {output: {'scores', 'labels', 'mask', 'loss'}}, ...)
+    summary = summarize(heads, val, test, ...)
+    preds = predict_split(eval_fn, params, ds, arrays, batch_size, heads)   # scores [n, K]
 """
 
+import dataclasses
 import difflib
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import numpy as np
 
 from mlheads import errors
 from mlheads.data import pipeline
+from mlheads.evaluation import calibration as calibration_lib
 from mlheads.evaluation import metrics as metrics_lib
-from mlheads.evaluation import thresholds as thresholds_lib
+from mlheads.evaluation import streaming
 
 # Metrics where lower is better (for picking the best checkpoint).
 LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'hamming_loss', 'coverage_error', 'label_ranking_loss',
@@ -78,43 +83,140 @@ def regression_metrics(targets, preds, mask) -> dict[str, float]:
   return out
 
 
-def head_metrics(head, out: Mapping[str, np.ndarray], threshold=None) -> dict[str, float]:
-  """One output's metrics: its loss plus classification or regression metrics.
+@dataclasses.dataclass
+class OutputEval:
+  """One output's evaluation over a split.
 
-  `threshold` (scalar or `[K]`) defaults to the head's own (0.5; 1/C for softmax).
+  Attributes:
+    metrics: 'own' (at the head's own threshold) and, if thresholds were given, 'tuned'
+      -> {metric: value}, the loss included.
+    result: the streaming result (binary outputs): per-class arrays, tuned thresholds,
+      calibration, ECE, kept columns.
+    arrays: a regression output's whole-split {'scores', 'labels', 'mask'} `[n, K]`.
   """
-  known_rows = np.asarray(head.known_rows(out['labels'], out['mask']))
-  res = {'loss': float(out['loss'][known_rows].mean()) if known_rows.any() else float('nan')}
-  if head.target_kind == 'real':
-    res.update(regression_metrics(out['labels'], out['scores'], out['mask']))
-  else:
-    res.update(metrics_lib.compute(out['labels'], out['scores'],
-                                   threshold=head.threshold if threshold is None else threshold,
-                                   mask=out['mask']))
-  return res
+  metrics: dict[str, dict[str, float]]
+  result: streaming.Result | None = None
+  arrays: dict[str, np.ndarray] | None = None
 
 
-def all_metrics(heads, preds, thresholds=None) -> dict[str, dict[str, float]]:
-  """Every output's metrics; binary outputs at `thresholds[out]['per_class']` if given."""
-  out = {}
+def evaluate_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
+                   batch_size: int, heads, **kw) -> dict[str, OutputEval]:
+  """Every output's metrics over a split, streamed: no `[n, K]` array of a binary output is
+  ever held (streaming.py), so K and n are bounded by disk, not memory.
+
+  Args:
+    eval_fn, params, ds, arrays, batch_size, heads: as for `predict_split`.
+    **kw: `evaluate_batches`' settings (propensity, thresholds, calibration, calibrate,
+      columns, directory).
+  """
+  def batches():
+    for batch in pipeline.eval_batches(ds, arrays, batch_size):
+      valid = batch['valid'] > 0
+      scores, losses = jax.device_get(eval_fn(params, batch))
+      yield {name: (np.asarray(scores[name])[valid], np.asarray(losses[name])[valid],
+                    batch['targets'][h.target][valid], batch['masks'][h.target][valid])
+             for name, h in heads.items()}
+  return evaluate_batches(heads, pipeline.num_rows(arrays), batches(), **kw)
+
+
+def evaluate_predictions(heads, predictions: Mapping[str, Mapping[str, np.ndarray]],
+                         batch_size: int = 4096, **kw) -> dict[str, OutputEval]:
+  """`evaluate_split` on scores at hand (a model fitted elsewhere, the baselines):
+  `predictions` output -> {'scores', 'labels', 'mask' `[n, K]`, 'loss' `[n]`}."""
+  n = len(next(iter(predictions.values()))['scores'])
+  batches = ({name: tuple(p[k][i:i + batch_size] for k in ('scores', 'loss', 'labels', 'mask'))
+              for name, p in predictions.items()} for i in range(0, n, batch_size))
+  return evaluate_batches(heads, n, batches, **kw)
+
+
+def evaluate_batches(heads, n: int, batches: Iterable[Mapping[str, tuple]], *,
+                     propensity: Mapping[str, np.ndarray] | None = None,
+                     thresholds: Mapping[str, dict] | None = None,
+                     calibration: Mapping[str, dict] | None = None, calibrate: str = 'none',
+                     columns: int = 0, directory: str | None = None) -> dict[str, OutputEval]:
+  """Every output's metrics over `n` rows fed in batches.
+
+  Args:
+    heads: output -> head.
+    n: the rows `batches` hold in all.
+    batches: each {output: (scores `[b, K]`, losses `[b]`, labels `[b, K]`, mask `[b, K]`)}
+      of valid rows only.
+    propensity: output -> `[K]` label propensities of the train split (PSP@k, PSnDCG@k);
+      default all 1.
+    thresholds: output -> {'per_class': [K]}: also count the threshold metrics there ('tuned').
+    calibration: output -> {'a': [K], 'b': [K]} to measure the ECE after (fitted elsewhere).
+    calibrate: 'platt' / 'temperature': fit each binary output's calibration on this split.
+    columns: keep that many classes' columns (most positives first) for PR curves.
+    directory: where the key stores spill (default: the system's temporary directory).
+  """
+  thresholds, calibration, propensity = thresholds or {}, calibration or {}, propensity or {}
+  accs, dense, loss = {}, {}, {name: [0.0, 0] for name in heads}
   for name, head in heads.items():
-    if thresholds is None:
-      out[name] = head_metrics(head, preds[name])
-    elif name in thresholds:
-      out[name] = head_metrics(head, preds[name], np.asarray(thresholds[name]['per_class']))
+    if head.target_kind != 'binary':
+      dense[name] = {'scores': [], 'labels': [], 'mask': []}
+      continue
+    t = {'own': head.threshold}
+    if name in thresholds:
+      t['tuned'] = np.asarray(thresholds[name]['per_class'], np.float32)
+    p = propensity.get(name)
+    accs[name] = streaming.Accumulator(head.num_classes, n, thresholds=t, directory=directory,
+                                       inv_propensity=None if p is None else 1.0 / np.asarray(p))
+  for batch in batches:
+    for name, head in heads.items():
+      s, losses, labels, mask = batch[name]
+      known = np.asarray(head.known_rows(labels, mask))
+      loss[name][0] += float(np.asarray(losses)[known].sum(dtype=np.float64))
+      loss[name][1] += int(known.sum())
+      if name in accs:
+        y, s32, _, v = metrics_lib.check_inputs(labels, np.asarray(s), 0.5, mask)
+        accs[name].add(y, s32, v)
+      else:
+        for key, value in (('scores', s), ('labels', labels), ('mask', mask)):
+          dense[name][key].append(np.asarray(value))
+  out = {}
+  for name in heads:
+    mean_loss = {'loss': loss[name][0] / loss[name][1] if loss[name][1] else float('nan')}
+    if name in accs:
+      cal = calibration.get(name)
+      r = accs[name].finish(tune=True, calibrate=calibrate, columns=columns,
+                            calibration=None if cal is None else (np.asarray(cal['a']),
+                                                                  np.asarray(cal['b'])))
+      out[name] = OutputEval({k: {**mean_loss, **m} for k, m in r.metrics.items()}, result=r)
+    else:
+      a = {k: np.concatenate(v) for k, v in dense[name].items()}
+      out[name] = OutputEval({'own': {**mean_loss, **regression_metrics(
+          a['labels'], a['scores'], a['mask'])}}, arrays=a)
   return out
 
 
-def tune_thresholds(heads, preds) -> dict[str, dict]:
-  """`{output: {'per_class': [K]}}`: per-class thresholds maximizing each class's F1, for
-  each binary output. (`thresholds.tune` also finds one global threshold; nothing uses it, so
-  it is neither stored nor reported.)"""
+def metrics_of(evals: Mapping[str, OutputEval], which: str = 'own') -> dict[str, dict]:
+  """output -> {metric: value} at 'own' or 'tuned' thresholds (outputs that have them)."""
+  return {name: e.metrics[which] for name, e in evals.items() if which in e.metrics}
+
+
+def tuned_thresholds(evals: Mapping[str, OutputEval]) -> dict[str, dict]:
+  """`{output: {'per_class': [K]}}`: each binary output's per-class F1-best thresholds, for
+  the extras. (The accumulator also finds one global threshold; nothing uses it, so it is
+  neither stored nor reported.)"""
+  return {name: {'per_class': [float(t) for t in e.result.tuned]}
+          for name, e in evals.items() if e.result is not None}
+
+
+def calibrations(evals: Mapping[str, OutputEval], method: str) -> dict[str, dict]:
+  """The calibration fitted on a split (`calibrate=method`), for the extras."""
+  return {name: {'method': method, 'a': e.result.calibration[0].tolist(),
+                 'b': e.result.calibration[1].tolist()}
+          for name, e in evals.items()
+          if e.result is not None and e.result.calibration is not None}
+
+
+def propensities(heads, ds, train_arrays, a: float, b: float) -> dict[str, np.ndarray]:
+  """Each binary output's label propensities (Jain et al. 2016) from the train split."""
   out = {}
   for name, head in heads.items():
     if head.target_kind == 'binary':
-      p = preds[name]
-      per_class, _ = thresholds_lib.tune(p['labels'], p['scores'], p['mask'])
-      out[name] = {'per_class': [float(t) for t in per_class]}
+      positives, rows = pipeline.positives(ds, train_arrays, head.target)
+      out[name] = metrics_lib.propensities(positives, rows, a, b)
   return out
 
 
@@ -123,16 +225,36 @@ def default_thresholds(heads) -> dict[str, float]:
   return {name: float(h.threshold) for name, h in heads.items() if h.target_kind == 'binary'}
 
 
-def summarize(heads, preds, thresholds: dict) -> dict:
-  """The final evaluation's metric sections: validation and test at each head's own threshold,
-  test at the per-class `thresholds` tuned on validation, and both sets of thresholds."""
+def summarize(heads, validation: Mapping[str, OutputEval], test: Mapping[str, OutputEval],
+              thresholds: dict, calibration: dict) -> dict:
+  """The final evaluation's sections: validation and test at each head's own threshold,
+  test at the per-class `thresholds` tuned on validation, both sets of thresholds, and each
+  output's class-wise ECE before and after the calibration fitted on validation."""
+  ece = {name: {'method': calibration[name]['method'],
+                'validation': validation[name].result.ece, 'test': test[name].result.ece}
+         for name in calibration if test[name].result.ece is not None}
   return {
-      'validation': all_metrics(heads, preds['validation']),
-      'test': all_metrics(heads, preds['test']),
-      'test_tuned': all_metrics(heads, preds['test'], thresholds),
+      'validation': metrics_of(validation),
+      'test': metrics_of(test),
+      'test_tuned': metrics_of(test, 'tuned'),
       'thresholds': thresholds,
       'default_thresholds': default_thresholds(heads),
+      'calibration': ece,
   }
+
+
+def report_details(evals: Mapping[str, OutputEval]) -> dict[str, dict]:
+  """What the report draws per output: per-class arrays at the head's own and the tuned
+  thresholds, the kept columns (PR curves), the reliability bins; a regression's arrays."""
+  out = {}
+  for name, e in evals.items():
+    if e.result is None:
+      out[name] = {'arrays': e.arrays}
+      continue
+    r = e.result
+    out[name] = {'per_class': r.per_class, 'columns': r.columns,
+                 'reliability': r.reliability, 'ece': r.ece}
+  return out
 
 
 def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:
@@ -148,6 +270,16 @@ def brief(metrics: Mapping[str, Mapping[str, float]]) -> str:
 def flatten(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
   """{'main': {'loss': x}} -> {'main/loss': x}."""
   return {f'{out}/{k}': v for out, m in metrics.items() for k, v in m.items()}
+
+
+def check_settings(evaluation) -> None:
+  """`config.evaluation`'s values (B26), before any data is read."""
+  if evaluation.calibration not in calibration_lib.METHODS:
+    raise errors.UsageError(f'--config.evaluation.calibration={evaluation.calibration!r}: '
+                            f'use one of {list(calibration_lib.METHODS)}')
+  if not evaluation.propensity_a > 0 or not evaluation.propensity_b >= 0:
+    raise errors.UsageError('--config.evaluation.propensity_a must be > 0 and propensity_b >= 0,'
+                            f' got {evaluation.propensity_a} and {evaluation.propensity_b}')
 
 
 def metric_names(target_kind: str) -> tuple[str, ...]:
@@ -218,7 +350,7 @@ class EarlyStopping:
     self.curve = [[int(e), None if v is None else float(v)] for e, v in curve]  # a copy
 
   def update(self, epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> None:
-    """Records `epoch`'s validation metrics (`all_metrics`' output)."""
+    """Records `epoch`'s validation metrics (`metrics_of`' output)."""
     out, _, key = self.metric.partition('/')
     value = metrics.get(out, {}).get(key)
     defined = value is not None and np.isfinite(value)  # None, not NaN: extras are strict JSON

@@ -7,14 +7,14 @@ networks. The train step only sees `head.loss_fn(...)`; evaluation only
 `head.scores(...)` (per-class scores `[batch, K]` in [0, 1]) and
 `head.predict(...)` (a label set `[batch, K]` of 0/1).
 
-HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them.
+HEADS maps `config.heads.<output>.kind` to a head class; docs/heads.md compares them. The
+base class `Head` and the `Context` a head reads are in head_base.py.
 """
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,113 +23,50 @@ from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import losses
 from mlheads.model import networks
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-  """What a head may read besides its source tensor."""
-  inputs: Mapping[str, jax.Array]
-  intermediates: Mapping[str, jax.Array]
-  trunk: nn.Module  # the trunk, for heads that own whole networks (clone it)
-  labels: jax.Array | None  # this head's targets during training (teacher forcing)
-  train: bool
-  mask: jax.Array | None = None  # 1 where `labels` is known
-  initializing: bool = False  # the model is creating its parameters (Module.init)
-
-
-def _ones_if_none(mask, labels):
-  return jnp.ones(labels.shape, jnp.float32) if mask is None else mask
-
-
-@dataclasses.dataclass(frozen=True)
-class Head:
-  """Base head: a Dense layer on a source tensor, scores by sigmoid.
-
-  Attributes:
-    num_classes: K, the width of the head's target.
-    target: the data set key the head predicts.
-    weight: the loss weight in the total.
-    source: 'features' or the name of a trunk intermediate.
-    loss: a name in losses.LOSSES (checked when the head's config is resolved).
-    loss_options: keyword options for the loss (e.g. pos_weight).
-    add: '' or the name of a trunk intermediate `[batch, K]` added to the logits: the `bag`
-      trunk's wide (linear) path, `'wide'` (heads whose `output` is this class's).
-  """
-  num_classes: int
-  target: str
-  weight: float = 1.0
-  source: str = 'features'
-  loss: str = 'bce'
-  loss_options: tuple[tuple[str, Any], ...] = ()
-  add: str = ''
-
-  target_kind: ClassVar[str] = 'binary'
-  needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
-  reads_inputs: ClassVar[bool] = False  # True: reads the model inputs (ctx.inputs) itself.
-  needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
-  # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
-  fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')
-  ranges: ClassVar[Mapping[str, errors.Range]] = {}  # its own settings' ranges (B26)
-  fitted: ClassVar[tuple[str, ...]] = ()  # fields `fit` sets from the train labels
-
-  @property
-  def threshold(self) -> float:
-    """The score above which `predict` calls a label present."""
-    return 0.5
-
-  def fit(self, labels: np.ndarray, mask: np.ndarray | None = None) -> 'Head':
-    """Returns the head adapted to the train split's targets `[n, K]` (default: itself)."""
-    del labels, mask
-    return self
-
-  def select(self, features, ctx: Context):
-    if self.source == 'features':
-      return features
-    if self.source not in ctx.intermediates:
-      raise errors.UsageError(f'head source {self.source!r} is not a trunk output; the trunk '
-                              f"gives 'features' and {sorted(ctx.intermediates)}")
-    return ctx.intermediates[self.source]
-
-  def output(self, features, ctx: Context, name: str) -> jax.Array:
-    """Logits `[batch, K]` (called inside the model's compact scope)."""
-    logits = layers.dense(self.num_classes, name=name)(self.select(features, ctx))
-    # `add` was checked against the trunk's intermediates up front (model.HeadSpec.check).
-    return logits + ctx.intermediates[self.add] if self.add else logits
-
-  def label_shape(self, batch: int) -> tuple[int, ...]:
-    return (batch, self.num_classes)
-
-  def check(self, name: str, logits: jax.Array, labels: jax.Array) -> None:
-    """Exact shape check at trace time: no silent `[B, 1]` vs `[B, K]` broadcast."""
-    want = self.label_shape(logits.shape[0])
-    if tuple(labels.shape) != want:
-      raise errors.UsageError(
-          f'head {name!r} ({type(self).__name__}): targets {self.target!r} have shape '
-          f'{tuple(labels.shape)}, the head expects {want} (its logits are '
-          f'{tuple(logits.shape)})')
-
-  def known_rows(self, labels, mask) -> jax.Array:
-    """`[batch]` bool: rows that carry a training signal (the loss mean's denominator)."""
-    del labels
-    return mask.sum(-1) > 0
-
-  def loss_fn(self, logits, labels, mask=None) -> jax.Array:
-    """Per-example loss `[batch]`; mask `[batch, K]` (None: every label known)."""
-    return losses.LOSSES[self.loss].fn(logits, labels, _ones_if_none(mask, labels),
-                                       **dict(self.loss_options))
-
-  def scores(self, logits) -> jax.Array:
-    """Per-class scores `[batch, K]` in [0, 1]."""
-    return nn.sigmoid(logits)
-
-  def predict(self, logits) -> jax.Array:
-    """The predicted label set `[batch, K]` as 0/1."""
-    return (self.scores(logits) > self.threshold).astype(jnp.float32)
+from mlheads.model import sampling
+from mlheads.model.head_base import Context, Head  # heads.Context, heads.Head for callers
+from mlheads.model.head_base import ones_if_none as _ones_if_none
 
 
 @dataclasses.dataclass(frozen=True)
 class SigmoidHead(Head):
-  """K independent sigmoid units with binary cross-entropy."""
+  """K independent sigmoid units with binary cross-entropy; `negatives = m > 0` trains on
+  all positives and m sampled negatives per example (an unbiased estimate, sampling.py).
+  `init_bias`: every class starts at probability sigmoid(init_bias) (the prior init of Lin et
+  al. 2017; about -log K suits thousands of rare labels, where 0 starts the loss far off)."""
+  negatives: int = 0
+  init_bias: float = 0.0
+  max_positives: int = 0  # P: the target's sparse width (or K), set when the head is built
+
+  ranges: ClassVar[Mapping[str, errors.Range]] = {
+      'negatives': errors.Range(0, 2**24, integer=True), 'init_bias': errors.Range(-100, 100)}
+  fitted: ClassVar[tuple[str, ...]] = ('max_positives',)  # from the data, not a setting
+
+  @classmethod
+  def takes_add(cls) -> bool:
+    return True
+
+  @classmethod
+  def check_settings(cls, name, settings, loss):
+    sampling.check_settings(name, settings, loss)
+
+  def output(self, features, ctx, name):
+    layer = layers.OutputDense(self.num_classes, bias_init=self.init_bias, name=name)
+    h = self.select(features, ctx)
+    # `add` was checked against the trunk's intermediates up front (model.HeadSpec.check).
+    added = ctx.intermediates[self.add] if self.add else None
+    if self.negatives and ctx.train and ctx.labels is not None:
+      return sampling.sampled_logits(layer, h, ctx.labels, ctx.mask, self.negatives,
+                                     self.max_positives, added)
+    return layer(h) if added is None else layer(h) + added
+
+  def check(self, name, logits, labels):
+    super().check(name, logits['logits'] if isinstance(logits, dict) else logits, labels)
+
+  def loss_fn(self, logits, labels, mask=None):
+    if isinstance(logits, dict):
+      return sampling.sampled_loss(logits, **dict(self.loss_options))
+    return super().loss_fn(logits, labels, mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +148,12 @@ class BinarySoftmaxHead(Head):
 class PerClassHead(Head):
   """One whole network (trunk + binary output) per class, all K trained in one step.
 
-  The K networks have stacked parameters (model/networks.py): one jitted
-  program, K independent initialisations, nothing shared. They are vmapped, or
-  run one after another where the trunk vmaps badly (convolutions on the CPU);
-  `layout` forces one ('vmap' / 'unroll'; None: by `networks.layout`), with the same
-  parameters and outputs either way. Each reads the model inputs, not the shared
-  trunk's features (so `source` must stay 'features'); scores are sigmoids.
+  The K networks have stacked parameters (model/networks.py): one jitted program, K
+  independent initialisations, nothing shared. They are vmapped, or run one after another
+  where the trunk vmaps badly (convolutions on the CPU); `layout` forces one ('vmap' /
+  'unroll'; None: by `networks.layout`), with the same parameters and outputs either way.
+  Each reads the model inputs, not the shared trunk's features (so `source` must stay
+  'features'); scores are sigmoids.
   """
   layout: str | None = None
 
@@ -254,16 +191,14 @@ class ChainHead(Head):
 class PowersetHead(Head):
   """A softmax over the label sets seen in training; rare sets share an 'other' class.
 
-  `fit` keeps the sets that occur at least `min_count` times among the train
-  rows whose labels are all known (at most `max_sets`, most frequent first);
-  the last class, 'other', stands for every other set. The loss is the
-  configured row loss (softmax_ce) on the classes consistent with the row's
-  known labels, spread evenly ('other' counts as consistent when some
-  completion of the known labels is not a kept set). Scores are each label's
-  marginal probability: sum over kept sets of p(set) * [label in set], plus
-  p(other) times the label's rate among the folded-in train rows. `predict`
-  returns the most probable kept set, or thresholded marginals when 'other'
-  wins.
+  `fit` keeps the sets that occur at least `min_count` times among the train rows whose labels
+  are all known (at most `max_sets`, most frequent first); the last class, 'other', stands for
+  every other set. The loss is the configured row loss (softmax_ce) on the classes consistent
+  with the row's known labels, spread evenly ('other' counts as consistent when some completion
+  of the known labels is not a kept set). Scores are each label's marginal probability: sum over
+  kept sets of p(set) * [label in set], plus p(other) times the label's rate among the folded-in
+  train rows. `predict` returns the most probable kept set, or thresholded marginals when
+  'other' wins.
   """
   loss: str = 'softmax_ce'
   min_count: int = 2

@@ -1,4 +1,5 @@
-"""Layers the trunks and heads share: Keras-default initializers, Dense, a Keras-layout LSTM.
+"""Layers the trunks and heads share: Keras-default initializers, Dense (and an output Dense
+that can score chosen classes only), a Keras-layout LSTM, and the heads' own layers.
 
 The initializers are Keras' defaults, so that the headline model starts where
 the seed's Keras model does: glorot-uniform kernels, zero biases, uniform
@@ -22,6 +23,27 @@ def embed_init(key, shape, dtype=jnp.float32):
 
 def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
+
+
+class OutputDense(nn.Module):
+  """`dense(features)`'s parameters (kernel `[D, K]`, bias `[K]`, same names and inits), and
+  optionally only the logits of chosen classes.
+
+  `__call__(x)`: logits `[batch, K]`; `__call__(x, index)`: the logits `[batch, S]` of
+  classes `index [batch, S]` only, gathering S kernel columns per example: B x S x D
+  multiply-adds instead of B x K x D (the gradient still scatters into the `[D, K]` kernel).
+  """
+  features: int
+  bias_init: float = 0.0  # every logit's starting value
+
+  @nn.compact
+  def __call__(self, x: jax.Array, index: jax.Array | None = None) -> jax.Array:
+    kernel = self.param('kernel', glorot, (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init), (self.features,))
+    if index is None:
+      return x @ kernel + bias
+    rows = jnp.take(kernel.T, index, axis=0)  # [batch, S, D]
+    return jnp.einsum('bd,bsd->bs', x, rows) + jnp.take(bias, index)
 
 
 class Lookup(NamedTuple):
@@ -124,6 +146,9 @@ class LSTM(nn.Module):
     xw = xw.reshape(time, -1, 4 * u)  # [time, batch, 4u]
     keep = None if valid is None else jnp.swapaxes(valid, 0, 1)[..., None].astype(xw.dtype)
     return recurrence.lstm(xw, recurrent, keep)
+
+
+# A head's own layer: a classifier chain (heads.ChainHead).
 
 
 class LabelChain(nn.Module):

@@ -54,6 +54,22 @@ def masked_mean(per_entry: jnp.ndarray, known: jnp.ndarray) -> jnp.ndarray:
   return total / jnp.maximum(known.sum(-1), 1)
 
 
+def bce_per_entry(logits, labels, *, pos_weight: float | tuple = 1.0,
+                  label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Binary cross-entropy of each entry (`sigmoid_bce` before its mean; also the sampled
+  sigmoid head's loss, whose `labels` are then those of the sampled classes). pos_weight: one
+  number or one per class `[K]`."""
+  if isinstance(pos_weight, str):
+    raise ValueError(f'pos_weight {pos_weight!r} must be resolved on the train labels first')
+  if label_smoothing:
+    labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+  if isinstance(pos_weight, (int, float)) and pos_weight == 1.0:
+    return optax.losses.sigmoid_binary_cross_entropy(logits, labels)
+  w = jnp.asarray(pos_weight, logits.dtype)
+  return -(w * labels * jax.nn.log_sigmoid(logits)
+           + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+
+
 @_masked
 def sigmoid_bce(logits, labels, known, *, pos_weight: float | str | tuple = 1.0,
                 label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -64,17 +80,8 @@ def sigmoid_bce(logits, labels, known, *, pos_weight: float | str | tuple = 1.0,
   split's negatives / positives per class before training (`balanced_pos_weight`);
   label_smoothing moves targets towards 0.5 by that amount.
   """
-  if isinstance(pos_weight, str):
-    raise ValueError(f'pos_weight {pos_weight!r} must be resolved on the train labels first')
-  if label_smoothing:
-    labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
-  if isinstance(pos_weight, (int, float)) and pos_weight == 1.0:
-    per_entry = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
-  else:
-    w = jnp.asarray(pos_weight, logits.dtype)
-    per_entry = -(w * labels * jax.nn.log_sigmoid(logits)
-                  + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
-  return masked_mean(per_entry, known)
+  return masked_mean(bce_per_entry(logits, labels, pos_weight=pos_weight,
+                                   label_smoothing=label_smoothing), known)
 
 
 def balanced_pos_weight(labels, mask=None) -> tuple[float, ...]:

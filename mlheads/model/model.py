@@ -130,8 +130,11 @@ class HeadSpec:
     elif isinstance(options.get('pos_weight'), tuple) and len(options['pos_weight']) != width:
       raise errors.UsageError(f'head {self.name!r}: pos_weight has '
                               f'{len(options["pos_weight"])} values for {width} classes')
+    # A sparse target's width P sizes the sampled sigmoid head's positives (sampling.py).
+    sized = {'max_positives': target_field.sparse or width} if 'max_positives' in {
+        f.name for f in dataclasses.fields(self.cls)} else {}
     head = self.cls(num_classes=width, loss_options=tuple(sorted(options.items())),
-                    **self.settings)
+                    **{**self.settings, **sized})
     if self.cls.needs_train_labels:
       if train_labels is None:
         raise errors.UsageError(f'head {self.name!r} ({self.kind}) needs the train split\'s '
@@ -181,8 +184,14 @@ class ModelSpec:
     for name, spec in self.heads.items():
       if name not in heads:
         target = spec.settings['target']
-        heads[name] = spec.build(ds.targets[target], split.get(target),
-                                 split.get(f'{target}_mask'))
+        field = ds.targets[target]
+        # A sparse target becomes [n, K] here only for the heads that learn from it (powerset)
+        # or weigh by it (balanced pos_weight).
+        needs = (spec.cls.needs_train_labels
+                 or dict(spec.loss_options).get('pos_weight') == 'balanced')
+        labels, mask = (field.densify(split, target) if needs and target in split
+                        else (None, None))
+        heads[name] = spec.build(field, labels, mask)
         if heads[name].add != spec.adds(trunk):
           logging.info('head %s: trunk %s gives no %r to add; left out', name,
                        type(trunk).__name__, heads[name].add)
@@ -242,7 +251,8 @@ def resolve_head(name: str, head_config) -> HeadSpec:
                           for k in options}, f'--config.heads.{name}.loss')
   chosen = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
             if k in loss.options and v is not None}
-  if cfg.get('add') and cls.output is not heads_lib.Head.output:
+  cls.check_settings(name, {**cfg, 'loss_options': chosen}, loss_name)
+  if cfg.get('add') and not cls.takes_add():
     raise errors.UsageError(f'head {name!r} ({kind}): add={cfg["add"]!r} adds a trunk output '
                             'to the logits of a one-Dense head (e.g. sigmoid); this head has its '
                             'own output layer')

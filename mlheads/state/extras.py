@@ -2,7 +2,7 @@
 
 `make(...)` is what training saves with every checkpoint (the config, the fitted
 heads, the data set's fields and metadata (tokenizer, scaling), the thresholds
-tuned on validation, the epoch); `read(...)` turns it back into objects for
+tuned and the calibration fitted on validation, the epoch); `read(...)` turns it back into objects for
 predict. Plain JSON both ways (B25: nothing is unpickled).
 """
 
@@ -25,6 +25,7 @@ class RunRecord:
   dataset: base.Dataset  # no splits: fields and metadata only
   heads: dict[str, heads_lib.Head]
   thresholds: dict  # {output: {'per_class': [K]}}, possibly empty
+  calibration: dict = dataclasses.field(default_factory=dict)  # {output: {'method', 'a', 'b'}}
   ensemble: object = None  # mlheads.ensemble.Ensemble blended with this step, if any
 
 
@@ -41,9 +42,11 @@ def head_from_json(d: dict) -> heads_lib.Head:
 
 
 def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
-         best_metric_curve=()) -> dict:
-  """The extras of a checkpoint (strict JSON). `best_metric_curve`: `[[epoch, value], ...]`
-  of the best metric on validation so far, from which early stopping resumes exactly."""
+         calibration: dict | None = None, best_metric_curve=()) -> dict:
+  """The extras of a checkpoint (strict JSON). `calibration`: {output: {'method', 'a': [K],
+  'b': [K]}} fitted on validation (calibration.py), applied by predict. `best_metric_curve`:
+  `[[epoch, value], ...]` of the best metric on validation so far, from which early stopping
+  resumes exactly."""
   return {
       'config': json.loads(config.to_json_best_effort()),
       'heads': {name: head_to_json(h) for name, h in heads.items()},
@@ -51,6 +54,7 @@ def make(config, ds: base.Dataset, heads, thresholds: dict, epoch: int,
                'inputs': {k: dataclasses.asdict(f) for k, f in ds.inputs.items()},
                'targets': {k: dataclasses.asdict(f) for k, f in ds.targets.items()}},
       'thresholds': thresholds,
+      'calibration': calibration or {},
       'epoch': epoch,
       'best_metric_curve': [[int(e), v] for e, v in best_metric_curve],
   }
@@ -82,4 +86,5 @@ def read(extras: dict, step: int, how: str) -> RunRecord:
                             f'({type(e).__name__}: {e}); was it written by an older '
                             'mlheads?') from None
   return RunRecord(step=step, how=how, config=config, dataset=ds, heads=heads,
-                   thresholds=extras.get('thresholds') or {})
+                   thresholds=extras.get('thresholds') or {},
+                   calibration=extras.get('calibration') or {})

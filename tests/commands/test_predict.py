@@ -18,11 +18,13 @@ from experiments import from_csv as from_csv_exp
 from mlheads import errors
 from mlheads import train
 from mlheads.commands import predict
+from mlheads.evaluation import calibration
 from mlheads.data import base
 from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
 from mlheads.data import ngrams
+from mlheads.data import splits
 from mlheads.data import tokenizer as tokenizer_lib
 from mlheads.data import tweets
 from mlheads.evaluation import runner
@@ -60,7 +62,7 @@ def headline(tweets_dir, tmp_path_factory):
   train.train_and_evaluate(config, workdir)
   ref, best, prepared = _reference(config, workdir)
   table = tweets.load_table().iloc[:config.data.max_rows].reset_index(drop=True)
-  test_idx = base.split_indices(len(table), base.FRACTIONS, base.SPLIT_SEED)[2]
+  test_idx = splits.split_indices(len(table), base.FRACTIONS, base.SPLIT_SEED)[2]
   rows = table.iloc[test_idx][['id_str', 'text', 'created_at', 'source']]
   return {'workdir': workdir, 'ref': ref, 'best': best, 'rows': rows, 'prepared': prepared}
 
@@ -98,7 +100,7 @@ def csv_run(tmp_path_factory):
   workdir = str(tmp / 'run')
   train.train_and_evaluate(config, workdir)
   ref, best, prepared = _reference(config, workdir)
-  test_idx = base.split_indices(len(films), csv_data.FRACTIONS, 0)[2]
+  test_idx = splits.split_indices(len(films), csv_data.FRACTIONS, 0)[2]
   return {'workdir': workdir, 'ref': ref, 'best': best, 'rows': films.iloc[test_idx],
           'prepared': prepared}
 
@@ -141,6 +143,12 @@ def _expected_labels(scores, thresholds, names):
   return ['|'.join(n for n, s, t in zip(names, row, thresholds) if s > t) for row in scores]
 
 
+def _probabilities(ref, name, scores):
+  """The trainer's scores through the checkpoint's calibration: what predict writes."""
+  cal = ref['extras']['calibration'][name]
+  return calibration.apply_numpy(scores, cal['a'], cal['b'])
+
+
 def _leftovers(directory):
   return [f for f in os.listdir(directory) if f.endswith('.tmp')]
 
@@ -164,7 +172,12 @@ def test_headline_predictions_equal_the_trainers_eval(headline, tmp_path):
   assert [r['text'] for r in rows] == list(headline['rows']['text'])
   for name in ('main', 'aux'):
     got = _column(rows, f'{name}:retweeted')
-    np.testing.assert_allclose(got, ref['scores'][name][:, 0], atol=1e-5)
+    want = _probabilities(ref, name, ref['scores'][name])[:, 0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Calibration is increasing: the rows' order by probability is the scores' order.
+    raw = ref['scores'][name][:, 0]
+    assert np.all(np.sign(np.subtract.outer(got, got)) * np.sign(np.subtract.outer(raw, raw))
+                  >= 0)
     t = ref['extras']['thresholds'][name]['per_class']
     assert [r[f'{name}:predicted'] for r in rows] == _expected_labels(
         ref['scores'][name], t, ['retweeted'])
@@ -182,8 +195,9 @@ def test_step_picks_the_given_checkpoint(headline, tmp_path):
     out = str(tmp_path / f'out{step}.csv')
     assert predict.run(headline['workdir'], inp, out, step=step)['step'] == step
     got[step] = _column(_read_output(out), 'main:retweeted')
-    np.testing.assert_allclose(got[step], headline['ref'][step]['scores']['main'][order, 0],
-                               atol=1e-5)
+    ref = headline['ref'][step]
+    np.testing.assert_allclose(
+        got[step], _probabilities(ref, 'main', ref['scores']['main'][order])[:, 0], atol=1e-5)
   assert np.abs(got[steps[0]] - got[steps[1]]).max() > 1e-4  # the steps really differ
   with pytest.raises(errors.UsageError, match=r'no committed checkpoint for step 7 .*committed'):
     predict.run(headline['workdir'], inp, str(tmp_path / 'x.csv'), step=7)
@@ -206,7 +220,7 @@ def test_from_csv_cli_equals_the_trainers_eval_and_reads_jsonl(csv_run, tmp_path
   assert list(rows[0])[:2] == ['id', 'labels:Comedy']  # --keep=id: only that input column
   assert [r['id'] for r in rows] == list(csv_run['rows']['id'])
   got = np.stack([_column(rows, f'labels:{g}') for g in GENRES], 1)
-  np.testing.assert_allclose(got, ref_scores, atol=1e-5)
+  np.testing.assert_allclose(got, _probabilities(ref, 'labels', ref_scores), atol=1e-5)
   t = ref['extras']['thresholds']['labels']['per_class']
   assert [r['labels:predicted'] for r in rows] == _expected_labels(ref_scores, t, GENRES)
   # the same rows as JSONL (numbers as JSON numbers) give the same probabilities

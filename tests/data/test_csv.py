@@ -11,7 +11,9 @@ import pytest
 from experiments import from_csv as from_csv_exp
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import pipeline
 from mlheads.data import csv_data
+from mlheads.data import splits as splits_lib
 import mlheads.data as data_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,19 +65,21 @@ def test_label_list_layout_loads_and_matches_the_file(tmp_path):
                                  label_list='genres'), batch_size=8)
   assert ds.meta['classes'] == sorted(GENRES)  # learned on train, sorted
   rows = film_rows(60)
-  parts = base.split_indices(60, csv_data.FRACTIONS, 0)
+  parts = splits_lib.split_indices(60, csv_data.FRACTIONS, 0)
   order = [GENRES.index(g) for g in sorted(GENRES)]
+  field = ds.targets['labels']
+  assert field.sparse == 3  # a label list is stored sparse: at most 3 names a row here
   for split, idx in zip(base.SPLITS, parts):
     source = ds.split(split)
     assert len(source) == len(idx)
-    got = np.stack([source[i]['labels'] for i in range(len(source))])
+    records = pipeline.read_split(source)
+    got, mask = field.densify(records, 'labels')
     want = np.stack([rows[i][4] for i in idx])[:, order]
     # tfds shuffles records within a split: compare as multisets of rows.
     assert sorted(map(tuple, got)) == sorted(map(tuple, want))
-    for i in range(len(source)):
-      r = source[i]
-      assert r['labels_mask'].tolist() == [1.0] * 3  # no empty cell in this file
-      assert ((r['tokens'] >= 0) & (r['tokens'] < 50)).all()
+    np.testing.assert_array_equal(mask, 1.0)  # no empty cell in this file
+    np.testing.assert_array_equal(records['labels_count'], got.sum(1))
+    assert ((records['tokens'] >= 0) & (records['tokens'] < 50)).all()
 
 
 def test_binary_columns_with_unknown_cells_are_masked(tmp_path):
@@ -92,7 +96,7 @@ def test_binary_columns_with_unknown_cells_are_masked(tmp_path):
   assert meta['classes'] == ['a', 'b']
   y = np.concatenate([splits[k]['labels'] for k in base.SPLITS])
   m = np.concatenate([splits[k]['labels_mask'] for k in base.SPLITS])
-  idx = np.concatenate(base.split_indices(40, csv_data.FRACTIONS, 0))
+  idx = np.concatenate(splits_lib.split_indices(40, csv_data.FRACTIONS, 0))
   kind = idx % 4  # row i of the file is pattern i % 4
   np.testing.assert_array_equal(m[kind == 1], [[0, 1]] * (kind == 1).sum())
   np.testing.assert_array_equal(m[kind == 2], [[1, 0]] * (kind == 2).sum())
@@ -114,9 +118,10 @@ def test_label_list_unknown_none_given_classes_and_jsonl(tmp_path):
                                                 label_list='tags', classes='x,y,z'))
   splits, meta = csv_data.make_arrays(s)
   assert meta['classes'] == ['x', 'y', 'z']  # given, in the given order
-  y = np.concatenate([splits[k]['labels'] for k in base.SPLITS])
-  m = np.concatenate([splits[k]['labels_mask'] for k in base.SPLITS])
-  kind = np.concatenate(base.split_indices(40, csv_data.FRACTIONS, 0)) % 4
+  field = base.Field((3,), 'float32', 'binary', has_mask=True, sparse=meta['max_labels'])
+  y, m = field.densify({k: np.concatenate([splits[s][k] for s in base.SPLITS])
+                        for k in ('labels', 'labels_mask')}, 'labels')
+  kind = np.concatenate(splits_lib.split_indices(40, csv_data.FRACTIONS, 0)) % 4
   np.testing.assert_array_equal(y[kind == 0], [[1, 0, 0]] * (kind == 0).sum())
   np.testing.assert_array_equal(y[kind == 1], [[1, 1, 0]] * (kind == 1).sum())
   np.testing.assert_array_equal(m[kind == 2], 0.0)
@@ -130,7 +135,7 @@ def test_label_list_unknown_none_given_classes_and_jsonl(tmp_path):
 
 def test_names_outside_a_learned_list_are_dropped_and_counted(tmp_path):
   lines = ['t,tags'] + [f'w{i},a' for i in range(40)]
-  test_rows = base.split_indices(40, csv_data.FRACTIONS, 0)[2]
+  test_rows = splits_lib.split_indices(40, csv_data.FRACTIONS, 0)[2]
   for i in test_rows[:2]:
     lines[i + 1] = f'w{i},a|rare'
   path = write(tmp_path / 'd.csv', '\n'.join(lines))

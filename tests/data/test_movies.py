@@ -56,3 +56,19 @@ def test_numeric_features_mark_missing_budgets():
   np.testing.assert_array_equal(raw[missing, 2], 0.0)
   np.testing.assert_allclose(raw[~missing, 2], np.log1p(table['budget'][~missing]))
   np.testing.assert_allclose(raw[:, 5], np.log1p(table['votes']))
+
+
+def test_stratified_rows_are_the_records_rows(tmp_path):
+  """split=stratified: `rows` (what the baseline reads) cuts the table as the builder did, and
+  every genre with positives in train has some in validation and in test."""
+  cfg = _config(tmp_path)
+  cfg.split = 'stratified'
+  ds = data_lib.load(cfg)
+  assert 'iterative stratification' in ds.meta['split_rule']
+  arrays, rows = _read(ds), movies.rows(cfg)
+  assert rows.rule == ds.meta['split_rule']
+  for s, a in arrays.items():
+    np.testing.assert_array_equal(a['genres'], rows.split(s)[list(movies.GENRES)].to_numpy())
+  train = arrays['train']['genres'].sum(0) > 0
+  for s in ('validation', 'test'):
+    assert (arrays[s]['genres'].sum(0)[train] > 0).all(), s

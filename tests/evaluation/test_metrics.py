@@ -6,7 +6,6 @@ import pytest
 from sklearn import metrics as skm
 
 from mlheads.evaluation import metrics
-from mlheads.evaluation import ranking
 
 N, K = 64, 6  # One shape for most tests: one compilation.
 TOL = 1e-6
@@ -157,7 +156,7 @@ def test_every_key_matches_sklearn(name, labels, scores):
   got = metrics.compute(labels, scores)
   assert set(got) == set(metrics.KEYS)
   _assert_close(got, _reference_unmasked(labels, scores, 0.5))
-  for k in (1, 3):
+  for k in metrics.TOP_K:
     assert got[f'precision_at_{k}'] == pytest.approx(
         _precision_at_k_reference(labels, scores, k), abs=TOL)
   assert got['one_error'] == pytest.approx(1 - got['precision_at_1'])
@@ -177,7 +176,7 @@ def test_masked_matches_sklearn_on_unmasked_subsets(ties):
   mask = _mask(4)
   got = metrics.compute(labels, scores, mask=mask)
   _assert_close(got, _reference_masked(labels, scores, 0.5, mask))
-  for k in (1, 3):
+  for k in metrics.TOP_K:
     assert got[f'precision_at_{k}'] == pytest.approx(
         _precision_at_k_reference(labels, scores, k, mask), abs=TOL)
 
@@ -312,16 +311,3 @@ def test_no_class_with_both_labels_gives_nan_not_zero():
 def test_bad_inputs_name_the_value(labels, scores, mask, match):
   with pytest.raises(ValueError, match=match):
     metrics.compute(labels, scores, mask=mask)
-
-
-def test_xla_sort_path_matches_sklearn(monkeypatch):
-  # CPU runs use the NumPy sort; accelerators use lax.sort. A shape no other
-  # test uses forces a fresh trace with the patched sort.
-  labels, scores = _data(12, n=37, ties=True)
-  mask = _mask(12, n=37)
-  monkeypatch.setattr(ranking, 'sort_last_axis', ranking.xla_sort)
-  got = metrics.compute(labels, scores, mask=mask)
-  _assert_close(got, _reference_masked(labels, scores, 0.5, mask))
-  jaxpr = str(jax.make_jaxpr(ranking.compute.__wrapped__)(
-      *metrics.check_inputs(labels, scores, 0.5, mask)[:2], None))
-  assert 'sort' in jaxpr and 'callback' not in jaxpr

@@ -213,9 +213,9 @@ def test_many_classes_use_panels_and_say_so(tmp_path):
   k = 30
   labels = (rng.random((N, k)) < 0.3).astype(np.int64)
   scores = rng.random((N, k)).astype(np.float32)
-  p = {'scores': scores, 'labels': labels}
+  columns = {i: {'labels': labels[:, i], 'scores': scores[:, i]} for i in range(k)}
   names = [f'class {i}' for i in range(k)]
   per_cls = metrics.per_class(labels, scores)
-  note = plots.plot_pr(p, names, per_cls, 'tags', str(tmp_path / 'pr.png'))
+  note = plots.plot_pr(columns, names, per_cls, 'tags', str(tmp_path / 'pr.png'))
   assert f'shows the {plots.MAX_PR_PANELS} classes' in note
   _check_png(str(tmp_path / 'pr.png'), min_h=600, min_w=1000)
