@@ -305,7 +305,7 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
       scores = {s: np.stack([m.predict_proba(x[s])[:, 1] for m in models], 1)
                 for s in ('validation', 'test')}
       val = predictions(head, scores['validation'], y['validation'], mask['validation'])
-      val_map[c] = runner.metrics_of(runner.evaluatepredictions(
+      val_map[c] = runner.metrics_of(runner.evaluate_predictions(
           {target: head}, {target: val}))[target]['average_precision_macro']
       progress(f'baseline {ds.name}: {target} ({k} classes), C={c:g}: validation mAP '
                f'{val_map[c]:.4f} ({fit_s[c]:.1f} s of fitting)')
