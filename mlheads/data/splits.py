@@ -121,9 +121,7 @@ class Rows:
 
   def texts(self, name: str) -> list[str]:
     """Split `name`'s text, one string per record: the text columns joined by a space."""
-    part = self.split(name)
-    cols = [base.texts(part, c) for c in self.text]
-    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+    return base.joined_texts(self.split(name), self.text)
 
 
 def split_table(df, max_rows: int, text: Sequence[str] = (), rule: str = 'random',
