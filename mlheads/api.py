@@ -24,7 +24,6 @@ line does.
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -212,11 +211,7 @@ class Run:
   @property
   def metrics(self) -> dict | None:
     """metrics.json (the final evaluation), or None while the run has not finished."""
-    path = os.path.join(self.workdir, 'metrics.json')
-    if not os.path.exists(path):
-      return None
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
+    return predict_lib.read_metrics(self.workdir)
 
   def _model(self):
     if self._restored is None:
@@ -228,7 +223,7 @@ class Run:
     calibrated where the run fitted a calibration: what predict writes."""
     inputs, _ = predict_lib.encode(self.checkpoint, rows, 'DataFrame')
     return predict_lib.calibrated(self.checkpoint, predict_lib.scores(
-        self.checkpoint, self.workdir, inputs, batch_size or self.config.eval_batch_size,
+        self.checkpoint, self.workdir, rows, inputs, batch_size or self.config.eval_batch_size,
         self._model()))
 
   def predict(self, rows: pd.DataFrame, *, threshold: float | None = None,

@@ -68,6 +68,11 @@ def numbers(ds: base.Dataset, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
   return np.concatenate(cols, axis=1) if cols else np.zeros((n, 0))
 
 
+def _no_rows(ds: base.Dataset) -> errors.UsageError:
+  return errors.UsageError(f'data set {ds.name}: its raw text rows are not at hand (only its '
+                           'token ids), so there is no TF-IDF baseline for it')
+
+
 def split_texts(ds: base.Dataset, rows: splits_lib.Rows | None,
                 sizes: Mapping[str, int]) -> dict[str, list[str]] | None:
   """Each split's raw text, one string per record; None if the data set has no token input.
@@ -78,8 +83,7 @@ def split_texts(ds: base.Dataset, rows: splits_lib.Rows | None,
   if not any(f.kind == 'tokens' for f in ds.inputs.values()):
     return None
   if rows is None:
-    raise errors.UsageError(f'data set {ds.name}: its raw text rows are not at hand (only its '
-                            'token ids), so there is no TF-IDF baseline for it')
+    raise _no_rows(ds)
   if ds.meta.get('record_order') != base.RECORD_ORDER:
     raise errors.UsageError(f'data set {ds.name}: its records were prepared by an older mlheads '
                             'in shuffled order; delete its folder in the data dir to prepare '
@@ -95,9 +99,20 @@ def split_texts(ds: base.Dataset, rows: splits_lib.Rows | None,
 
 @dataclasses.dataclass
 class Features:
-  """The design matrices `{split: [n, F]}` (CSR) and the width of each block."""
+  """The design matrices `{split: [n, F]}` (CSR), the width of each block and the vectorizers
+  fitted on train (block name -> TfidfVectorizer), which `transform` applies to new rows."""
   matrices: dict[str, sp.csr_matrix]
   blocks: dict[str, int]
+  vectorizers: dict[str, TfidfVectorizer]
+
+
+def transform(vectorizers: Mapping[str, TfidfVectorizer], texts: Sequence[str] | None,
+              nums: np.ndarray) -> sp.csr_matrix:
+  """One split's design matrix `[n, F]`: [TF-IDF blocks | numbers], as `features` made them."""
+  mats = [vec.transform(texts) for vec in vectorizers.values()] if texts is not None else []
+  if nums.shape[1]:
+    mats.append(sp.csr_matrix(nums))
+  return sp.hstack(mats, format='csr', dtype=np.float64)
 
 
 def features(texts: Mapping[str, Sequence[str]] | None,
@@ -106,29 +121,24 @@ def features(texts: Mapping[str, Sequence[str]] | None,
 
   A vectorizer that finds no term in at least 2 train texts (empty vocabulary) is left out.
   """
-  blocks, mats = {}, {s: [] for s in nums}
+  blocks, fitted = {}, {}
   for name, vec in (vectorizers().items() if texts is not None else ()):
     try:
       vec.fit(texts['train'])
     except ValueError:  # empty vocabulary: no term in >= min_df texts.
       logging.warning('baseline: no %s terms in at least 2 train texts; left out', name)
       continue
-    blocks[name] = len(vec.vocabulary_)
-    for s in mats:
-      mats[s].append(vec.transform(texts[s]))
-  width = nums['train'].shape[1]
-  if width:
-    blocks['numbers'] = width
-    for s in mats:
-      mats[s].append(sp.csr_matrix(nums[s]))
+    blocks[name], fitted[name] = len(vec.vocabulary_), vec
+  if nums['train'].shape[1]:
+    blocks['numbers'] = nums['train'].shape[1]
   if not blocks:
     raise errors.UsageError('baseline: no text terms and no numbers to fit a model on')
-  return Features({s: sp.hstack(m, format='csr', dtype=np.float64) for s, m in mats.items()},
-                  blocks)
+  mats = {s: transform(fitted, texts[s] if texts is not None else None, nums[s]) for s in nums}
+  return Features(mats, blocks, fitted)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Constant:
+class Constant:
   """A class whose known train labels are all one value: that value (OvR's constant)."""
   value: float
 
@@ -141,9 +151,9 @@ def fit_class(x, y: np.ndarray, known: np.ndarray, c: float):
   if not known.all():
     x, y = x[known], y[known]
   if len(y) == 0:
-    return _Constant(0.5)
+    return Constant(0.5)
   if np.unique(y).size < 2:
-    return _Constant(float(y[0]))
+    return Constant(float(y[0]))
   return LogisticRegression(C=c, solver='liblinear', max_iter=MAX_ITER).fit(x, y)
 
 
@@ -160,7 +170,7 @@ def prior_scores(y: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
   return np.tile(freq, (n, 1))
 
 
-def _predictions(head, scores, labels, mask) -> dict[str, np.ndarray]:
+def predictions(head, scores, labels, mask) -> dict[str, np.ndarray]:
   """What `runner.predict_split` gives per output: scores, labels, mask and the head's loss."""
   p = np.clip(scores.astype(np.float64), _EPS, 1.0 - _EPS)
   logits = (np.log(p) - np.log1p(-p)).astype(np.float32)
@@ -181,11 +191,19 @@ class Fitted:
       sections, and 'baseline': what was fitted (features, C per target, validation mAP and
       fitting seconds per C summed over classes, `wall_s` for featurizing and every fit).
     class_names: output name -> its class names.
+    vectorizers: the TF-IDF vectorizers fitted on train (`Features.vectorizers`).
+    text: the raw text columns their texts join (`splits.Rows.text`); empty: no text.
+    models: target -> its per-class models (`fit_class`'s) at the C chosen on validation.
+    width: the design matrix's columns (`transform`'s).
   """
   heads: dict[str, heads_lib.Head]
   predictions: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]
   summary: dict
   class_names: dict[str, list[str]]
+  vectorizers: dict[str, TfidfVectorizer]
+  text: tuple[str, ...]
+  models: dict[str, list]
+  width: int
 
 
 def output_targets(config) -> dict[str, str]:
@@ -219,6 +237,15 @@ def output_heads(targets: Mapping[str, str], ds: base.Dataset) -> dict[str, head
   return out
 
 
+def check_fittable(config, ds: base.Dataset) -> None:
+  """Raises now what `fit` would only find after a run has trained: an output the baseline
+  cannot fit, or a data set with text whose raw rows are not at hand."""
+  output_heads(output_targets(config), ds)
+  if any(f.kind == 'tokens' for f in ds.inputs.values()) and (
+      data_lib.get(config.data.name).rows is None):
+    raise _no_rows(ds)
+
+
 def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
         progress: Callable[[str], None] = logging.info) -> Fitted:
   """Fits both baselines on `config`'s train split, C on validation; scores every split.
@@ -242,7 +269,8 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
   has_text = any(f.kind == 'tokens' for f in ds.inputs.values())
   rows = source.rows(config.data) if source.rows is not None and has_text else None
   t0 = time.perf_counter()
-  feats = features(split_texts(ds, rows, sizes), {s: numbers(ds, arrays[s]) for s in sizes})
+  texts = split_texts(ds, rows, sizes)
+  feats = features(texts, {s: numbers(ds, arrays[s]) for s in sizes})
   featurize_s = time.perf_counter() - t0
   x = feats.matrices
   progress(f'baseline {ds.name}: {sizes["train"]:,} train rows, features {feats.blocks} '
@@ -253,6 +281,7 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
   preds = {m: {s: {} for s in ('validation', 'test')} for m in MODELS}
   info = {'features': feats.blocks, 'featurize_s': featurize_s, 'c_grid': list(c_grid),
           'rows': sizes, 'c': {}, 'validation_map': {}, 'fit_s': {}}
+  chosen = {}
   for target in dict.fromkeys(h.target for h in heads.values()):
     outs = [n for n, h in heads.items() if h.target == target]
     head = heads[outs[0]]
@@ -264,7 +293,7 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
     for s in preds['label_prior']:
       p = prior_scores(y['train'], mask['train'], sizes[s])
       for o in outs:
-        preds['label_prior'][s][o] = _predictions(head, p, y[s], mask[s])
+        preds['label_prior'][s][o] = predictions(head, p, y[s], mask[s])
 
     tasks = ((c, j) for c in c_grid for j in range(k))
     # (C, class) pairs in C order, fitted `jobs` at a time; results come back in that order.
@@ -277,23 +306,23 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
       fit_s[c] = float(sum(seconds))  # fitting time summed over the classes (threads overlap)
       scores = {s: np.stack([m.predict_proba(x[s])[:, 1] for m in models], 1)
                 for s in ('validation', 'test')}
-      val = _predictions(head, scores['validation'], y['validation'], mask['validation'])
+      val = predictions(head, scores['validation'], y['validation'], mask['validation'])
       val_map[c] = runner.metrics_of(runner.evaluate_predictions(
           {target: head}, {target: val}))[target]['average_precision_macro']
       progress(f'baseline {ds.name}: {target} ({k} classes), C={c:g}: validation mAP '
                f'{val_map[c]:.4f} ({fit_s[c]:.1f} s of fitting)')
       score = val_map[c] if np.isfinite(val_map[c]) else -np.inf
       if best is None or score > best[0]:
-        best = (score, c, scores)
-    _, c, scores = best
+        best = (score, c, scores, list(models))
+    _, c, scores, chosen[target] = best
     info['c'][target], info['validation_map'][target], info['fit_s'][target] = c, val_map, fit_s
     progress(f'baseline {ds.name}: {target}: C={c:g} chosen on validation')
     for s in preds['logistic']:
       for o in outs:
-        preds['logistic'][s][o] = _predictions(head, scores[s], y[s], mask[s])
+        preds['logistic'][s][o] = predictions(head, scores[s], y[s], mask[s])
 
   info['wall_s'] = featurize_s + time.perf_counter() - t_fit
-  sections = {m: evaluate(config, heads, ds, arrays['train'], preds[m]) for m in MODELS}
+  sections = {m: evaluate(config, heads, ds, arrays['train'], preds[m])[0] for m in MODELS}
   summary = {
       'experiment': config.experiment or ds.name,
       'model': 'TF-IDF (word 1-2-grams, char_wb 2-5-grams) + numbers -> one-vs-rest logistic '
@@ -303,20 +332,26 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
       'baseline': info,
   }
   names = {o: ds.class_names(h.target) for o, h in heads.items()}
-  return Fitted(heads=heads, predictions=preds, summary=summary, class_names=names)
+  return Fitted(heads=heads, predictions=preds, summary=summary, class_names=names,
+                vectorizers=feats.vectorizers, text=tuple(rows.text) if texts else (),
+                models=chosen, width=x['train'].shape[1])
 
 
-def evaluate(config, heads, ds, train_arrays, preds) -> dict:
-  """metrics.json's sections of one model's `preds` (split -> output -> arrays), as a run's
-  final evaluation makes them: thresholds tuned and calibration fitted on validation."""
+def evaluate(config, heads, ds, train_arrays, preds, columns: int = 0):
+  """One model's `preds` (split -> output -> arrays) evaluated as a run's final evaluation
+  does it: thresholds tuned and calibration fitted on validation, applied to test.
+
+  Returns (metrics.json's sections, the calibration {output: {'method', 'a', 'b'}}, the test
+  split's `runner.OutputEval`s, keeping `columns` classes' columns for the report)."""
   e = config.evaluation
   propensity = runner.propensities(heads, ds, train_arrays, e.propensity_a, e.propensity_b)
   val = runner.evaluate_predictions(heads, preds['validation'], propensity=propensity,
                                     calibrate=e.calibration)
   thresholds, calibration = runner.tuned_thresholds(val), runner.calibrations(val, e.calibration)
   test = runner.evaluate_predictions(heads, preds['test'], propensity=propensity,
-                                     thresholds=thresholds, calibration=calibration)
-  return runner.summarize(heads, val, test, thresholds, calibration)
+                                     thresholds=thresholds, calibration=calibration,
+                                     columns=columns)
+  return runner.summarize(heads, val, test, thresholds, calibration), calibration, test
 
 
 def beside(summary: Mapping, fitted: Fitted) -> dict:

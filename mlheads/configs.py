@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   # After the run, also fit the classical baselines (mlheads.baselines: label prior, TF-IDF +
   # logistic regression) on the same splits; metrics.json gets 'baseline', the run prints both.
   c.baseline = False
+  # After the run, blend the network's probabilities with that logistic model's, the weight
+  # per output chosen on validation (mlheads.ensemble); metrics.json's sections are the blend's.
+  c.ensemble = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ''

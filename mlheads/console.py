@@ -166,6 +166,12 @@ def summary_table(summary: dict, workdir: str | None = None) -> str:
   if step is not None:
     notes.append(f'Checkpoint: step {step} of {summary.get("steps", step)}'
                  + (f', best by validation {best}.' if best else '.'))
+  ens = summary.get('ensemble') or {}
+  for out, w in (ens.get('weights') or {}).items():
+    net = (summary.get('network') or {}).get('test', {}).get(out, {}).get('average_precision_macro')
+    notes.append(f'Ensemble, {out}: {w:g} x network + {1 - w:g} x logistic regression (weight '
+                 f'chosen on validation); the table is the blend\'s; the network alone: test '
+                 f'mAP {_cell(net)}.')
   for out, b in (summary.get('baseline') or {}).items():
     if out == 'c' or b.get('run') is None:
       continue

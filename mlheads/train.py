@@ -32,6 +32,7 @@ from mlheads import baselines
 from mlheads import configs
 from mlheads import console
 from mlheads import distributed
+from mlheads import ensemble
 from mlheads import optimizers
 from mlheads import sharding
 from mlheads.data import pipeline
@@ -119,7 +120,7 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   spec.check(schema)
   runner.check_reported(best[0], {name: (schema.targets[h.settings['target']].shape or (1,))[-1]
                                   for name, h in spec.heads.items()})
-  if config.baseline:
+  if config.baseline or config.ensemble:
     baselines.output_targets(config)  # binary targets only
   return spec, tx, best
 
@@ -203,8 +204,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'to prepare the data set')
   workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)  # B28, before any split
   data_lib.check_loaded(ds, config.batch_size)
-  if config.baseline:  # a target the baseline cannot fit is said now, not after training
-    baselines.output_heads(baselines.output_targets(config), ds)
+  if config.baseline or config.ensemble:  # what the baseline cannot fit is said now
+    baselines.check_fittable(config, ds)
   model, heads = build(spec, ds)
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),
@@ -334,8 +335,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'params_sha256': params_sha256,
         'stopped_early': stopper.should_stop(),
     }
+    # The network's scores for the ensemble: on every process (the eval step is collective).
+    net = {s: runner.predict_split(eval_fn, state.params, ds, ds.split(s), config.eval_batch_size,
+                                   heads)
+           for s in (('validation', 'test') if config.ensemble else ())}
+    fitted = baselines.fit(config) if primary and (config.baseline or config.ensemble) else None
+    if config.ensemble and primary:
+      # The sections become the ensemble's (what predict gives); the network's move aside.
+      ens, sections, test = ensemble.fit(config, heads, ds, ds.split('train'), net, fitted,
+                                         int(state.step), columns=report.PR_CLASSES)
+      summary['network'] = {k: summary[k] for k in sections if k != 'default_thresholds'}
+      summary.update(sections, ensemble={**ens.describe(),
+                                         'sha256': ensemble.save(workdir, ens)})
     if config.baseline and primary:
-      summary['baseline'] = baselines.beside(summary, baselines.fit(config))
+      summary['baseline'] = baselines.beside(summary, fitted)
     if primary:
       path = os.path.join(workdir, 'metrics.json')
       writers.write_json(path, summary)

@@ -8,15 +8,18 @@ import re
 from conftest import ROOT
 
 PACKAGE = pathlib.Path(ROOT) / 'mlheads'
-# Who may import whom: api -> commands -> train -> baselines -> model / data / evaluation /
-# state -> errors. A module of a layer imports modules of its own layer or of layers to its right.
-LAYERS = ('api', 'commands', 'main', 'train', 'baselines', 'evaluation', 'state', 'model',
-          'data', 'configs', 'optimizers', 'sharding', 'distributed', 'console', 'errors')
+# Who may import whom: api -> commands -> train -> ensemble -> baselines -> model / data /
+# evaluation / state -> errors. A module of a layer imports modules of its own layer or of
+# layers to its right.
+LAYERS = ('api', 'commands', 'main', 'train', 'ensemble', 'baselines', 'evaluation', 'state',
+          'model', 'data', 'configs', 'optimizers', 'sharding', 'distributed', 'console',
+          'errors')
 BELOW = {
     'api': set(LAYERS) - {'main'},
     'commands': set(LAYERS) - {'api', 'main'},
     'main': {'train', 'distributed', 'console', 'errors'},
     'train': set(LAYERS) - {'api', 'commands', 'main', 'train'},
+    'ensemble': {'baselines', 'evaluation', 'state', 'model', 'data', 'errors'},
     'baselines': {'evaluation', 'state', 'model', 'data', 'errors'},
     'evaluation': {'evaluation', 'state', 'model', 'data', 'errors'},
     'state': {'state', 'model', 'data', 'errors'},

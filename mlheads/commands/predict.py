@@ -22,6 +22,7 @@ renamed at the end).
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mlheads import console
+from mlheads import ensemble
 from mlheads import errors
 from mlheads import optimizers
 from mlheads import sharding
@@ -75,7 +77,33 @@ LABEL_SEPARATOR = '|'
 
 
 def choose_checkpoint(workdir: str, step: int | None = None) -> extras_lib.RunRecord:
-  """`step`'s extras; by default the best step by the run's own best metric, else the latest."""
+  """`step`'s extras; by default the best step by the run's own best metric, else the latest.
+
+  A run with an ensemble (`config.ensemble`) predicts with it at the step it was blended
+  with: the record then carries it and its thresholds (tuned on the blend's validation)."""
+  chosen = _checkpoint(workdir, step)
+  if not chosen.config.get('ensemble'):
+    return chosen
+  ens = ensemble.load(workdir, ((read_metrics(workdir) or {}).get('ensemble') or {}).get('sha256'))
+  if ens is None or ens.step != chosen.step:
+    logging.warning('step %d: the network alone (the ensemble was blended with %s)',
+                    chosen.step, f'step {ens.step}' if ens else 'no step: unfinished run')
+    return chosen
+  return dataclasses.replace(chosen, ensemble=ens, thresholds=ens.thresholds,
+                             calibration=ens.calibration,
+                             how=f'{chosen.how}, blended with the logistic model')
+
+
+def read_metrics(workdir: str) -> dict | None:
+  """metrics.json (the final evaluation), or None while the run has not finished."""
+  path = os.path.join(workdir, 'metrics.json')
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _checkpoint(workdir: str, step: int | None) -> extras_lib.RunRecord:
   if not os.path.isdir(workdir):
     raise errors.UsageError(f'--workdir={workdir}: no such directory')
   with checkpoints.Checkpointer(workdir) as ckpt:
@@ -146,13 +174,15 @@ def restore(ckpt: extras_lib.RunRecord, workdir: str) -> Restored:
                                                                        dtype))
 
 
-def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarray],
-           batch_size: int, restored: Restored | None = None) -> dict[str, np.ndarray]:
-  """Each output's scores `[n, K]` for the encoded rows `inputs`.
+def scores(ckpt: extras_lib.RunRecord, workdir: str, table: pd.DataFrame,
+           inputs: dict[str, np.ndarray], batch_size: int, restored: Restored | None = None
+           ) -> dict[str, np.ndarray]:
+  """Each output's scores `[n, K]` for the rows `table`, encoded as `inputs`.
 
   Runs the trainer's own evaluation step (`runner.eval_step`) on the rows, with
-  zero targets (the step computes a loss that is thrown away). `restored`: a
-  model already restored from this checkpoint (else it is restored here).
+  zero targets (the step computes a loss that is thrown away); a run with an ensemble blends
+  them with its logistic model's, which reads the raw rows. `restored`: a model already
+  restored from this checkpoint (else it is restored here).
   """
   ds = ckpt.dataset
   devices = jax.device_count()
@@ -163,7 +193,8 @@ def scores(ckpt: extras_lib.RunRecord, workdir: str, inputs: dict[str, np.ndarra
   for key, f in ds.targets.items():
     arrays.update(f.empty(key, n))
   preds = runner.predict_split(r.eval_fn, r.params, ds, arrays, batch_size, r.heads)
-  return {name: p['scores'] for name, p in preds.items()}
+  out = {name: p['scores'] for name, p in preds.items()}
+  return out if ckpt.ensemble is None else ckpt.ensemble.blend(out, ds, table, inputs)
 
 
 def calibrated(ckpt: extras_lib.RunRecord, out_scores: dict[str, np.ndarray]
@@ -293,7 +324,8 @@ def predict_table(ckpt: extras_lib.RunRecord, workdir: str, table: pd.DataFrame,
   were chosen, and how many texts were truncated. `source` names the rows in messages."""
   check_choice(threshold, top_k)
   inputs, truncated = encode(ckpt, table, source)
-  out_scores = scores(ckpt, workdir, inputs, batch_size or ckpt.config.eval_batch_size, restored)
+  out_scores = scores(ckpt, workdir, table, inputs, batch_size or ckpt.config.eval_batch_size,
+                      restored)
   cols, used = output_columns(ckpt, out_scores, threshold, top_k)
   return cols, used, truncated
 

@@ -88,6 +88,12 @@ def texts(table: pd.DataFrame, col: str) -> list[str]:
   return ['' if blank(c) else str(c) for c in table[col]]
 
 
+def joined_texts(table: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+  """Columns `cols` as one string per row, joined by a space (no columns: empty strings)."""
+  parts = [texts(table, c) for c in cols]
+  return [' '.join(cells) for cells in zip(*parts)] if parts else [''] * len(table)
+
+
 def timestamps(table: pd.DataFrame, col: str, source: str) -> pd.Series:
   """Column `col` of ISO 8601 times as UTC timestamps (no zone: read as UTC)."""
   cells = pd.Series(['' if blank(c) else str(c).strip() for c in table[col]], index=table.index)

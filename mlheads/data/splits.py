@@ -122,9 +122,7 @@ class Rows:
 
   def texts(self, name: str) -> list[str]:
     """Split `name`'s text, one string per record: the text columns joined by a space."""
-    part = self.split(name)
-    cols = [cells_lib.texts(part, c) for c in self.text]
-    return [' '.join(cells) for cells in zip(*cols)] if cols else [''] * len(part)
+    return cells_lib.joined_texts(self.split(name), self.text)
 
 
 def split_table(df, max_rows: int, text: Sequence[str] = (), rule: str = 'random',

@@ -26,6 +26,7 @@ class RunRecord:
   heads: dict[str, heads_lib.Head]
   thresholds: dict  # {output: {'per_class': [K]}}, possibly empty
   calibration: dict = dataclasses.field(default_factory=dict)  # {output: {'method', 'a', 'b'}}
+  ensemble: object = None  # mlheads.ensemble.Ensemble blended with this step, if any
 
 
 def head_to_json(head: heads_lib.Head) -> dict:

@@ -88,6 +88,7 @@ def _csv_config(path, data_dir):
                      dir=data_dir, vocab_size=30, max_len=4, max_ngrams=16, hash_buckets=64))
   c.trunk.embed_dim, c.trunk.hidden = 8, (8,)
   c.batch_size, c.eval_batch_size, c.epochs, c.progress = 8, 16, 1, False
+  c.ensemble = False  # predict against the trainer's network; tests/test_ensemble.py: blends
   return c
 
 
