@@ -22,6 +22,7 @@ line does.
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -138,10 +139,15 @@ def from_dataframe(frame: pd.DataFrame, *, data_dir: str = '',
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """A prepared data set: `dataset` (its fields, class names, metadata) and `arrays`
-  (`{split: {key: [n, ...]}}`, checked), as training reads them."""
+  """A prepared data set, `dataset` (its fields, class names, metadata, its splits as sources
+  on the prepared files, checked when prepared), as training reads it."""
   dataset: base.Dataset
-  arrays: dict[str, dict[str, np.ndarray]]
+
+  @functools.cached_property
+  def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+    """`{split: {key: [n, ...]}}`: every split read whole into memory (on first use; training
+    itself streams, so a data set larger than memory is fine until this is asked for)."""
+    return {s: pipeline.read_split(self.dataset.split(s)) for s in base.SPLITS}
 
   def example_inputs(self) -> dict[str, np.ndarray]:
     """One all-zero example of every input, `{key: [1, ...]}`: what `model.init` takes."""
@@ -149,20 +155,20 @@ class Data:
 
   def batches(self, split: str, batch_size: int = 256) -> Iterator[dict]:
     """The split in order as `{'inputs', 'targets', 'masks', 'valid'}` batches (the last one
-    padded, `valid` 0 on padding): what `model.apply(..., batch['inputs'])` takes."""
-    return pipeline.eval_batches(self.dataset, self.arrays[split], batch_size)
+    padded, `valid` 0 on padding), streamed from the prepared files: what
+    `model.apply(..., batch['inputs'])` takes."""
+    return pipeline.eval_batches(self.dataset, self.dataset.split(split), batch_size)
 
   def class_names(self, target: str) -> list[str]:
     return self.dataset.class_names(target)
 
   def sizes(self) -> dict[str, int]:
-    return {s: pipeline.num_rows(a) for s, a in self.arrays.items()}
+    return {s: pipeline.num_rows(self.dataset.split(s)) for s in base.SPLITS}
 
 
 def load_data(config) -> Data:
-  """The config's data set: prepared if needed (cached), read and checked (B01-B11)."""
-  ds, arrays = data_lib.load_checked(config)
-  return Data(ds, arrays)
+  """The config's data set: prepared if needed (cached, its records checked, B01-B12)."""
+  return Data(data_lib.load_checked(config))
 
 
 def build_model(config, data: Data):
@@ -170,7 +176,7 @@ def build_model(config, data: Data):
   train labels, powerset, fitted on them). `model.init(key, data.example_inputs())` gives the
   parameters; `model.apply({'params': p}, inputs)` the logits `{output: [batch, K]}`;
   `heads[name].scores(logits[name])` the probabilities."""
-  return model_lib.build_model(config, data.dataset, data.arrays['train'])
+  return train_lib.build(model_lib.resolve(config), data.dataset)
 
 
 def train(config, workdir: str | None = None) -> dict:

@@ -37,6 +37,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import pipeline
 from mlheads.data import splits as splits_lib
 from mlheads.evaluation import runner
 from mlheads.model import heads as heads_lib
@@ -191,7 +192,7 @@ class Fitted:
       fitting seconds per C summed over classes, `wall_s` for featurizing and every fit).
     class_names: output name -> its class names.
     vectorizers: the TF-IDF vectorizers fitted on train (`Features.vectorizers`).
-    text: the raw text columns their texts join (`base.Rows.text`); empty: no text.
+    text: the raw text columns their texts join (`splits.Rows.text`); empty: no text.
     models: target -> its per-class models (`fit_class`'s) at the C chosen on validation.
     width: the design matrix's columns (`transform`'s).
   """
@@ -260,7 +261,8 @@ def fit(config, *, c_grid: Sequence[float] = C_GRID, jobs: int | None = None,
   if not c_grid or min(c_grid) <= 0:
     raise errors.UsageError(f'baseline: C values must be > 0, got {list(c_grid)}')
   targets = output_targets(config)
-  ds, arrays = data_lib.load_checked(config)
+  ds = data_lib.load_checked(config)  # checked when prepared; the baseline holds them whole
+  arrays = {s: pipeline.read_split(ds.split(s)) for s in base.SPLITS}
   heads = output_heads(targets, ds)
   sizes = {s: len(next(iter(arrays[s].values()))) for s in base.SPLITS}
   source = data_lib.get(config.data.name)

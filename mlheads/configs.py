@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.grad_clip = 0.0  # global-norm clipping; 0 = off.
   c.weight_decay = 0.0  # adamw's decoupled weight decay (other optimizers: must be 0).
+  c.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params, optimizer, loss: float32)
   c.log_every_steps = 50  # host syncs (loss read, finiteness check) happen only here.
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
@@ -167,4 +168,6 @@ def validate(config, num_devices: int = 1) -> None:
   need(config.eval_batch_size % num_devices == 0,
        f'--config.eval_batch_size={config.eval_batch_size} is not divisible by the '
        f'{num_devices} devices')
+  need(config.dtype in ('float32', 'bfloat16'),
+       f"--config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
   need(len(config.heads) > 0, 'the config names no heads (config.heads is empty)')

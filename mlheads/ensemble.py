@@ -34,6 +34,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from mlheads import baselines
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.evaluation import runner
 from mlheads.state import writers
 
@@ -50,7 +51,7 @@ class Linear:
   Attributes:
     vocabularies: TF-IDF block ('word', 'char') -> its terms in column order.
     idf: block -> its inverse document frequencies fitted on train `[V]`.
-    text: the raw text columns, joined by a space (`base.Rows.text`); empty: no text.
+    text: the raw text columns, joined by a space (`splits.Rows.text`); empty: no text.
     coef: target -> `[F, K]`, the weights of `baselines.transform`'s columns.
     intercept: target -> `[K]`.
     constant: target -> `[K]`: the probability of a class whose known train labels were all
@@ -92,7 +93,7 @@ class Linear:
     """Target -> probabilities `[n, K]` of new rows: `table` the raw rows (its text columns
     are read), `inputs` their encoded model inputs (the numbers are read)."""
     vecs = self.vectorizers()
-    texts = base.joined_texts(table, self.text) if vecs else None
+    texts = cells_lib.joined_texts(table, self.text) if vecs else None
     x = baselines.transform(vecs, texts, baselines.numbers(ds, inputs))
     out = {}
     for t, coef in self.coef.items():

@@ -8,11 +8,11 @@ import os
 import time
 
 from absl import flags
-import jax
 from absl import logging
 from ml_collections import config_flags
 
 from mlheads import console
+from mlheads import distributed
 from mlheads import errors
 from mlheads import train
 
@@ -36,9 +36,7 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   console.quiet()
   if FLAGS.coordinator_address or FLAGS.distributed:
-    # CPU processes need a collectives backend to all-reduce gradients; GPUs/TPUs ignore it.
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}; settings go as --config.KEY=VALUE')
   name = FLAGS.experiment or 'run'
@@ -51,7 +49,7 @@ def main(argv):
   logging.info('Experiment %s, workdir %s, config:\n%s', name, workdir,
                console.config_lines(config))
   summary = train.train_and_evaluate(config, workdir)
-  if jax.process_index() == 0:
+  if distributed.is_primary():  # B30: one table, not one per process
     print(console.summary_table(summary, workdir), flush=True)
 
 

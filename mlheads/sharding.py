@@ -22,17 +22,24 @@ class DataParallel:
     return cls(mesh=mesh, batch=jax.NamedSharding(mesh, jax.P('data')),
                replicated=jax.NamedSharding(mesh, jax.P()))
 
-  def shard(self, batch):
-    """Global host batch (a pytree of `[B, ...]` arrays) -> arrays split over 'data'.
+  def process_rows(self, batch_size: int) -> slice:
+    """The rows of a global batch of `batch_size` that this process' devices hold: one
+    contiguous range (the mesh is 1-D), what this process reads and feeds `shard`."""
+    spans = [idx[0].indices(batch_size)[:2]
+             for idx in self.batch.addressable_devices_indices_map((batch_size,)).values()]
+    start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+    assert sum(b - a for a, b in spans) == stop - start, spans  # contiguous, no overlap
+    return slice(start, stop)
 
-    Every process computes the same global batch (the order is a pure function
-    of (seed, step)) and contributes its own contiguous slice of the rows.
-    """
-    n, i = jax.process_count(), jax.process_index()
+  def shard(self, local_batch):
+    """This process' rows of a global batch (a pytree of `[B / processes, ...]` arrays, the
+    rows `process_rows(B)`, as pipeline.train_batches reads them) -> global `[B, ...]`
+    arrays split over 'data'."""
+    n = jax.process_count()
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+        self.batch, x, (x.shape[0] * n,) + x.shape[1:]), local_batch)
 
-    def put(x):
-      rows = x.shape[0] // n
-      return jax.make_array_from_process_local_data(self.batch, x[i * rows:(i + 1) * rows],
-                                                    x.shape)
-
-    return jax.tree.map(put, batch)
+  def shard_global(self, batch):
+    """A global batch every process holds whole (evaluation, tests) -> arrays split over
+    'data', each process contributing its own rows."""
+    return self.shard(jax.tree.map(lambda x: x[self.process_rows(x.shape[0])], batch))

@@ -4,12 +4,15 @@
   set-up            every setting, name and the workdir is checked before any data is
                     read, the data before anything compiles; the model, the state (or
                     the one resumed from the workdir) and the compiled steps;
-  the loop          one step per batch, the state donated; the host reads the losses
+  the loop          one step per batch (streamed from the prepared files, each process
+                    reading its own rows), the state donated; the host reads the losses
                     only every `log_every_steps` steps; validation and a checkpoint at
-                    the end of each epoch; SIGTERM saves and exits 143;
+                    the end of each epoch; SIGTERM saves (the same step on every
+                    process) and exits 143;
   final evaluation  the best checkpoint on validation and test, at each head's own
                     threshold and at per-class thresholds tuned on validation, into
-                    metrics.json and the report.
+                    metrics.json (with `params_sha256`, the trained parameters'
+                    fingerprint) and the report.
 """
 
 import dataclasses
@@ -28,6 +31,7 @@ import optax
 from mlheads import baselines
 from mlheads import configs
 from mlheads import console
+from mlheads import distributed
 from mlheads import ensemble
 from mlheads import optimizers
 from mlheads import sharding
@@ -39,6 +43,7 @@ from mlheads.model import model as model_lib
 from mlheads.model import trunks as trunks_lib
 from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
+from mlheads.state import manifest as manifest_lib
 from mlheads.state import train_state
 from mlheads.state import workdir as workdir_lib
 from mlheads.state import writers
@@ -140,6 +145,12 @@ def check_finite(history: list[dict], first_step: int) -> None:
         'steps (lower --config.learning_rate or set --config.grad_clip)')
 
 
+def build(spec, ds):
+  """`spec.build(ds)`, reading from the train split only the keys its heads are fitted on."""
+  keys = spec.train_keys(ds)
+  return spec.build(ds, pipeline.read_split(ds.split('train'), keys) if keys else None)
+
+
 def dry_run(config, out=None) -> dict:
   """`--dry_run`: every check set-up runs, then the resolved config, the data set's sizes and
   the parameter table on `out` (stdout); no workdir, nothing compiled, nothing trained.
@@ -149,8 +160,8 @@ def dry_run(config, out=None) -> dict:
   """
   out = out or sys.stdout
   spec, _, (best_name, _) = check_config(config)
-  ds, arrays = data_lib.load_checked(config)
-  model, heads = spec.build(ds, arrays['train'])
+  ds = data_lib.load_checked(config)
+  model, heads = build(spec, ds)
   shapes = jax.eval_shape(model.init, jax.random.key(0), pipeline.example_inputs(ds))
   table, n_params = model_lib.parameter_overview(shapes['params'])
   resolved = json.loads(config.to_json_best_effort())
@@ -161,7 +172,7 @@ def dry_run(config, out=None) -> dict:
       for f in dataclasses.fields(h) if f.name not in type(h).fitted}}
                        for name, h in heads.items()}
   resolved['best_metric'] = best_name
-  sizes = {s: pipeline.num_rows(a) for s, a in arrays.items()}
+  sizes = {s: pipeline.num_rows(ds.split(s)) for s in ds.splits}
   fields = {k: (list(f.shape), f.kind) for k, f in {**ds.inputs, **ds.targets}.items()}
   print('config (resolved):\n' + json.dumps(resolved, indent=2), file=out)
   print(f'data set {ds.name}: ' + ', '.join(f'{s} {n:,}' for s, n in sizes.items())
@@ -179,44 +190,50 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Writes into `workdir`: config.json, metrics.jsonl, tensorboard/, checkpoints/
   (latest and best, with thresholds tuned on validation), metrics.json and the
   report. Everything that can be wrong with the data or the config is raised
-  before the workdir is created. Returns the summary written to metrics.json.
+  before the workdir is created. With several processes (jax.distributed), every
+  process runs this; each reads only its rows of every batch, all write the
+  checkpoints together, and only process 0 writes the other files. Returns the
+  summary written to metrics.json.
   """
   # ---------------------------------------------------------------- set-up
   spec, tx, (best_name, best_mode) = check_config(config)
   workdir_lib.check_resumable(config, workdir)
   trained_on = workdir_lib.data_trained_on(workdir)
-  ds = data_lib.load(config.data, batch_size=config.batch_size)
-  workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)
-  arrays = data_lib.read_checked(ds, config.batch_size)
+  ds = distributed.first_on_process_0(
+      lambda: data_lib.load(config.data, batch_size=config.batch_size),
+      'to prepare the data set')
+  workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)  # B28, before any split
+  data_lib.check_loaded(ds, config.batch_size)
   if config.baseline or config.ensemble:  # what the baseline cannot fit is said now
     baselines.check_fittable(config, ds)
-  model, heads = spec.build(ds, arrays['train'])
+  model, heads = build(spec, ds)
   parallel = sharding.DataParallel.over_all_devices()
   state = train_state.create(model, tx, config.seed, pipeline.example_inputs(ds),
-                             parallel.replicated)
+                             parallel.replicated, config.dtype)
   step_fn = make_train_step(heads, parallel)
-  eval_fn = runner.make_eval_fn(model, heads, parallel)
+  eval_fn = runner.make_eval_fn(model, heads, parallel, config.dtype)
 
-  propensity = runner.propensities(heads, ds, arrays['train'], config.evaluation.propensity_a,
+  # Label propensities (metrics at k) from the train labels, read a chunk at a time.
+  propensity = runner.propensities(heads, ds, ds.split('train'), config.evaluation.propensity_a,
                                    config.evaluation.propensity_b)
   method = config.evaluation.calibration
 
   def evaluate(params, split, **kw):
-    return runner.evaluate_split(eval_fn, params, ds, arrays[split], config.eval_batch_size,
+    return runner.evaluate_split(eval_fn, params, ds, ds.split(split), config.eval_batch_size,
                                  heads, propensity=propensity, **kw)
 
   table, n_params = model_lib.parameter_overview(state.params)
   logging.info('Parameters:\n%s', table)
   logging.info('Total parameters: %s', f'{n_params:,}')
-  logging.info('Devices: %s (%d processes)', jax.devices(), jax.process_count())
-  n_train = pipeline.num_rows(arrays['train'])
+  logging.info('%s; computing in %s', distributed.describe(), config.dtype)
+  n_train = pipeline.num_rows(ds.split('train'))
   steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
   total_steps = steps_per_epoch * config.epochs
   logging.info('Train %d examples: %d steps/epoch x %d epochs = %d steps of batch %d.',
                n_train, steps_per_epoch, config.epochs, total_steps, config.batch_size)
 
   os.makedirs(workdir, exist_ok=True)
-  primary = jax.process_index() == 0
+  primary = distributed.is_primary()
   with workdir_lib.WorkdirLock(workdir, enabled=primary), \
       workdir_lib.PreemptionFlag() as preempted, \
       checkpoints.Checkpointer(workdir, max_to_keep=2, best_metric=best_name,
@@ -241,15 +258,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writers.atomic_write(os.path.join(workdir, 'config.json'),
                            config.to_json_best_effort(indent=2))
 
-    with writers.MetricWriter(workdir) as writer:
+    with writers.MetricWriter(workdir, enabled=primary) as writer:  # B30: process 0 only
       # ------------------------------------------------------------ the loop
       start_step = int(state.step)
       end_step = start_step if stopper.should_stop() else total_steps
-      batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed,
-                                       config.epochs, start_step)
+      batches = pipeline.train_batches(ds, ds.split('train'), config.batch_size, config.seed,
+                                       config.epochs, start_step,
+                                       rows=parallel.process_rows(config.batch_size))
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
       with console.progress_bar(total=total_steps, initial=start_step,
-                                disable=not config.progress, unit='step',
+                                disable=not (config.progress and primary), unit='step',
                                 dynamic_ncols=True) as bar:
         for step in range(start_step, end_step):
           state, scalars = step_fn(state, parallel.shard(next(batches)))
@@ -259,8 +277,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
           seen += config.batch_size
           bar.update(1)
           done = step + 1
+          # Counted from this launch's first step: the same count on every process (B29).
+          preempt_now = preempted.reached(done - start_step)
           end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
-          if len(history) >= config.log_every_steps or end_of_epoch or preempted.requested:
+          if len(history) >= config.log_every_steps or end_of_epoch or preempt_now:
             host = jax.device_get(history)
             check_finite(host, hist_start)
             mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -287,15 +307,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
               bar.write(stopper.reason())
               logging.info('%s', stopper.reason())
               break
-          if preempted.requested:
+          if preempt_now:
             ckpt.save(done, state, extras=extras_lib.make(
                 config, ds, heads, {}, done // steps_per_epoch, best_metric_curve=stopper.curve))
-            bar.write(f'SIGTERM: saved step {done}; exiting with '
-                      f'{workdir_lib.PREEMPTED_EXIT_CODE}.')
+            logging.warning('SIGTERM: saved step %d; exiting with %d.', done,
+                            workdir_lib.PREEMPTED_EXIT_CODE)
             raise SystemExit(workdir_lib.PREEMPTED_EXIT_CODE)
 
     # -------------------------------------------------------- final evaluation
     trained_steps = int(state.step)
+    params_sha256 = manifest_lib.tree_sha256(state.params)  # the parameters training ended with
+    logging.info('Trained %d steps; params_sha256 %s', trained_steps, params_sha256)
     state, _, _ = ckpt.restore_best(state)
     # Validation again (as at the best checkpoint's epoch): thresholds and calibration fitted
     # there are applied to test.
@@ -310,14 +332,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'parameters': n_params,
         **runner.summarize(heads, val, test, thresholds, calibration),
         'steps': trained_steps,
+        'params_sha256': params_sha256,
         'stopped_early': stopper.should_stop(),
     }
+    # The network's scores for the ensemble: on every process (the eval step is collective).
+    net = {s: runner.predict_split(eval_fn, state.params, ds, ds.split(s), config.eval_batch_size,
+                                   heads)
+           for s in (('validation', 'test') if config.ensemble else ())}
     fitted = baselines.fit(config) if primary and (config.baseline or config.ensemble) else None
     if config.ensemble and primary:
       # The sections become the ensemble's (what predict gives); the network's move aside.
-      net = {s: runner.predict_split(eval_fn, state.params, ds, arrays[s],
-                                     config.eval_batch_size, heads) for s in ('validation', 'test')}
-      ens, sections, test = ensemble.fit(config, heads, ds, arrays['train'], net, fitted,
+      ens, sections, test = ensemble.fit(config, heads, ds, ds.split('train'), net, fitted,
                                          int(state.step), columns=report.PR_CLASSES)
       summary['network'] = {k: summary[k] for k in sections if k != 'default_thresholds'}
       summary.update(sections, ensemble={**ens.describe(),

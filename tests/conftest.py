@@ -58,11 +58,11 @@ def compiled(config, ds, train_arrays=None) -> types.SimpleNamespace:
   spec, tx, _ = train.check_config(config, ds)
   model, heads = spec.build(ds, train_arrays)
   parallel = sharding.DataParallel.over_all_devices()
-  eval_fn = runner.make_eval_fn(model, heads, parallel)
+  eval_fn = runner.make_eval_fn(model, heads, parallel, config.dtype)
   return types.SimpleNamespace(
       model=model, heads=heads, parallel=parallel, shard=parallel.shard,
       init_state=lambda seed: train_state.create(model, tx, seed, pipeline.example_inputs(ds),
-                                                 parallel.replicated),
+                                                 parallel.replicated, config.dtype),
       train_step=train.make_train_step(heads, parallel), eval_fn=eval_fn,
       predict=lambda params, arrays: runner.predict_split(
           eval_fn, params, ds, arrays, config.eval_batch_size, heads))

@@ -16,6 +16,7 @@ from mlheads import baselines
 from mlheads import errors
 from mlheads.data import base
 from mlheads.data import movies
+from mlheads.data import pipeline
 from mlheads.data import splits
 import mlheads.data as data_lib
 
@@ -132,7 +133,8 @@ def test_unknown_labels_are_left_out_of_each_class_fit(tmp_path):
   c.data.vocab_size, c.data.max_len = 50, 4
   fitted = baselines.fit(c, c_grid=(1.0,), jobs=1, progress=lambda _: None)
   rows = data_lib.get('from_csv').rows(c.data)
-  ds, arrays = data_lib.load_checked(c)
+  ds = data_lib.load_checked(c)
+  arrays = {s: pipeline.read_split(ds.split(s)) for s in ('train', 'test')}
   texts = {s: rows.texts(s) for s in ('train', 'test')}
   feats = baselines.features(texts, {s: baselines.numbers(ds, arrays[s]) for s in texts})
   x = feats.matrices

@@ -27,6 +27,7 @@ def test_list_shows_experiments_with_their_description():
 
 @pytest.mark.parametrize('name', ['nope', '../experiments/headline', '-rf', 'head line', 'Headline'])
 def test_unknown_or_unsafe_experiment_names_exit_2_with_the_list(name):
+  """B16: an unknown experiment, `../`, a leading `-` or spaces: exit 2 listing the experiments."""
   r = _launch(name)
   assert r.returncode == 2
   assert 'unknown experiment' in r.stderr and 'headline' in r.stderr
@@ -56,6 +57,8 @@ def _main(tmp_path, *overrides):
      "'max_len'?"),
 ])
 def test_bad_settings_exit_2_with_one_line_and_write_nothing(tmp_path, override, message):
+  """B14, B15: a misspelt key, a wrong type, a bad value or an unknown name: exit 2, one line,
+  nothing written."""
   r, workdir = _main(tmp_path, override, '--config.data.dir=/nonexistent-not-used')
   assert r.returncode == 2, r.stderr
   lines = [l for l in r.stderr.splitlines() if l.startswith('error:')]

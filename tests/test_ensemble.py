@@ -13,8 +13,16 @@ from experiments import from_csv as from_csv_exp
 from mlheads import baselines
 from mlheads import ensemble
 from mlheads import errors
+from mlheads.data import pipeline
 from mlheads.model import heads as heads_lib
 import mlheads.data as data_lib
+
+
+def _load(config):
+  """The data set and its splits read whole (training streams them; these tests compare)."""
+  ds = data_lib.load_checked(config)
+  return ds, {s: pipeline.read_split(ds.split(s)) for s in ('train', 'validation', 'test')}
+
 
 WORDS = ['night', 'day', 'love', 'war', 'man', 'city', 'blue', 'king', 'sea', 'gold']
 
@@ -56,7 +64,7 @@ def test_the_linear_arrays_score_new_rows_as_the_fitted_models_do(csv_fit):
   lin = ensemble.Linear.of(fitted)
   assert set(lin.vocabularies) == {'word', 'char'} and lin.text == ('title',)
   rows = data_lib.get('from_csv').rows(config.data)
-  ds, arrays = data_lib.load_checked(config)
+  ds, arrays = _load(config)
   got = lin.scores(ds, rows.split('test'), arrays['test'])['labels']
   want = fitted.predictions['logistic']['test']['labels']['scores']
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -113,7 +121,7 @@ def test_saved_and_loaded_it_blends_the_same_and_a_changed_file_is_refused(csv_f
   config, fitted = csv_fit
   heads = {'labels': heads_lib.SigmoidHead(num_classes=2, target='labels')}
   net = fitted.predictions['label_prior']  # a stand-in network: the label prior
-  ds, arrays = data_lib.load_checked(config)
+  ds, arrays = _load(config)
   ens, sections, _ = ensemble.fit(config, heads, ds, arrays['train'], net, fitted, step=3)
   assert sections['thresholds'] == ens.thresholds
   sha = ensemble.save(str(tmp_path), ens)
@@ -165,7 +173,7 @@ def test_a_from_csv_run_blends_and_predict_gives_what_it_scored(tmp_path):
   with open(out, encoding='utf-8') as f:
     got = list(csv.DictReader(f))
   p = np.array([[float(r['labels:a']), float(r['labels:b'])] for r in got])
-  _, arrays = data_lib.load_checked(config)
+  _, arrays = _load(config)
   y = arrays['test']['labels']
   assert _macro_ap(y, p) == pytest.approx(
       summary['test']['labels']['average_precision_macro'], abs=1e-6)

@@ -167,6 +167,8 @@ def _assert_same_results(workdir, reference):
 
 def test_kill_9_during_a_save_and_mid_step_then_the_same_command_resumes_bit_identical(
     tweets_dir, tmp_path, reference):
+  """B17, B23: kill -9 during a save and mid-step; the same command takes over the stale lock,
+  resumes and finishes bit-identical."""
   workdir = tmp_path / 'run'
   # 1) kill -9 while a later checkpoint is being written (an orbax tmp dir or a step dir
   #    without its manifest is on disk), after a first one is committed.
@@ -214,6 +216,7 @@ def test_kill_9_during_a_save_and_mid_step_then_the_same_command_resumes_bit_ide
 
 def test_sigterm_saves_at_the_next_step_exits_143_and_the_rerun_is_bit_identical(
     tweets_dir, tmp_path, reference):
+  """B18: SIGTERM saves at the next step boundary and exits 143; the rerun is bit-identical."""
   workdir = tmp_path / 'run'
   with open(tmp_path / 'log', 'w') as log:
     p = _start(tweets_dir, workdir, log)
@@ -257,6 +260,8 @@ def test_rerunning_a_finished_run_trains_nothing_and_rewrites_the_same_metrics(
 
 def test_a_diverging_loss_stops_within_the_logging_interval_exit_3_without_a_checkpoint(
     tweets_dir, tmp_path):
+  """B21: a NaN loss stops within the logging interval naming the steps and the output, exit 3, no
+  checkpoint."""
   workdir = tmp_path / 'run'
   r = _run(tweets_dir, workdir, '--config.optimizer=sgd', '--config.learning_rate=1e30')
   assert r.returncode == 3, r.stderr[-3000:]
@@ -278,6 +283,7 @@ def test_a_diverging_loss_stops_within_the_logging_interval_exit_3_without_a_che
 ])
 def test_a_different_model_config_is_refused_before_reading_data_and_damages_nothing(
     tweets_dir, ref_copy, override, difference):
+  """B22: a different model config is refused naming each setting, before any data is read."""
   before = _tree_digest(ref_copy)
   r = _run(tweets_dir, ref_copy, override)
   assert r.returncode == 2, r.stderr[-3000:]
@@ -289,6 +295,7 @@ def test_a_different_model_config_is_refused_before_reading_data_and_damages_not
 
 def test_without_config_json_the_checkpoint_shapes_still_refuse_a_different_model(
     tweets_dir, ref_copy):
+  """B22: without config.json, the checkpoint's recorded shapes refuse a different model."""
   (ref_copy / 'config.json').unlink()
   before = _tree_digest(ref_copy)
   r = _run(tweets_dir, ref_copy, '--config.trunk.lstm_units=8')
@@ -303,6 +310,7 @@ def test_without_config_json_the_checkpoint_shapes_still_refuse_a_different_mode
 
 def test_a_workdir_locked_by_a_live_run_is_refused_at_once_naming_host_and_pid(
     tweets_dir, tmp_path):
+  """B23: a workdir locked by a live run is refused at once, naming host and pid."""
   workdir = tmp_path / 'run'
   workdir.mkdir()
   holder = subprocess.Popen(['sleep', '120'])
@@ -331,6 +339,8 @@ def test_a_workdir_locked_by_a_live_run_is_refused_at_once_naming_host_and_pid(
 
 def test_a_corrupt_latest_step_falls_back_to_the_previous_one_and_training_redoes_it(
     tweets_dir, ref_copy, reference):
+  """B20: a flipped byte in the newest step is detected by the manifest; the previous step is used,
+  with a warning naming the file."""
   bad = _largest_state_file(ref_copy / 'checkpoints' / str(TOTAL))
   _flip_byte(bad)
   r = _run(tweets_dir, ref_copy)
@@ -342,6 +352,7 @@ def test_a_corrupt_latest_step_falls_back_to_the_previous_one_and_training_redoe
 
 
 def test_every_step_corrupt_is_an_error_never_a_fresh_start(tweets_dir, ref_copy):
+  """B20, B24: with no intact step left, the run is an error, never a silent fresh start."""
   for step in _committed(ref_copy):
     _flip_byte(_largest_state_file(ref_copy / 'checkpoints' / str(step)))
   before = _tree_digest(ref_copy)
@@ -353,6 +364,7 @@ def test_every_step_corrupt_is_an_error_never_a_fresh_start(tweets_dir, ref_copy
 
 
 def test_every_manifest_damaged_is_an_error_never_a_fresh_start(tweets_dir, ref_copy):
+  """B20, B24: damaged manifests everywhere: an error, never a fresh start."""
   for step in _committed(ref_copy):
     (ref_copy / 'checkpoints' / str(step) / 'manifest.json').write_text('{"not": "ours"}')
   before = _tree_digest(ref_copy)
@@ -367,6 +379,7 @@ def test_every_manifest_damaged_is_an_error_never_a_fresh_start(tweets_dir, ref_
 
 
 def test_a_data_error_on_a_fresh_workdir_writes_nothing(tweets_dir, tmp_path):
+  """B11: a split smaller than a batch exits 2 and writes nothing, not even the workdir."""
   workdir = tmp_path / 'run'
   r = _run(tweets_dir, workdir, '--config.batch_size=400')
   assert r.returncode == 2, r.stderr[-3000:]

@@ -12,11 +12,12 @@ PACKAGE = pathlib.Path(ROOT) / 'mlheads'
 # evaluation / state -> errors. A module of a layer imports modules of its own layer or of
 # layers to its right.
 LAYERS = ('api', 'commands', 'main', 'train', 'ensemble', 'baselines', 'evaluation', 'state',
-          'model', 'data', 'configs', 'optimizers', 'sharding', 'console', 'errors')
+          'model', 'data', 'configs', 'optimizers', 'sharding', 'distributed', 'console',
+          'errors')
 BELOW = {
     'api': set(LAYERS) - {'main'},
     'commands': set(LAYERS) - {'api', 'main'},
-    'main': {'train', 'console', 'errors'},
+    'main': {'train', 'distributed', 'console', 'errors'},
     'train': set(LAYERS) - {'api', 'commands', 'main', 'train'},
     'ensemble': {'baselines', 'evaluation', 'state', 'model', 'data', 'errors'},
     'baselines': {'evaluation', 'state', 'model', 'data', 'errors'},
@@ -27,6 +28,7 @@ BELOW = {
     'configs': {'model', 'errors'},
     'optimizers': {'errors'},
     'sharding': set(),
+    'distributed': {'errors'},
     'console': set(),
     'errors': set(),
 }

@@ -33,8 +33,10 @@ try:
   err = ''
 except errors.UsageError as e:
   err = str(e)
+from mlheads import distributed
 print(json.dumps({'devices': jax.device_count(), 'losses': losses, 'err': err,
-                  'spec': str(batch['inputs']['x'].sharding.spec)}))
+                  'spec': str(batch['inputs']['x'].sharding.spec),
+                  'describe': distributed.describe()}))
 '''
 
 
@@ -48,8 +50,12 @@ def _run(devices: int) -> dict:
 
 
 def test_four_devices_train_like_one():
+  """B15: on 4 devices the same step gives the same losses, and a batch not divisible by the devices
+  is refused."""
   one, four = _run(1), _run(4)
   assert four['devices'] == 4 and "'data'" in four['spec']
+  assert four['describe'] == 'devices: 4, processes: 1, local devices: 4, platform: cpu'
+  assert one['describe'] == 'devices: 1, processes: 1, local devices: 1, platform: cpu'
   for a, b in zip(one['losses'], four['losses']):
     assert abs(a - b) < 1e-4 * max(1.0, abs(a))
   assert 'not divisible by the 4 devices' in four['err']
@@ -67,7 +73,7 @@ state = trainer.init_state(0)
 batch = _batch(ds, arrays, 16)
 losses = []
 for _ in range(5):
-  state, s = trainer.train_step(state, trainer.shard(batch))
+  state, s = trainer.train_step(state, trainer.parallel.shard_global(batch))
   losses.append(float(s['loss']))
 print(json.dumps({'process': jax.process_index(), 'devices': jax.device_count(),
                   'losses': losses}))

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -134,6 +135,8 @@ def test_padding_rows_and_masked_labels_change_nothing():
 
 
 def test_label_width_mismatch_is_caught_at_trace_time():
+  """B03: `[B, 1]` labels that would broadcast against `[B, K]` logits fail at trace time, naming
+  the head."""
   ds, arrays = _toy()
   trainer = compiled(_config(), ds)
   batch = _batch(ds, arrays)
@@ -144,6 +147,7 @@ def test_label_width_mismatch_is_caught_at_trace_time():
 
 
 def test_unknown_target_head_kind_and_optimizer_list_the_known_names():
+  """B14: an unknown target, head kind or optimizer is one line listing the known names."""
   ds, _ = _toy()
   c = _config()
   c.heads.a.target = 'nope'
@@ -177,3 +181,51 @@ def test_train_and_evaluate_writes_metrics(tiny_config, tmp_path):
   assert any(l['split'] == 'train' and 'loss_main' in l for l in lines)
   assert any(l['split'] == 'validation/main' for l in lines)
   assert os.listdir(tmp_path / 'tensorboard')
+
+
+def _matmul_dtypes(apply_fn, params, inputs) -> set[str]:
+  """The output dtypes of every matmul `apply_fn` traces to (the LSTM's scan body included)."""
+  graph = str(jax.make_jaxpr(lambda p: apply_fn({'params': p}, inputs))(params))
+  return {l.split('=')[0].split(':')[-1].split('[')[0].strip()
+          for l in graph.splitlines() if 'dot_general[' in l}
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params_optimizer_state_and_loss(tiny_config):
+  """config.dtype=bfloat16: every matmul (the LSTM's too) runs in bf16; parameters,
+  gradients, optimizer state, the logits handed to the losses and the losses stay float32;
+  the step's losses match float32's to bf16 precision."""
+  from mlheads.data import tweets  # pylint: disable=g-import-not-at-top
+  from mlheads.model import model as model_lib  # pylint: disable=g-import-not-at-top
+  fields = tweets.builder(tiny_config.data).fields()
+  text = base.Dataset(name='t', splits={}, meta={},
+                      inputs={k: fields[k] for k in ('tokens', 'extra')},
+                      targets={'retweeted': fields['retweeted']})
+  model, _ = model_lib.build_model(tiny_config, text)
+  inputs = pipeline.example_inputs(text)
+  params = jax.eval_shape(model.init, jax.random.key(0), inputs)['params']  # traced, not run
+  for dtype in ('float32', 'bfloat16'):
+    apply = model_lib.ComputeIn(model.apply, dtype)
+    assert _matmul_dtypes(apply, params, inputs) == {'bf16' if dtype == 'bfloat16' else 'f32'}
+    logits = jax.eval_shape(apply, {'params': params}, inputs)
+    assert {x.dtype for x in jax.tree.leaves(logits)} == {jnp.dtype('float32')}
+
+  ds, arrays = _toy()
+  batch = _batch(ds, arrays)
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    c = _config()
+    c.dtype = dtype
+    trainer = compiled(c, ds)
+    state, scalars = trainer.train_step(trainer.init_state(0), trainer.shard(batch))
+    assert _matmul_dtypes(state.apply_fn, state.params, batch['inputs']) == {
+        'bf16' if dtype == 'bfloat16' else 'f32'}
+    floats = [x for x in jax.tree.leaves((state.params, state.opt_state))
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+    assert all(v.dtype == jnp.float32 for v in scalars.values())
+    losses[dtype] = {k: float(v) for k, v in scalars.items()}
+  for k, v in losses['float32'].items():
+    assert losses['bfloat16'][k] == pytest.approx(v, rel=2e-2), k
+  c.dtype = 'float16'
+  with pytest.raises(errors.UsageError, match="--config.dtype must be 'float32' or 'bfloat16'"):
+    configs.validate(c)

@@ -7,6 +7,9 @@ The headline case times the seed's model (5,200,610 parameters) through the real
 jitted train step on random data, the way ../shared/bench/keras_headline.sh
 times Keras 3 on JAX; with `--keras` it runs that script in the same sitting,
 alternating rounds, and prints the ratio of medians.
+
+The stream case (bench_models.py) runs the movie genres training loop fed from the
+prepared array_record files and from the same split in memory, alternating rounds.
 """
 
 import json
@@ -48,6 +51,7 @@ def define_flags() -> None:
   flags.DEFINE_string(
       'keras_script', os.path.join(_ROOT, '..', 'shared', 'bench', 'keras_headline.sh'),
       'headline: the Keras reference script (default: ../shared/bench beside the repo).')
+  flags.DEFINE_integer('stream_rounds', 3, 'stream: alternating rounds (median).')
   flags.DEFINE_integer(
       'sklearn_rows', 0,
       'metrics: time scikit-learn on the first this many rows and extrapolate '
@@ -339,6 +343,7 @@ CASES = {
     'per_class': lambda: bench_models.bench_per_class(FLAGS.case_seconds),
     'per_class_conv': lambda: bench_models.bench_per_class_conv(FLAGS.case_seconds),
     'input': lambda: bench_models.bench_input(FLAGS.case_seconds),
+    'stream': lambda: bench_models.bench_stream(FLAGS.stream_rounds),
     'metrics': bench_metrics,
     'metrics_large': bench_metrics_large,
     'sampled': bench_sampled,

@@ -1,5 +1,6 @@
 """Bench cases beyond the headline step: K per-class networks in one step against K
-separate networks trained one after another, and the training input pipeline alone.
+separate networks trained one after another, the training input pipeline alone, and the
+training loop streamed from the prepared files against the same split in memory.
 
 Each case returns one JSON-able dict (bench.py prints it). The per-class cases train the
 real model through the real jitted train step, on synthetic inputs of the experiment's
@@ -122,14 +123,14 @@ def bench_per_class_conv(seconds: float) -> dict:
 
 
 def bench_input(seconds: float) -> dict:
-  """The headline experiment's training batches (tweets, batch 32), read and placed on the
-  device, nothing else: examples/s of `pipeline.train_batches` + `shard`."""
+  """The headline experiment's training batches (tweets, batch 32), read from the prepared
+  files and placed on the device, nothing else: examples/s of `pipeline.train_batches` + `shard`."""
   from experiments import headline  # pylint: disable=g-import-not-at-top
   from mlheads.data import load_checked, pipeline  # pylint: disable=g-import-not-at-top
   config = headline.get_config()
-  ds, arrays = load_checked(config)
+  ds = load_checked(config)
   parallel = sharding.DataParallel.over_all_devices()
-  batches = pipeline.train_batches(ds, arrays['train'], config.batch_size, config.seed, 1000)
+  batches = pipeline.train_batches(ds, ds.split('train'), config.batch_size, config.seed, 1000)
   jax.block_until_ready(parallel.shard(next(batches)))
   n, t = 0, time.perf_counter()
   while time.perf_counter() - t < seconds:
@@ -138,3 +139,40 @@ def bench_input(seconds: float) -> dict:
   dt = time.perf_counter() - t
   return {'bench': 'input', 'data': config.data.name, 'batch_size': config.batch_size,
           'batches': n, 'examples_per_s': round(n * config.batch_size / dt, 1)}
+
+
+def bench_stream(rounds: int) -> dict:
+  """Movie genres' training loop (`pipeline.train_batches` -> the jitted train step, one
+  epoch a round) fed from the prepared files, as training is, vs the split read into memory
+  first; `rounds` alternating rounds (medians)."""
+  from experiments import movie_genres  # pylint: disable=g-import-not-at-top
+  import mlheads.data as data_lib  # pylint: disable=g-import-not-at-top
+  from mlheads.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  config = movie_genres.get_config()
+  ds = data_lib.load_checked(config)
+  model, heads = model_lib.build_model(config, ds)
+  parallel = sharding.DataParallel.over_all_devices()
+  state = train_state.create(model, optimizers.make(config), 0, pipeline.example_inputs(ds),
+                             parallel.replicated)
+  step_fn = train.make_train_step(heads, parallel)
+  sources = {'stream': ds.split('train'),
+             'memory': pipeline.ArraySource(pipeline.read_split(ds.split('train')))}
+  batch = next(pipeline.train_batches(ds, sources['memory'], config.batch_size, 0, 1))
+  state, scalars = step_fn(state, parallel.shard(batch))  # compiles
+  jax.block_until_ready(scalars)
+  steps = pipeline.steps_per_epoch(len(sources['stream']), config.batch_size)
+  seconds = {name: [] for name in sources}
+  for r in range(rounds):
+    for name, source in sources.items():
+      t = time.perf_counter()
+      for b in pipeline.train_batches(ds, source, config.batch_size, r, 1):
+        state, scalars = step_fn(state, parallel.shard(b))
+      jax.block_until_ready(scalars)
+      seconds[name].append(time.perf_counter() - t)
+  med = {name: statistics.median(s) for name, s in seconds.items()}
+  return {'bench': 'stream', 'data': 'movie_genres', 'batch_size': config.batch_size,
+          'steps_per_round': steps,
+          **{f'{n}_steps_per_s': round(steps / m, 1) for n, m in med.items()},
+          **{f'{n}_rounds_s': [round(x, 2) for x in s] for n, s in seconds.items()},
+          'stream_vs_memory': round(med['memory'] / med['stream'], 3)}

@@ -40,7 +40,7 @@ from mlheads import ensemble
 from mlheads import errors
 from mlheads import optimizers
 from mlheads import sharding
-from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import files
 from mlheads.data import pipeline
 from mlheads.evaluation import calibration
@@ -164,11 +164,14 @@ def restore(ckpt: extras_lib.RunRecord, workdir: str) -> Restored:
   config, ds = ckpt.config, ckpt.dataset
   model, heads = model_lib.build_model(config, ds, fitted_heads=ckpt.heads)
   parallel = sharding.DataParallel.over_all_devices()
+  # Runs saved before config.dtype existed computed in float32.
+  dtype = config.get('dtype', 'float32')
   target = train_state.create(model, optimizers.make(config), config.seed,
-                              pipeline.example_inputs(ds), parallel.replicated)
+                              pipeline.example_inputs(ds), parallel.replicated, dtype)
   with checkpoints.Checkpointer(workdir) as ck:
     state, _, _ = ck.restore(target, ckpt.step)
-  return Restored(model, heads, state.params, runner.make_eval_fn(model, heads, parallel))
+  return Restored(model, heads, state.params, runner.make_eval_fn(model, heads, parallel,
+                                                                       dtype))
 
 
 def scores(ckpt: extras_lib.RunRecord, workdir: str, table: pd.DataFrame,
@@ -281,7 +284,7 @@ def kept_columns(table: pd.DataFrame, keep: str, taken: set[str], source: str) -
     cols = []
   else:
     cols = [c.strip() for c in keep.split(',') if c.strip()]
-    base.require_columns(table, cols, source)
+    cells_lib.require_columns(table, cols, source)
   clash = [c for c in cols if c in taken]
   if clash:
     logging.warning('input columns %s have the names of output columns; not copied', clash)

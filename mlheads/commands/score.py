@@ -21,7 +21,7 @@ import numpy as np
 
 from mlheads import console
 from mlheads import errors
-from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import files
 from mlheads.evaluation import metrics
 from mlheads.state import writers
@@ -66,7 +66,7 @@ def _table(flag, file):
   """A table's numbers `[N, K]` and its header (the class names)."""
   table = files.frame(*files.read_rows(file))
   columns = [str(c) for c in table.columns]
-  values = [base.numbers(table, c, file, what=flag) for c in table.columns]
+  values = [cells_lib.numbers(table, c, file, what=flag) for c in table.columns]
   return np.stack(values, axis=1), columns
 
 

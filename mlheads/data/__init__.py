@@ -12,8 +12,9 @@ rows), for models that read the text itself (the baseline's TF-IDF); None where
 the records are all there is (digit_mosaics: pixels) or no table is at hand
 (the tfds catalog). A new data set is one module plus one line here.
 
-`load_checked(config)` is what training calls: the prepared splits, read into
-memory and checked (B01-B11) before anything compiles.
+`load_checked(config)` is what training calls: the prepared splits as sources
+read batch by batch from their files (records.py), whose contents were checked
+(B01-B11) when they were prepared; a run checks only what was recorded then.
 """
 
 import dataclasses
@@ -31,7 +32,6 @@ from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import movies
-from mlheads.data import pipeline
 from mlheads.data import splits
 from mlheads.data import synthetic
 from mlheads.data import tweets
@@ -87,29 +87,28 @@ def load(data_config, batch_size: int = 1) -> base.Dataset:
                             f'{planned["train"]} examples, fewer than one batch of {batch_size} '
                             f'(splits {planned}); use more rows or a smaller '
                             '--config.batch_size')
-  meta = base.prepare(b)
-  splits = {s: b.as_data_source(s) for s in b.info.splits}
+  meta, digests = base.prepare(b)
+  splits = base.prepared_splits(b)
   logging.info('Data set %s: %s examples per split.', data_config.name,
                {s: len(v) for s, v in splits.items()})
   fingerprint = fingerprint_lib.of_files(
       {s: [str(p) for p in b.info.splits[s].filepaths] for s in splits},
-      {s: len(v) for s, v in splits.items()}, meta)
+      {s: len(v) for s, v in splits.items()}, meta, digests)
   return base.Dataset.of_fields(data_config.name, b.fields(), splits=splits, meta=meta,
                                 fingerprint=fingerprint)
 
 
-def load_checked(config) -> tuple[base.Dataset, dict[str, dict[str, np.ndarray]]]:
-  """The data set's splits as checked in-memory arrays (B01-B11 before compiling)."""
+def load_checked(config) -> base.Dataset:
+  """The data set, its records checked (B01-B11) when prepared and its splits as sources;
+  raises before anything compiles."""
   ds = load(config.data, batch_size=config.batch_size)
-  return ds, read_checked(ds, config.batch_size)
+  check_loaded(ds, config.batch_size)
+  return ds
 
 
-def read_checked(ds: base.Dataset, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
-  """A loaded data set's splits read into memory and checked (B01-B11), before compiling."""
-  arrays = {}
-  for split in base.SPLITS:
-    arrays[split] = pipeline.read_split(ds.split(split))
-    checks.check_split(ds, split, arrays[split])
-  checks.check_batch_size(ds, 'train', pipeline.num_rows(arrays['train']), batch_size)
-  logging.info('Labels in train: %s', checks.label_summary(ds, arrays['train']))
-  return arrays
+def check_loaded(ds: base.Dataset, batch_size: int) -> None:
+  """A loaded data set against the checks recorded when it was prepared (B01-B11) and the
+  batch size; reads no split."""
+  recorded = base.meta_entry(ds.meta, 'checks', ds.name)
+  checks.check_recorded(ds, recorded, {s: len(ds.split(s)) for s in base.SPLITS}, batch_size)
+  logging.info('Labels in train: %s', recorded['train']['labels'])

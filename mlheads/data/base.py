@@ -1,28 +1,32 @@
 """What every data set gives the trainer, and the tfds builder they share.
 
 A data set is prepared once by a tfds builder (array_record files, no
-TensorFlow), then read back as random-access data sources. Each record is a flat
-dict of numpy arrays: the model inputs, the targets, and for a target with
-missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
+TensorFlow), then read back by index, a batch at a time (records.RecordSource). Each
+record is a flat dict of numpy arrays: the model inputs, the targets, and for a target
+with missing labels a `<target>_mask` of the same shape (1 = known, 0 = unknown).
 A target of many classes may be stored sparse (`Field.sparse`): its positive
 label indices per example, densified per batch only. `Dataset` says which keys
 are which, so the pipeline can hand the train step
 `{'inputs': {...}, 'targets': {...}, 'masks': {...}}`.
+
+The record checks (checks.py, B01-B11) run once, on the arrays a builder makes, before
+tfds writes anything; what they counted goes into the data set's metadata (`checks`),
+so a run reads it instead of reading whole splits into memory.
 """
 
 import abc
 import dataclasses
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import logging
 import numpy as np
-import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
+from mlheads.data import checks
+from mlheads.data import records
 
 SPLITS = ('train', 'validation', 'test')
 # The metadata's `record_order` when records are in the order of their split's rows (`Rows`).
@@ -111,7 +115,7 @@ def sparse_labels(rows: Sequence[Sequence[int]], width: int = 0
 class Dataset:
   """A prepared data set: its splits and what its keys mean."""
   name: str
-  splits: Mapping[str, Sequence[dict[str, np.ndarray]]]
+  splits: Mapping[str, Any]  # split -> a source: len() and read(indices) (pipeline.py)
   inputs: Mapping[str, Field]
   targets: Mapping[str, Field]
   meta: Mapping[str, Any]  # JSON-serialisable: vocabulary, scaling, split rule.
@@ -140,25 +144,43 @@ class Dataset:
     return self.splits[name]
 
 
-def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
-  """The tfds feature spec for records made of `fields` (and their masks)."""
-  spec = {}
+# The release note of the builder versions that store tensors this way (every builder's):
+# major version 2, apart from the 1.x formats other branches may have prepared.
+RAW_BYTES_NOTE = 'tensors stored as raw bytes; metadata: the record checks'
+
+
+def record_layout(fields: Mapping[str, Field]) -> dict[str, tuple[tuple[int, ...], str]]:
+  """Every key a record holds (fields and their masks) -> (shape, dtype name)."""
+  layout = {}
   for key, f in fields.items():
-    for k, (shape, dtype) in f.stored(key).items():
-      spec[k] = tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype))
-  return tfds.features.FeaturesDict(spec)
+    layout.update(f.stored(key))
+  return layout
+
+
+def tfds_features(fields: Mapping[str, Field]) -> tfds.features.FeaturesDict:
+  """The tfds feature spec for records made of `fields` (and their masks).
+
+  Tensors are stored as raw bytes, which records.RecordSource decodes a batch at a time.
+  """
+  return tfds.features.FeaturesDict({
+      key: tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype),
+                                encoding=tfds.features.Encoding.BYTES)
+      for key, (shape, dtype) in record_layout(fields).items()})
 
 
 class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
-  """A tfds builder whose splits are computed in memory from a packaged table.
+  """A tfds builder whose splits are computed as arrays: whole, or chunk by chunk (a
+  file larger than memory).
 
-  Subclasses define `fields()` (every record key) and `make_splits()`, which
-  returns `{split: {key: [n, ...] array}}` and a JSON-serialisable metadata
-  dict (vocabulary, scaling, split rule) saved next to the data. tfds writes
-  into a temporary folder and renames it when done, so an interrupted build
-  leaves no half-written data set behind. Records are written in the order
-  they are made (tfds' shuffling by key hash is off), so record i of a split
-  is row i of the split's `Rows` (the metadata says so: `record_order`).
+  Subclasses define `fields()` (every record key) and `make_splits()`, which returns
+  `{split: {key: [n, ...] array}}` (or, per split, an iterable of such chunks) and a
+  JSON-serialisable metadata dict (vocabulary, scaling, split rule) saved next to the
+  data. The record checks (B01-B11) run on whole splits before anything is written, or
+  on each chunk as it is written; what they counted is recorded in the metadata
+  (`checks`). tfds writes into a temporary folder and renames it when done, so an
+  interrupted or failed build (a bad chunk) leaves no half-written data set behind.
+  Records are written in the order they are made (tfds' shuffling by key hash is off), so
+  record i of a split is row i of the split's `Rows` (the metadata says so: `record_order`).
   """
 
   @abc.abstractmethod
@@ -166,8 +188,8 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     """Every record key, inputs and targets alike."""
 
   @abc.abstractmethod
-  def make_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """Returns `({split: {key: array}}, metadata)`."""
+  def make_splits(self) -> tuple[dict[str, Any], dict]:
+    """Returns `({split: {key: array} or an iterable of them}, metadata)`."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -181,14 +203,37 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     del dl_manager  # Everything comes from an installed package.
     splits, meta = self.make_splits()
     meta = {**meta, 'record_order': RECORD_ORDER}
-    # Stored as one JSON string: MetadataDict round-trips it exactly.
-    self.info.metadata['mlheads'] = json.dumps(meta)
-    return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
+    layout = Dataset.of_fields(self.name, self.fields())
+    if all(isinstance(v, Mapping) for v in splits.values()):
+      meta['checks'] = checks.check_splits(layout, splits)  # raises before anything is written
+      self._set_metadata(meta)
+      return {name: self._generate_examples([arrays]) for name, arrays in splits.items()}
+    meta['checks'] = {}
+    self._set_metadata(meta)
+    return {name: self._generate_examples(chunks, layout, name, meta)
+            for name, chunks in splits.items()}
 
-  def _generate_examples(self, arrays):
-    n = len(next(iter(arrays.values())))
-    for i in range(n):
-      yield i, {k: v[i] for k, v in arrays.items()}
+  def _set_metadata(self, meta: dict) -> None:
+    # Stored as one JSON string: MetadataDict round-trips it exactly. tfds writes it to disk
+    # after the last split is generated, so chunked splits can record their checks late.
+    self.info.metadata['mlheads'] = json.dumps(meta)
+
+  def _generate_examples(self, chunks, layout=None, split=None, meta=None):
+    """Keys 0.. over a split's chunks; with `layout`, checks each chunk and records the
+    split's counts in `meta['checks']` once it is done."""
+    i, counts = 0, None
+    for arrays in chunks:
+      if layout is not None:
+        checks.check_split(layout, split, arrays, first_row=i)
+        counts = checks.merge_counts(counts, checks.label_counts(layout, arrays))
+      for j in range(len(next(iter(arrays.values())))):
+        yield i, {k: v[j] for k, v in arrays.items()}
+        i += 1
+    if layout is not None:
+      if not i:
+        raise errors.UsageError(f'data set {self.name}, split {split}: the split is empty')
+      meta['checks'][split] = {'examples': i, 'labels': checks.summarize_labels(layout, counts)}
+      self._set_metadata(meta)
 
   def metadata(self) -> dict:
     return json.loads(self.info.metadata['mlheads'])
@@ -258,12 +303,26 @@ def make_builder(cls, builder_config, data_config) -> ArrayBuilder:
   return cls(config=cfg, data_dir=data_config.dir or None, file_format='array_record')
 
 
-def prepare(builder: ArrayBuilder) -> dict:
-  """Builds the data set once (cached in the builder's data_dir); returns its metadata."""
+def prepare(builder: ArrayBuilder) -> tuple[dict, dict[str, str]]:
+  """Builds the data set once (cached in the builder's data_dir), checks that its files are
+  the ones prepared (B12), and returns its metadata and its files' sha256 (name -> hex)."""
   if not builder.is_prepared():
     logging.info('Preparing %s in %s (once; later runs reuse it).', builder.name, builder.data_dir)
-  builder.download_and_prepare()
-  return builder.metadata()
+    with records.bounded_buffer():  # a large table prepares in bounded memory
+      builder.download_and_prepare()
+    records.record_files(builder.data_dir)
+  digests = records.verify_files(builder.data_dir)
+  try:
+    return builder.metadata(), digests
+  except (KeyError, ValueError) as e:  # metadata.json damaged in a way its hash missed
+    raise errors.UsageError(f'prepared data in {builder.data_dir}: unreadable metadata ({e}); '
+                            'delete the folder to prepare the data set again') from None
+
+
+def prepared_splits(builder: ArrayBuilder) -> dict[str, records.RecordSource]:
+  """Each split of a prepared builder as a source read from its files."""
+  layout = record_layout(builder.fields())
+  return {s: records.RecordSource(builder, s, layout) for s in builder.info.splits}
 
 
 # The packaged tables' fixed split: rows permuted by this seed, then cut 80/10/10.
@@ -291,104 +350,6 @@ def standardize(train: np.ndarray, *others: np.ndarray):
   """Scales columns by the train split's mean and std; returns arrays and the scaling."""
   scaling = fit_scaling(train)
   return [apply_scaling(a, scaling) for a in (train,) + others], scaling
-
-
-# ----------------------------------------------------------------------------- raw rows
-# Each data module's `encode(table, meta, source)` turns raw table rows into model inputs; its
-# builder and predict both call it. `table.index` names the rows in messages: predict puts each
-# row's line number in the input file there. Cells may be typed (a packaged table) or strings
-# and JSON values (a user's CSV / JSONL file).
-
-
-def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> None:
-  """UsageError naming the first of `columns` that `table` lacks."""
-  for col in columns:
-    if col not in table.columns:
-      raise errors.UsageError(f'{source}, line 1: no column {col!r}; the columns are '
-                              f'{list(table.columns)}')
-
-
-def cell_where(source: str, line, col: str) -> str:
-  return f'{source}, line {line}, column {col!r}'
-
-
-def blank(cell) -> bool:
-  """An empty cell: None, NaN (pandas' missing) or a string of only spaces."""
-  if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-    return True
-  return isinstance(cell, str) and not cell.strip()
-
-
-def number(cell, where: str, what: str = 'features') -> float:
-  """A finite number from a cell (number, bool or numeric string), else UsageError at `where`."""
-  if isinstance(cell, (bool, np.bool_)):
-    return float(cell)
-  if isinstance(cell, (int, float, np.integer, np.floating)) and not blank(cell):
-    v = float(cell)
-  elif isinstance(cell, str) and cell.strip():
-    try:
-      v = float(cell.strip())
-    except ValueError:
-      raise errors.UsageError(f'{where} is {cell!r}, not a number') from None
-  else:
-    raise errors.UsageError(f'{where} is {"empty" if blank(cell) else repr(cell)}; '
-                            f'{what} must be numbers')
-  if not math.isfinite(v):
-    raise errors.UsageError(f'{where} is {cell!r}; {what} must be finite')
-  return v
-
-
-def numbers(table: pd.DataFrame, col: str, source: str, *, blank_ok: bool = False,
-            low: float | None = None, high: float | None = None,
-            what: str = 'features') -> np.ndarray:
-  """Column `col` as finite float64 `[n]`; blank cells are NaN where `blank_ok`.
-
-  Any other cell that is not a finite number in [low, high] is a UsageError
-  naming the source, the row's line and the column (and `what` must be numbers).
-  """
-  values = table[col]
-  if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-    out = values.to_numpy(np.float64)  # a typed table: fast path, same numbers.
-    bad = ~np.isfinite(out)
-    if blank_ok:
-      bad &= ~np.isnan(out)
-    if bad.any():
-      i = int(np.flatnonzero(bad)[0])
-      number(values.iloc[i], cell_where(source, table.index[i], col), what)  # raises
-  else:
-    out = np.array([np.nan if blank_ok and blank(c) else
-                    number(c, cell_where(source, line, col), what)
-                    for line, c in zip(table.index, values)], np.float64).reshape(len(table))
-  for bound, side, bad in ((low, 'below', lambda: out < low), (high, 'above', lambda: out > high)):
-    if bound is not None and (b := bad()).any():
-      i = int(np.flatnonzero(b)[0])
-      raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
-                              f'{values.iloc[i]!r}, {side} {bound:g}')
-  return out
-
-
-def texts(table: pd.DataFrame, col: str) -> list[str]:
-  """Column `col` as strings; a blank cell is the empty text."""
-  return ['' if blank(c) else str(c) for c in table[col]]
-
-
-def joined_texts(table: pd.DataFrame, cols: Sequence[str]) -> list[str]:
-  """Columns `cols` as one string per row, joined by a space (no columns: empty strings)."""
-  parts = [texts(table, c) for c in cols]
-  return [' '.join(cells) for cells in zip(*parts)] if parts else [''] * len(table)
-
-
-def timestamps(table: pd.DataFrame, col: str, source: str) -> pd.Series:
-  """Column `col` of ISO 8601 times as UTC timestamps (no zone: read as UTC)."""
-  cells = pd.Series(['' if blank(c) else str(c).strip() for c in table[col]], index=table.index)
-  t = pd.to_datetime(cells, utc=True, format='ISO8601', errors='coerce')
-  if t.isna().any():
-    i = int(np.flatnonzero(t.isna().to_numpy())[0])
-    cell = table[col].iloc[i]
-    raise errors.UsageError(f'{cell_where(source, table.index[i], col)} is '
-                            f'{"empty" if blank(cell) else repr(cell)}; expected an ISO 8601 '
-                            'time such as 2016-11-08T15:04:05Z')
-  return t
 
 
 def meta_entry(meta: Mapping[str, Any], key: str, dataset: str):

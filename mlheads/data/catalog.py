@@ -4,8 +4,8 @@ The catalog builder prepares its own data once (it needs the network the
 first time; a copy prepared elsewhere with
 `tfds build goemotions --file_format=array_record` and placed in the data dir
 works offline), and is read through `tfds.builder(name).as_data_source`. Its
-records are then mapped, in memory at each run, to the record layout every
-mlheads data set has:
+records are then mapped, in memory at each run (and checked there, B01-B11), to the
+record layout every mlheads data set has:
   tokens  `[max_len]` int32: the text as word ids (vocabulary built on the
           train split, as for the tweets; 1 = out of vocabulary).
   bigrams, chargrams  `[max_len]`, `[max_ngrams]` int32: its hashed word bigrams
@@ -29,6 +29,8 @@ from tensorflow_datasets.core import read_only_builder
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
+from mlheads.data import checks
 from mlheads.data import fingerprint as fingerprint_lib
 from mlheads.data import ngrams
 from mlheads.data import pipeline
@@ -123,8 +125,8 @@ def read(source, spec: CatalogSpec, max_rows: int) -> tuple[list[str], np.ndarra
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (a `text` column) -> ({'tokens', 'bigrams', 'chargrams'}, number of texts
   truncated)."""
-  base.require_columns(table, ('text',), source)
-  return ngrams.encode_with(meta, base.texts(table, 'text'), 'catalog')
+  cells_lib.require_columns(table, ('text',), source)
+  return ngrams.encode_with(meta, cells_lib.texts(table, 'text'), 'catalog')
 
 
 def loader(data_config) -> base.Dataset:
@@ -139,20 +141,23 @@ def loader(data_config) -> base.Dataset:
   d = data_config
   coding = {'tokenizer': tok.to_json(),
             'ngrams': ngrams.Hasher(d.hash_buckets, d.max_len, d.max_ngrams).to_json()}
-  splits, truncated = {}, {}
+  arrays, truncated = {}, {}
   for name, (texts, labels) in raw.items():
     inputs, truncated[name] = encode(pd.DataFrame({'text': texts}, dtype=object), coding,
                                      f'{data_config.name} {name}')
-    splits[name] = pipeline.ArraySource({**inputs, TARGET: labels})
+    arrays[name] = {**inputs, TARGET: labels}
   logging.info('%s (tfds catalog, %s): %s rows; vocabulary %d words; texts truncated to %d '
                'tokens: %s.', data_config.name, b.data_dir,
-               {k: len(v) for k, v in splits.items()}, tok.vocab_size, data_config.max_len,
-               truncated)
+               {k: len(v[TARGET]) for k, v in arrays.items()}, tok.vocab_size,
+               data_config.max_len, truncated)
   meta = {**coding, 'source': f'tfds {spec.tfds_name} in {b.data_dir}',
           'split_rule': f'the catalog splits {dict(spec.splits)}', 'truncated': truncated}
-  return base.Dataset.of_fields(
-      data_config.name, schema(data_config), splits=splits, meta=meta,
-      fingerprint=fingerprint_lib.of_arrays({k: v.arrays for k, v in splits.items()}, meta))
+  # Mapped in memory at each run, so checked here, as a builder checks what it writes.
+  ds = base.Dataset.of_fields(data_config.name, schema(data_config),
+                              splits={k: pipeline.ArraySource(v) for k, v in arrays.items()},
+                              meta=meta)
+  meta['checks'] = checks.check_splits(ds, arrays)
+  return dataclasses.replace(ds, fingerprint=fingerprint_lib.of_arrays(arrays, meta))
 
 
 def schema(data_config) -> dict[str, base.Field]:

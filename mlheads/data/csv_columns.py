@@ -1,5 +1,5 @@
 """from_csv's columns: which are read, how rows become model inputs, the label and split
-cells, and the target the label cells make (`targets`; `stratify_on` for a stratified split).
+cells, and what a stratified split stratifies on (`stratify_on`).
 
 Column settings name columns or glob patterns over the header (`px*`); `features='*'` is
 every column that no other setting uses. Records (each only if some column feeds it):
@@ -16,10 +16,10 @@ A categorical column's categories are the `max_categories` most frequent values 
 (ties by name); any other value, or an empty cell, is unknown (all zeros one-hot, the
 block's first id embedded).
 
-`fit(...)` learns the coding (tokenizer, n-gram lengths, scaling, categories) on the train
-rows; `encode` applies it, for the builder and for predict alike. `max_len` / `max_ngrams` 0:
-the 99.5th percentile of the train texts' words / character n-grams (ngrams.lengths), so a
-schema read before the data knows those widths as 0.
+`Fit` learns the coding (tokenizer, n-gram lengths, scaling, categories) on the train rows,
+a chunk at a time; `encode` applies it, for the builder and for predict alike. `max_len` /
+`max_ngrams` 0: the 99.5th percentile of the train texts' words / character n-grams
+(ngrams.lengths_of), so a schema read before the data knows those widths as 0.
 """
 
 import collections
@@ -31,6 +31,7 @@ import pandas as pd
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import ngrams
 from mlheads.data import tokenizer as tokenizer_lib
 
@@ -93,25 +94,66 @@ def layout(s, columns: Sequence[str], source: str) -> dict:
 
 
 def _category_values(table: pd.DataFrame, col: str) -> list[str | None]:
-  return [None if base.blank(c) else str(c).strip() for c in table[col]]
+  return [None if cells_lib.blank(c) else str(c).strip() for c in table[col]]
 
 
-def fit(train: pd.DataFrame, cols: dict, s, numeric_train: np.ndarray) -> dict:
-  """The coding learned on the train rows: tokenizer, n-gram hasher (lengths from the texts
-where 0), feature scaling, categories."""
-  texts = [t for c in cols['text'] for t in base.texts(train, c)]
-  max_len, max_ngrams = ngrams.lengths(texts, s.max_len, s.max_ngrams, s.hash_buckets)
-  cols = {**cols, 'max_len': max_len, 'max_ngrams': max_ngrams}
-  tok = tokenizer_lib.Tokenizer.fit(texts, s.vocab_size, max_len, s.min_count)
-  categories = {}
-  for c in cols['categorical']:
-    counts = collections.Counter(v for v in _category_values(train, c) if v is not None)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    categories[c] = [v for v, _ in ranked[:s.max_categories]]
-  return {'columns': cols, 'tokenizer': tok.to_json(),
-          'ngrams': ngrams.Hasher(s.hash_buckets, max_len, max_ngrams).to_json(),
-          'categories': categories,
-          'scaling': {'features': base.fit_scaling(numeric_train)}}
+class Moments:
+  """Column means and stds of `[n, F]` rows added in chunks (Chan et al.'s pairwise update,
+  float64); rows added at once give `base.fit_scaling`'s numbers."""
+
+  def __init__(self, width: int):
+    self.n, self.mean, self.m2 = 0, np.zeros(width), np.zeros(width)
+
+  def add(self, x: np.ndarray) -> None:
+    if len(x):
+      n, mean = len(x), x.mean(axis=0)
+      m2 = ((x - mean)**2).sum(axis=0)
+      if self.n:
+        total, delta = self.n + n, mean - self.mean
+        mean = self.mean + delta * (n / total)
+        m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
+      self.n, self.mean, self.m2 = self.n + n, mean, m2
+
+  def scaling(self) -> dict:
+    """`{'mean', 'std'}` as JSON lists (a constant column gets std 1)."""
+    std = np.sqrt(self.m2 / max(self.n, 1))
+    return {'mean': self.mean.tolist(), 'std': np.where(std > 0, std, 1.0).tolist()}
+
+
+class Fit:
+  """The coding learned on the train rows (tokenizer, n-gram lengths, feature scaling,
+  categories), from rows added a chunk at a time; `s` is csv_data.Settings."""
+
+  def __init__(self, cols: dict, s):
+    self.cols, self.s = cols, s
+    self.words = collections.Counter()
+    self.lengths = ([], [])  # per chunk, per train text: words, character n-grams
+    self.counts = {c: collections.Counter() for c in cols['categorical']}
+    self.moments = Moments(len(cols['features']))
+
+  def add(self, train: pd.DataFrame, numeric_train: np.ndarray,
+          words: Sequence[Sequence[str]]) -> None:
+    """Train rows: their cells, numeric columns `[m, F]` and the split words of every text
+    of theirs (tokenizer.split_words, text column after text column)."""
+    for w in words:
+      self.words.update(w)
+    self.lengths[0].append(np.array([len(w) for w in words], np.int32))
+    self.lengths[1].append(np.array([ngrams.chargram_count(w) for w in words], np.int32))
+    for c, counts in self.counts.items():
+      counts.update(v for v in _category_values(train, c) if v is not None)
+    self.moments.add(numeric_train)
+
+  def coding(self) -> dict:
+    s = self.s
+    max_len, max_ngrams = ngrams.lengths_of(*(np.concatenate(c) if c else np.zeros(0)
+                                              for c in self.lengths), s.max_len, s.max_ngrams)
+    tok = tokenizer_lib.Tokenizer.from_counts(self.words, s.vocab_size, max_len, s.min_count)
+    categories = {c: [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                      [:s.max_categories]] for c, counts in self.counts.items()}
+    return {'columns': {**self.cols, 'max_len': max_len, 'max_ngrams': max_ngrams},
+            'tokenizer': tok.to_json(),
+            'ngrams': ngrams.Hasher(s.hash_buckets, max_len, max_ngrams).to_json(),
+            'categories': categories, 'scaling': {'features': self.moments.scaling()}}
 
 
 def numeric(table: pd.DataFrame, features: Sequence[str], source: str) -> np.ndarray:
@@ -119,7 +161,7 @@ def numeric(table: pd.DataFrame, features: Sequence[str], source: str) -> np.nda
   cols = []
   for c in features:
     try:
-      cols.append(base.numbers(table, c, source))
+      cols.append(cells_lib.numbers(table, c, source))
     except errors.UsageError as e:
       if 'not a number' not in str(e):
         raise
@@ -164,7 +206,8 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
     cols = {**cols, 'text': [cols['text']] if cols['text'] else [], 'categorical': [],
             'encoding': 'onehot', 'always': True}  # tokens and features always present.
   categorical = list(cols.get('categorical', []))
-  base.require_columns(table, list(cols['text']) + list(cols['features']) + categorical, source)
+  cells_lib.require_columns(table, list(cols['text']) + list(cols['features']) + categorical,
+                            source)
   tok = tokenizer_lib.Tokenizer.from_json(base.meta_entry(meta, 'tokenizer', 'from_csv'))
   hasher = (ngrams.Hasher.from_json(meta['ngrams']) if 'ngrams' in meta and cols['text']
             else None)
@@ -172,7 +215,7 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
   if cols['text'] or cols.get('always'):
     parts = collections.defaultdict(list)
     for c in cols['text'] or [None]:
-      texts = base.texts(table, c) if c else [''] * len(table)
+      texts = cells_lib.texts(table, c) if c else [''] * len(table)
       if hasher is None:
         ids, cut = tok.encode_all(texts)
         coded = {'tokens': ids}
@@ -210,7 +253,7 @@ def encode(table: pd.DataFrame, meta: Mapping, source: str) -> tuple[dict[str, n
 
 def _binary(cell, where: str) -> float | None:
   """A 0/1 label cell; None when empty (unknown)."""
-  if base.blank(cell):
+  if cells_lib.blank(cell):
     return None
   if isinstance(cell, bool):
     return float(cell)
@@ -225,7 +268,7 @@ def _binary(cell, where: str) -> float | None:
 
 def _name_list(cell, separator: str) -> list[str] | None:
   """Label names in a label_list cell; None when empty (unknown)."""
-  if base.blank(cell):
+  if cells_lib.blank(cell):
     return None
   parts = cell if isinstance(cell, list) else str(cell).split(separator)
   return [str(p).strip() for p in parts if str(p).strip()]
@@ -258,7 +301,7 @@ def split_cells(s, rows, lines, path) -> list[str]:
   out = []
   for r, line in zip(rows, lines):
     cell = r.get(s.split_column)
-    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not base.blank(cell) else None
+    name = SPLIT_NAMES.get(str(cell).strip().lower()) if not cells_lib.blank(cell) else None
     if name is None:
       raise errors.UsageError(f'{path}, line {line}, column {s.split_column!r} is {cell!r}; '
                               'expected train, validation (or val, valid, dev) or test')
@@ -282,37 +325,3 @@ def stratify_on(s, cells: list) -> np.ndarray | None:
   for i, c in enumerate(cells):
     y[i, [index[name] for name in c or ()]] = True
   return y
-
-
-def targets(s, cells: list, parts: Mapping[str, np.ndarray]):
-  """The target of the label cells (`label_cells`) of rows split by `parts`.
-
-  Returns (class names, y, mask, label names outside the class list dropped per split, count):
-  the `labels=` layout: y and mask `[n, K]` float32, count None; the `label_list=` layout (the
-  class list: `classes`, else every name of the train rows, sorted): y the class indices
-  `[n, P]` int32 and count `[n]` (`base.sparse_labels`), mask `[n]` (0: the cell is empty).
-  """
-  n = len(cells)
-  if s.labels:
-    y = np.array([[0.0 if v is None else v for v in row] for row in cells],
-                 np.float32).reshape(n, len(s.labels))
-    mask = np.array([[v is not None for v in row] for row in cells],
-                    np.float32).reshape(n, len(s.labels))
-    return s.labels, y, mask, {}, None
-  classes = s.classes or tuple(sorted({name for i in parts['train'] for name in cells[i] or ()}))
-  if not classes:
-    raise errors.UsageError(f'{s.path}, column {s.label_list!r}: no label name in the train '
-                            'split; nothing to learn')
-  index = {c: k for k, c in enumerate(classes)}
-  mask = np.array([c is not None for c in cells], np.float32)
-  dropped = {name: 0 for name in base.SPLITS}
-  split_of = np.empty(n, object)
-  for name, idx in parts.items():
-    split_of[idx] = name
-  rows = []
-  for i, cell in enumerate(cells):
-    known = {index[name] for name in cell or () if name in index}
-    dropped[split_of[i]] += len(set(cell or ())) - len(known)  # names outside the list
-    rows.append(known)
-  y, count = base.sparse_labels(rows)
-  return classes, y, mask, dropped, count

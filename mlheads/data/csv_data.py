@@ -35,7 +35,9 @@ back each split's raw rows (for the baseline's TF-IDF), split by the same `split
 records.
 
 Every cell is checked before anything is written into the tfds folder; a bad
-cell is one UsageError naming the file, the line, the column and the value.
+cell is one UsageError naming the file, the line, the column and the value. The
+files are read in two streamed passes (csv_prepare.py: checks and what is fitted on
+train, then the records chunk by chunk), so a file larger than memory is prepared.
 The prepared data is cached under `<data dir>/from_csv/<file stem>_<hash>/`,
 the hash covering the files' bytes and every setting above, so an edited file
 or a changed setting is prepared afresh. `schema(config.data)` gives the record
@@ -48,20 +50,21 @@ import json
 import os
 import re
 
-from absl import logging
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import csv_columns
+from mlheads.data import csv_prepare
 from mlheads.data import files
 from mlheads.data import ngrams
 from mlheads.data import splits as splits_lib
 
-FRACTIONS = (0.8, 0.1, 0.1)
-TARGET = 'labels'
+FRACTIONS = csv_prepare.FRACTIONS
+TARGET = csv_prepare.TARGET
 RANGES = {
     'split_seed': errors.Range(0, 2**31 - 1, integer=True),
     'folds': errors.Range(0, 1000, integer=True),
@@ -159,7 +162,7 @@ def _layout(s: Settings) -> dict:
   columns = files.read_header(s.path)
   for col in list(s.labels) + [s.label_list, s.split_column]:
     if col and col not in columns:
-      base.require_columns(pd.DataFrame(columns=columns), [col], s.path)
+      cells_lib.require_columns(pd.DataFrame(columns=columns), [col], s.path)
   return csv_columns.layout(s, columns, s.path)
 
 
@@ -172,11 +175,12 @@ def schema(data_config) -> dict[str, base.Field]:
                              has_mask=True)}
 
 
-# ----------------------------------------------------------------------------- parsing
+# ----------------------------------------------------------------------------- reading
 
 @dataclasses.dataclass
 class Table:
-  """The checked files, one entry per data row."""
+  """The checked files, one entry per data row, held whole (see `csv_prepare` for the
+  streamed passes that prepare the records)."""
   rows: pd.DataFrame  # the cells as read, indexed by line number
   numeric: np.ndarray  # [n, F] float64, finite: the numeric feature columns
   label_cells: list  # labels layout: [K] of 0/1/None; label_list layout: names or None
@@ -187,58 +191,28 @@ class Table:
 
 
 def parse(s: Settings) -> Table:
-  """Reads and checks every cell the settings name, in every file."""
+  """Reads and checks every cell the settings name, in every file, into memory."""
   cols = _layout(s)
-  needed = (cols['text'] + cols['features'] + cols['categorical'] + list(s.labels)
-            + [c for c in (s.label_list, s.split_column) if c])
-  frames, numeric, cells, lines, sources, splits = [], [], [], [], [], []
-  for path, split in s.files():
-    columns, rows, file_lines = files.read_rows(path)
-    if s.max_rows:
-      rows, file_lines = rows[:s.max_rows], file_lines[:s.max_rows]
-    base.require_columns(pd.DataFrame(columns=columns), needed, path)
-    table = files.frame(columns, rows, file_lines)
-    frames.append(table[needed])
-    numeric.append(csv_columns.numeric(table, cols['features'], path))
-    cells += csv_columns.label_cells(s, rows, file_lines, path)
-    splits += (csv_columns.split_cells(s, rows, file_lines, path) if s.split_column
-               else [split] * len(rows))
-    lines += file_lines
-    sources += [path] * len(rows)
-  label_col = s.label_list or None
-  for k, c in enumerate(s.labels or [label_col]):
-    if all((row[k] if s.labels else row) is None for row in cells):
-      raise errors.UsageError(f'{s.path}, column {c!r}: empty on every row; nothing to learn')
-  return Table(rows=pd.concat(frames), numeric=np.concatenate(numeric), label_cells=cells,
-               lines=lines, sources=sources, splits=splits, columns=cols)
+  chunks = list(csv_prepare.read(s, cols, csv_prepare.sources(s, cols)))
+  label_cells = [cell for c in chunks for cell in c.label_cells]
+  for k, col in enumerate(s.labels or [s.label_list]):
+    if all((row[k] if s.labels else row) is None for row in label_cells):
+      raise errors.UsageError(f'{s.path}, column {col!r}: empty on every row; nothing to learn')
+  rows = pd.concat([c.rows for c in chunks])
+  return Table(rows=rows, numeric=np.concatenate([c.numeric for c in chunks]),
+               label_cells=label_cells, lines=[int(i) for i in rows.index],
+               sources=[c.path for c in chunks for _ in range(len(c.rows))],
+               splits=[x for c in chunks for x in c.splits], columns=cols)
 
-
-# ----------------------------------------------------------------------------- arrays
 
 def split_parts(s: Settings, table: Table) -> tuple[dict[str, np.ndarray], str]:
   """Row indices of each split, and the rule in words (for the log and the metadata)."""
   n = len(table.lines)
-  if table.splits[0] is not None:
+  parts, rule = csv_prepare.by_rule(s, n, csv_columns.stratify_on(s, table.label_cells))
+  if parts is None:
     where = np.array(table.splits)
     parts = {name: np.flatnonzero(where == name) for name in base.SPLITS}
-    rule = (f'the column {s.split_column!r}' if s.split_column else
-            f'the files {s.path}, {s.validation_path}, {s.test_path}')
-  elif s.folds:
-    folds = np.array_split(np.random.default_rng(s.split_seed).permutation(n), s.folds)
-    val = (s.fold + 1) % s.folds
-    parts = {'train': np.sort(np.concatenate([f for i, f in enumerate(folds)
-                                              if i not in (s.fold, val)])),
-             'validation': np.sort(folds[val]), 'test': np.sort(folds[s.fold])}
-    rule = (f'rows permuted by seed {s.split_seed}; {s.folds} folds: test fold {s.fold}, '
-            f'validation fold {val}')
-  else:
-    index, rule = splits_lib.split(n, FRACTIONS, s.split_seed, s.split,
-                                  csv_columns.stratify_on(s, table.label_cells))
-    parts = dict(zip(base.SPLITS, index))
-  for name, idx in parts.items():
-    if len(idx) == 0:
-      raise errors.UsageError(f'{s.path}: {n} data rows leave the {name} split empty '
-                              f'({rule}); the file needs more rows')
+  csv_prepare.check_parts(s, n, parts, rule)
   return parts, rule
 
 
@@ -246,54 +220,21 @@ def rows(data_config) -> splits_lib.Rows:
   """The files' rows (parsed and checked) and the rows of each split, as its records are: the
   raw text for the baseline's TF-IDF (`mlheads.baselines`)."""
   s = settings_from_config(data_config)
-  for path, _ in s.files():
-    if not os.path.isfile(path):
-      raise errors.UsageError(f'{path}: no such file')
   table = parse(s)
   parts, rule = split_parts(s, table)
   return splits_lib.Rows(table.rows, parts, tuple(table.columns['text']), rule)
 
 
-def make_arrays(s: Settings) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-  """Parses, checks and converts the files: `({split: {key: array}}, metadata)`."""
-  table = parse(s)
-  n = len(table.lines)
-  parts, rule = split_parts(s, table)
-  classes, y, mask, dropped, count = csv_columns.targets(s, table.label_cells, parts)
-  coding = csv_columns.fit(table.rows.iloc[parts['train']], table.columns, s,
-                           table.numeric[parts['train']])
-  splits, truncated = {}, {}
-  for name, idx in parts.items():
-    rows = table.rows.iloc[idx]
-    inputs, truncated[name] = csv_columns.encode(rows, coding, s.path)
-    splits[name] = {**inputs, TARGET: y[idx], f'{TARGET}_mask': mask[idx]}
-    if count is not None:
-      splits[name][f'{TARGET}_count'] = count[idx]
-  counts = (splits_lib.positives(parts, np.where(mask > 0, y, 0)) if count is None else
-            {k: np.bincount(y[v][y[v] >= 0], minlength=len(classes)) for k, v in parts.items()})
-  splits_lib.log_label_counts(f'from_csv {s.path}', counts, {k: len(v) for k, v in parts.items()},
-                              list(classes), s.split)
-  cols = coding['columns']
-  logging.info('from_csv %s: %d rows, split %s (%s); inputs %s; %d classes %s; unknown label '
-               'cells %d; texts truncated to %d words or %d character n-grams: %s; label names '
-               'outside the class list dropped: %s.', s.path, n,
-               {k: len(v) for k, v in parts.items()}, rule,
-               {k: v.shape[1:] for k, v in splits['train'].items() if k in
-                ('tokens', 'bigrams', 'chargrams', 'features', 'categories')}, len(classes),
-               list(classes) if len(classes) <= 50 else f'{list(classes[:10])} ...',
-               int((mask == 0).sum()), cols['max_len'], cols.get('max_ngrams', 0), truncated,
-               dropped)
-  meta = {
-      'file': os.path.abspath(s.path),
-      'classes': list(classes),
-      'max_labels': 0 if s.labels else int(y.shape[1]),
-      **coding,
-      'split_rule': rule,
-      'truncated': truncated,
-      'dropped_label_names': dropped,
-      'first_line_of_each_row': {k: [table.lines[i] for i in v[:3]] for k, v in parts.items()},
-  }
-  return splits, meta
+def make_arrays(s: Settings, chunk: int = csv_prepare.CHUNK
+                ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+  """The records the builder writes, whole: `({split: {key: array}}, metadata)`, made by the
+  same two streamed passes (`chunk` rows at a time)."""
+  plan = csv_prepare.scan(s, _layout(s), chunk)
+  splits = {}
+  for split in base.SPLITS:
+    parts = list(csv_prepare.generate(plan, split, chunk))
+    splits[split] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return splits, plan.meta
 
 
 # ----------------------------------------------------------------------------- the builder
@@ -310,21 +251,25 @@ class CsvConfig(tfds.core.BuilderConfig):
 class FromCsv(base.ArrayBuilder):
   """A user's CSV / TSV / JSONL files: text, numbers, categories -> multi-label, with unknown
   cells."""
-  # 1.2.0: several text columns, categorical columns, no empty tokens or features record.
-  # 1.3.0: records in the order of the split's rows (splits.Rows; metadata record_order).
-  # 1.4.0: hashed bigrams and character n-grams; lengths from the data.
-  # 1.5.0: label lists stored sparse.
-  VERSION = tfds.core.Version('1.5.0')
-  RELEASE_NOTES = {'1.5.0': 'label_list layout stored sparse',
+  # 1.2.0: several text columns, categorical columns, no empty tokens or features record;
+  # 1.3.0, 1.4.0, 1.5.0 (1.x formats): records in row order (splits.Rows); hashed n-grams,
+  # lengths from the data; label lists stored sparse. 2.0.0: tensors as raw bytes, the record
+  # checks in the metadata; 2.1.0: and in row order; 2.2.0: and the n-grams; 2.3.0: and the
+  # sparse label lists.
+  VERSION = tfds.core.Version('2.3.0')
+  RELEASE_NOTES = {'2.3.0': base.RAW_BYTES_NOTE + '; row order; n-grams; sparse label lists',
+                   '2.2.0': base.RAW_BYTES_NOTE + '; row order; hashed n-grams',
+                   '2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.5.0': 'label_list layout stored sparse',
                    '1.4.0': 'hashed bigrams and character n-grams; lengths from the data',
                    '1.3.0': 'records in row order',
                    '1.2.0': 'text columns, categorical columns, own splits',
                    '1.1.0': 'metadata: columns', '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
-  def __init__(self, *, arrays=None, **kwargs):
+  def __init__(self, *, plan: csv_prepare.Plan | None = None, **kwargs):
     super().__init__(**kwargs)
-    self._arrays = arrays  # (splits, meta) parsed and checked before tfds writes anything.
+    self._plan = plan  # the first pass, done (every cell checked) before tfds writes anything.
 
   def fields(self):
     c = self.builder_config
@@ -338,12 +283,12 @@ class FromCsv(base.ArrayBuilder):
     }
 
   def make_splits(self):
-    return self._arrays if self._arrays is not None else make_arrays(self.builder_config.settings)
+    s = self.builder_config.settings
+    plan = self._plan or csv_prepare.scan(s, _layout(s))
+    return {split: csv_prepare.generate(plan, split) for split in base.SPLITS}, dict(plan.meta)
 
   def planned_sizes(self):
-    if self._arrays is None:
-      return None
-    return {k: len(v[TARGET]) for k, v in self._arrays[0].items()}
+    return None if self._plan is None else self._plan.sizes()
 
 
 def cache_key(s: Settings) -> str:
@@ -375,11 +320,10 @@ def builder(data_config) -> FromCsv:
     return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
                                     coding={k: meta[k] for k in _CODING},
                                     max_labels=meta['max_labels']), **kw)
-  arrays = make_arrays(s)  # raises on any bad cell, before tfds writes anything.
-  meta = arrays[1]
-  return FromCsv(config=CsvConfig(name=key, settings=s, classes=tuple(meta['classes']),
-                                  coding={k: meta[k] for k in _CODING},
-                                  max_labels=meta['max_labels']), arrays=arrays, **kw)
+  plan = csv_prepare.scan(s, _layout(s))  # raises on any bad cell, before tfds writes anything.
+  return FromCsv(config=CsvConfig(name=key, settings=s, classes=plan.classes,
+                                  coding={k: plan.meta[k] for k in _CODING},
+                                  max_labels=plan.meta['max_labels']), plan=plan, **kw)
 
 
 encode = csv_columns.encode

@@ -25,6 +25,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import splits as splits_lib
 
 CELL = 8
@@ -61,9 +62,9 @@ def load_source(raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (PIXELS, each in [0, 16]) -> ({'image': `[n, 16, 16, 1]` in [0, 1]}, 0)."""
   del meta  # nothing is fitted on train.
-  base.require_columns(table, PIXELS, source)
-  pixels = np.stack([base.numbers(table, col, source, low=0, high=MAX_PIXEL) for col in PIXELS],
-                    axis=1).reshape(len(table), SIDE * SIDE)
+  cells_lib.require_columns(table, PIXELS, source)
+  pixels = np.stack([cells_lib.numbers(table, col, source, low=0, high=MAX_PIXEL)
+                     for col in PIXELS], axis=1).reshape(len(table), SIDE * SIDE)
   return {'image': (pixels / MAX_PIXEL).astype(np.float32).reshape(-1, SIDE, SIDE, 1)}, 0
 
 
@@ -93,7 +94,10 @@ def compose(images: np.ndarray, labels: np.ndarray, n: int,
 
 class DigitMosaics(base.ArrayBuilder):
   """2x2 mosaics of 1-4 sklearn digits -> the set of digits present."""
-  VERSION = tfds.core.Version('1.0.0')
+  # 2.1.0: records in the order they are made (tfds' shuffling off).
+  VERSION = tfds.core.Version('2.1.0')
+  RELEASE_NOTES = {'2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
   BUILDER_CONFIGS = [_config(0)]
 
   def fields(self):

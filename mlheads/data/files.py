@@ -2,12 +2,14 @@
 
 CSV/TSV cells are strings; JSONL cells are JSON values. Training (csv_data.py)
 and predict both read files through here, so a bad file gets the same one-line
-error (file, line) in both.
+error (file, line) in both. `read_rows` holds the whole file; `scan` + `chunks`
+stream it, a bounded number of rows at a time, for files larger than memory.
 """
 
 import csv
 import json
 import os
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -21,20 +23,60 @@ def read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
   as None). Blank lines are skipped. Raises UsageError for a missing, empty or
   unreadable file.
   """
+  _check_exists(path)
+  columns, rows, lines = [], [], []
+  for columns, line, row in _records(path):
+    rows.append(row)
+    lines.append(line)
+  if not rows:
+    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
+  return list(columns), rows, lines
+
+
+def scan(path: str) -> tuple[list[str], int]:
+  """(column names, number of data rows), reading the file once and keeping no row.
+
+  Raises what `read_rows` raises (a missing, empty or malformed file), so that a file
+  read afterwards in `chunks` is known to be well-formed.
+  """
+  _check_exists(path)
+  columns, n = [], 0
+  for columns, _, _ in _records(path):
+    n += 1
+  if not n:
+    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
+  return list(columns), n
+
+
+def chunks(path: str, size: int) -> Iterator[tuple[list[dict], list[int]]]:
+  """The data rows, at most `size` at a time, each chunk with its rows' line numbers."""
+  rows, lines = [], []
+  for _, line, row in _records(path):
+    rows.append(row)
+    lines.append(line)
+    if len(rows) == size:
+      yield rows, lines
+      rows, lines = [], []
+  if rows:
+    yield rows, lines
+
+
+def _check_exists(path: str) -> None:
   if not os.path.isfile(path):
     raise errors.UsageError(f'{path}: no such file')
   if os.path.getsize(path) == 0:
     raise errors.UsageError(f'{path}: the file is empty')
+
+
+def _records(path: str) -> Iterator[tuple[list[str] | dict, int, dict]]:
+  """Yields (the columns so far, line number, row) for every data row."""
   try:
     if path.lower().endswith(('.jsonl', '.ndjson', '.json')):
-      columns, rows, lines = _read_jsonl(path)
+      yield from _read_jsonl(path)
     else:
-      columns, rows, lines = _read_csv(path, '\t' if path.lower().endswith('.tsv') else ',')
+      yield from _read_csv(path, '\t' if path.lower().endswith('.tsv') else ',')
   except UnicodeDecodeError as e:
     raise errors.UsageError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
-  if not rows:
-    raise errors.UsageError(f'{path}: the file is empty (no data rows)')
-  return columns, rows, lines
 
 
 def read_header(path: str) -> list[str]:
@@ -60,7 +102,6 @@ def read_header(path: str) -> list[str]:
 
 
 def _read_csv(path, delimiter):
-  rows, lines = [], []
   with open(path, newline='', encoding='utf-8-sig') as f:
     reader = csv.reader(f, delimiter=delimiter)
     try:
@@ -78,15 +119,13 @@ def _read_csv(path, delimiter):
         if len(cells) != len(columns):
           raise errors.UsageError(f'{path}, line {line}: {len(cells)} cells, but the header '
                                   f'has {len(columns)} columns')
-        rows.append(dict(zip(columns, cells)))
-        lines.append(line)
+        yield columns, line, dict(zip(columns, cells))
     except csv.Error as e:
       raise errors.UsageError(f'{path}, line {reader.line_num}: {e}') from None
-  return columns, rows, lines
 
 
 def _read_jsonl(path):
-  columns, rows, lines = {}, [], []
+  columns = {}
   with open(path, encoding='utf-8-sig') as f:
     for line, text in enumerate(f, start=1):
       if not text.strip():
@@ -99,9 +138,7 @@ def _read_jsonl(path):
         raise errors.UsageError(f'{path}, line {line}: expected a JSON object, got '
                                 f'{type(row).__name__}')
       columns.update(dict.fromkeys(row))
-      rows.append(row)
-      lines.append(line)
-  return list(columns), rows, lines
+      yield columns, line, row
 
 
 def frame(columns: list[str], rows: list[dict], lines: list[int]) -> pd.DataFrame:

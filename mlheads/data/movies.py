@@ -26,6 +26,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import ngrams
 from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
@@ -61,7 +62,7 @@ def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarr
   A blank budget is "missing"; every other cell must be a finite number, and
   length, budget and votes (log1p-scaled) must not be negative.
   """
-  num = lambda col, **kw: base.numbers(df, col, source, **kw)
+  num = lambda col, **kw: cells_lib.numbers(df, col, source, **kw)
   budget = num('budget', blank_ok=True, low=0)
   missing = np.isnan(budget)
   return np.stack([
@@ -77,8 +78,8 @@ def numeric_features(df: pd.DataFrame, source: str = 'movie_genres') -> np.ndarr
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (COLUMNS) -> ({'tokens', 'bigrams', 'chargrams', 'numeric'}, number of titles
   truncated)."""
-  base.require_columns(table, COLUMNS, source)
-  text, truncated = ngrams.encode_with(meta, base.texts(table, 'title'), 'movie_genres')
+  cells_lib.require_columns(table, COLUMNS, source)
+  text, truncated = ngrams.encode_with(meta, cells_lib.texts(table, 'title'), 'movie_genres')
   numeric = base.apply_scaling(numeric_features(table, source),
                                base.meta_entry(meta, 'scaling', 'movie_genres')['numeric'])
   return {**text, 'numeric': numeric}, truncated
@@ -86,9 +87,12 @@ def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.n
 
 class MovieGenres(base.ArrayBuilder):
   """ggplot2movies movies: title tokens + 6 numbers -> 7 genres."""
-  # 1.1.0: records in the order of the split's rows (splits.Rows); 1.2.0: n-grams.
-  VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.2.0': 'hashed bigrams and character n-grams',
+  # 1.1.0: records in the order of the split's rows (splits.Rows); 1.2.0: n-grams; 2.0.0:
+  # tensors as raw bytes; 2.1.0: raw bytes in row order; 2.2.0: and the n-grams.
+  VERSION = tfds.core.Version('2.2.0')
+  RELEASE_NOTES = {'2.2.0': base.RAW_BYTES_NOTE + '; row order; hashed n-grams',
+                   '2.1.0': base.RAW_BYTES_NOTE + '; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.2.0': 'hashed bigrams and character n-grams',
                    '1.1.0': 'records in row order', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(5_000, 12, 0, 128, ngrams.BUCKETS)]
 

@@ -122,19 +122,32 @@ def encode_with(meta, texts: Iterable[str], dataset: str) -> tuple[dict[str, np.
 AUTO_CAPS = (128, 1024)  # the most words / character n-grams a length from the data may be
 
 
+def chargram_count(words: Sequence[str]) -> int:
+  """How many character n-grams `Hasher.ids` gives for these words (`len(ids(words)[1])`),
+  without hashing them."""
+  return sum(max(0, len(w) + 3 - n) for w in words for n in CHAR_NS)
+
+
 def lengths(train_texts: Sequence[str], max_len: int, max_ngrams: int, buckets: int
             ) -> tuple[int, int]:
   """`(max_len, max_ngrams)`, each 0 replaced by the 99.5th percentile of the train texts'
   words / character n-grams per text (at least 1, at most AUTO_CAPS), so that the arrays fit
   nearly every text without carrying mostly padding."""
+  del buckets  # the counts do not depend on it
   if max_len and max_ngrams:
     return max_len, max_ngrams
   words = [tokenizer_lib.split_words(t) for t in train_texts]
-  hasher = Hasher(buckets, 1, 1)
-  chars = [len(hasher.ids(w)[1]) for w in words] if not max_ngrams else []
+  return lengths_of([len(w) for w in words], [chargram_count(w) for w in words], max_len,
+                    max_ngrams)
+
+
+def lengths_of(word_counts: Sequence[int], chargram_counts: Sequence[int], max_len: int,
+               max_ngrams: int) -> tuple[int, int]:
+  """`lengths` from each train text's number of words and of character n-grams (a file read
+  in chunks counts them as it goes)."""
 
   def pct(counts, cap):
-    return int(min(cap, max(1, np.ceil(np.percentile(counts, 99.5))))) if counts else 1
+    return int(min(cap, max(1, np.ceil(np.percentile(counts, 99.5))))) if len(counts) else 1
 
-  return (max_len or pct([len(w) for w in words], AUTO_CAPS[0]),
-          max_ngrams or pct(chars, AUTO_CAPS[1]))
+  return (max_len or pct(word_counts, AUTO_CAPS[0]),
+          max_ngrams or pct(chargram_counts, AUTO_CAPS[1]))

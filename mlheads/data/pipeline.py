@@ -1,16 +1,21 @@
-"""Grain pipelines: shuffled training batches and complete evaluation batches.
+"""Grain pipelines that stream a split by index: shuffled training batches, complete
+evaluation batches.
 
-The training order is a pure function of (seed, step): batch `s` is element `s`
-of a grain MapDataset over a new permutation each epoch, so a resumed run sees
-exactly the batches an uninterrupted one would. Evaluation covers every example: the
-last partial batch is padded and its padding masked out through `valid`.
+A split is a *source*: `len(source)` examples and `source.read(indices)` returning
+`{key: [len(indices), ...]}`, either `ArraySource` (arrays in memory) or
+`records.RecordSource` (the prepared array_record files, read batch by batch, so a data
+set need not fit in memory). The training order is a pure function of (seed, step): batch
+`s` is element `s` of a grain MapDataset over a new permutation each epoch, so a resumed
+run sees exactly the batches an uninterrupted one would. With several processes each reads
+only its own rows of every global batch. Evaluation covers every example: the last partial
+batch is padded and its padding masked out through `valid`.
 
 A batch is `{'inputs': {key: [B, ...]}, 'targets': {key: [B, K]},
 'masks': {key: [B, K]}, 'valid': [B]}`.
 """
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -19,7 +24,7 @@ from mlheads.data import base
 
 
 class ArraySource:
-  """A grain random-access source over a dict of equally long arrays."""
+  """A split held in memory: a dict of equally long arrays, read by index."""
 
   def __init__(self, arrays: Mapping[str, np.ndarray]):
     self.arrays = dict(arrays)
@@ -31,20 +36,34 @@ class ArraySource:
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     return {k: v[i] for k, v in self.arrays.items()}
 
+  def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[indices] for k, v in self.arrays.items()}
 
-def read_split(source, chunk: int = 4096) -> dict[str, np.ndarray]:
-  """Reads a whole tfds data source into `{key: [n, ...]}` arrays.
 
-  The data sets here are small (at most tens of MB), so each split is read once
-  and checked as a whole before anything compiles.
-  """
+def as_source(split):
+  """A source as it is; a `{key: [n, ...]}` dict of arrays as an ArraySource."""
+  return ArraySource(split) if isinstance(split, Mapping) else split
+
+
+def chunks(split, keys: Sequence[str] | None = None,
+           chunk: int = 65_536) -> Iterator[dict[str, np.ndarray]]:
+  """A split (or only its `keys`) as `{key: [m, ...]}` arrays, `chunk` examples at a time,
+  in order: for what adds up over a split (label counts) in bounded memory."""
+  source = as_source(split)
   n = len(source)
-  parts = []
   for start in range(0, n, chunk):
-    keys = list(range(start, min(n, start + chunk)))
-    records = source.__getitems__(keys) if hasattr(source, '__getitems__') else [
-        source[i] for i in keys]
-    parts.append({k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]})
+    got = source.read(np.arange(start, min(n, start + chunk)))
+    yield {k: got[k] for k in (keys or got)}
+
+
+def read_split(split, keys: Sequence[str] | None = None,
+               chunk: int = 65_536) -> dict[str, np.ndarray]:
+  """A whole split (or only its `keys`) as `{key: [n, ...]}` arrays, read in chunks.
+
+  For what must see every example at once (a head fitted on the train labels, tests);
+  training and evaluation stream instead.
+  """
+  parts = list(chunks(split, keys, chunk))
   if not parts:
     return {}
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -59,26 +78,11 @@ def _structure(ds: base.Dataset, flat: dict[str, np.ndarray], valid: np.ndarray)
   return batch
 
 
-def positives(ds: base.Dataset, arrays: Mapping[str, np.ndarray], key: str) -> tuple[np.ndarray,
-                                                                                      int]:
-  """Target `key`'s known positives per class `[K]` int64 over a split, and the number of
-  rows with a known label (without densifying a sparse target)."""
-  f = ds.targets[key]
-  k = int(np.prod(f.shape))
-  if f.sparse:
-    idx = np.asarray(arrays[key])
-    known = np.ones(len(idx), bool) if f'{key}_mask' not in arrays else (
-        np.asarray(arrays[f'{key}_mask']).reshape(len(idx)) > 0)
-    hits = idx[known]
-    return np.bincount(hits[hits >= 0], minlength=k).astype(np.int64), int(known.sum())
-  y, m = f.densify(arrays, key)
-  y, m = y.reshape(len(y), -1), m.reshape(len(m), -1) > 0
-  return np.where(m, y, 0).sum(0).astype(np.int64), int(m.any(1).sum())
-
-
-def num_rows(arrays: Mapping[str, np.ndarray]) -> int:
-  """The number of examples in a split's `{key: [n, ...]}` arrays."""
-  return len(next(iter(arrays.values())))
+def num_rows(split) -> int:
+  """The number of examples in a split (a source or `{key: [n, ...]}` arrays)."""
+  if isinstance(split, Mapping):
+    return len(next(iter(split.values())))
+  return len(split)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -96,47 +100,60 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng((seed, epoch)).permutation(n)
 
 
-def train_dataset(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
-                  seed: int, num_epochs: int) -> grain.MapDataset:
-  """Batch `s` of the result is training step `s`'s batch.
+def train_dataset(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,
+                  rows: slice | None = None) -> grain.MapDataset:
+  """Element `s` is training step `s`'s batch, or its `rows` only: the part this process
+  feeds (`sharding.DataParallel.process_rows`).
 
   The epochs' shuffled orders are concatenated and cut into batches (the last partial one
-  dropped); each batch gathers its rows with one indexing per array, so a batch costs
-  microseconds, not a Python call per example (notes/perf.md).
+  dropped). Each element computes its example indices with a few numpy operations and
+  reads them from the source in one call when it is asked for (one indexing per array in
+  memory, one batch read from the prepared files), so a batch costs no Python call per
+  example and nothing but the prefetched batches is held in memory (notes/perf.md).
   """
-  ones = np.ones((batch_size,), np.float32)
-  n = num_rows(arrays)
+  source = as_source(split)
+  n = len(source)
+  rows = slice(0, batch_size) if rows is None else rows
+  ones = np.ones((rows.stop - rows.start,), np.float32)
 
   def batch(step):
-    position = np.arange(step * batch_size, (step + 1) * batch_size)
+    position = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
     epoch, index = np.divmod(position, n)
-    rows = np.empty_like(index)
+    idx = np.empty_like(index)
     for e in np.unique(epoch):  # one epoch, or two where the batch straddles a boundary
-      rows[epoch == e] = _epoch_order(seed, int(e), n)[index[epoch == e]]
-    return _structure(ds, {k: v[rows] for k, v in arrays.items()}, ones)
+      idx[epoch == e] = _epoch_order(seed, int(e), n)[index[epoch == e]]
+    return _structure(ds, source.read(idx), ones)
 
   return grain.MapDataset.range(n * num_epochs // batch_size).map(batch)
 
 
-def train_batches(ds: base.Dataset, arrays: dict[str, np.ndarray], batch_size: int,
-                  seed: int, num_epochs: int, start_step: int = 0,
-                  prefetch: int = 8) -> Iterator[dict]:
-  """Training batches from `start_step` on, prefetched by background threads."""
-  data = train_dataset(ds, arrays, batch_size, seed, num_epochs)[start_step:]
+def train_batches(ds: base.Dataset, split, batch_size: int, seed: int, num_epochs: int,
+                  start_step: int = 0, prefetch: int = 8,
+                  rows: slice | None = None) -> Iterator[dict]:
+  """Training batches from `start_step` on (their `rows`), read ahead by threads."""
+  data = train_dataset(ds, split, batch_size, seed, num_epochs, rows)[start_step:]
   return iter(data.to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch)))
 
 
-def eval_batches(ds: base.Dataset, arrays: dict[str, np.ndarray],
-                 batch_size: int) -> Iterator[dict]:
-  """Every example once, in order; the last batch padded with `valid` = 0."""
-  n = len(next(iter(arrays.values())))
-  for start in range(0, n, batch_size):
+def eval_batches(ds: base.Dataset, split, batch_size: int, prefetch: int = 4) -> Iterator[dict]:
+  """Every example once, in order, in global batches; the last one padded with `valid` = 0.
+
+  Every process reads whole batches (evaluation splits are a fraction of the data), read
+  ahead by a thread while the previous batch is evaluated.
+  """
+  source = as_source(split)
+  n = len(source)
+
+  def batch(start):
     stop = min(n, start + batch_size)
-    flat = {k: v[start:stop] for k, v in arrays.items()}
+    idx = np.arange(start, stop)
     valid = np.ones((batch_size,), np.float32)
     if stop - start < batch_size:
-      pad = batch_size - (stop - start)
-      flat = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in flat.items()}
       valid[stop - start:] = 0.0
-    yield _structure(ds, flat, valid)
+      idx = np.concatenate([idx, np.full((batch_size - (stop - start),), stop - 1)])
+    return _structure(ds, source.read(idx), valid)
+
+  starts = grain.MapDataset.source(range(0, n, batch_size)).map(batch)
+  return iter(starts.to_iter_dataset(
+      grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 
 RULES = ('random', 'stratified')
 SPLITS = base.SPLITS
@@ -121,7 +122,7 @@ class Rows:
 
   def texts(self, name: str) -> list[str]:
     """Split `name`'s text, one string per record: the text columns joined by a space."""
-    return base.joined_texts(self.split(name), self.text)
+    return cells_lib.joined_texts(self.split(name), self.text)
 
 
 def split_table(df, max_rows: int, text: Sequence[str] = (), rule: str = 'random',

@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import splits as splits_lib
 
 TARGET = 'labels'
@@ -123,8 +124,8 @@ def columns(features: int) -> tuple[str, ...]:
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (columns x0 .. x{F-1}) -> ({'features': `[n, F]`}, 0)."""
   cols = columns(int(base.meta_entry(meta, 'features', 'synthetic_xml')))
-  base.require_columns(table, cols, source)
-  x = np.stack([base.numbers(table, col, source) for col in cols], axis=1)
+  cells_lib.require_columns(table, cols, source)
+  x = np.stack([cells_lib.numbers(table, col, source) for col in cols], axis=1)
   return {'features': x.astype(np.float32).reshape(len(table), len(cols))}, 0
 
 
@@ -138,7 +139,9 @@ def _fields(c: SyntheticConfig) -> dict[str, base.Field]:
 
 class SyntheticXml(base.ArrayBuilder):
   """SYNTHETIC: features -> thousands of power-law labels (see the module docstring)."""
-  VERSION = tfds.core.Version('1.0.0')
+  # 2.0.0: tensors as raw bytes (base.RAW_BYTES_NOTE), the record checks in the metadata.
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'2.0.0': base.RAW_BYTES_NOTE, '1.0.0': 'first version'}
   BUILDER_CONFIGS = []
 
   def fields(self):

@@ -10,7 +10,7 @@ does, so an LSTM's last state sits right after the last real word.
 import collections
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +54,12 @@ class Tokenizer:
     counts = collections.Counter()
     for t in texts:
       counts.update(split_words(t))
+    return cls.from_counts(counts, vocab_size, max_len, min_count)
+
+  @classmethod
+  def from_counts(cls, counts: Mapping[str, int], vocab_size: int, max_len: int,
+                  min_count: int = 1) -> 'Tokenizer':
+    """`fit` from word counts gathered elsewhere (a file read in chunks)."""
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     words = [w for w, c in ranked[:vocab_size - len(_RESERVED)] if c >= min_count]
     return cls(list(_RESERVED) + words, max_len)

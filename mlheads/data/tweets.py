@@ -26,6 +26,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mlheads.data import base
+from mlheads.data import cells as cells_lib
 from mlheads.data import ngrams
 from mlheads.data import splits as splits_lib
 from mlheads.data import tokenizer as tokenizer_lib
@@ -60,7 +61,7 @@ def aux_features(df: pd.DataFrame, first: str | None = None,
 
   first: the ISO time "days" count from (default: the table's first tweet).
   """
-  t = base.timestamps(df, 'created_at', source)
+  t = cells_lib.timestamps(df, 'created_at', source)
   first = t.min() if first is None else pd.Timestamp(first)
   return np.stack([
       t.dt.hour.to_numpy(np.float64),
@@ -74,9 +75,9 @@ def aux_features(df: pd.DataFrame, first: str | None = None,
 def encode(table: pd.DataFrame, meta: dict, source: str) -> tuple[dict[str, np.ndarray], int]:
   """Raw rows (COLUMNS) -> ({'tokens', 'bigrams', 'chargrams', 'extra'}, number of texts
   truncated)."""
-  base.require_columns(table, COLUMNS, source)
+  cells_lib.require_columns(table, COLUMNS, source)
   first = base.meta_entry(meta, 'first_created_at', 'trump_tweets')
-  text, truncated = ngrams.encode_with(meta, base.texts(table, 'text'), 'trump_tweets')
+  text, truncated = ngrams.encode_with(meta, cells_lib.texts(table, 'text'), 'trump_tweets')
   extra = base.apply_scaling(aux_features(table, first, source),
                              base.meta_entry(meta, 'scaling', 'trump_tweets')['extra'])
   return {**text, 'extra': extra}, truncated
@@ -86,9 +87,12 @@ class TrumpTweets(base.ArrayBuilder):
   """dslabs trump_tweets: text + 5 numbers -> retweeted above the median."""
   # 1.1.0: metadata keeps the first tweet's time, for `encode` on new rows.
   # 1.2.0: the two-label target `engagement`; records in the order of the split's rows.
-  # 1.3.0: hashed bigrams and character n-grams.
-  VERSION = tfds.core.Version('1.3.0')
-  RELEASE_NOTES = {'1.3.0': 'hashed bigrams and character n-grams',
+  # 1.3.0: hashed bigrams and character n-grams. 2.0.0: tensors as raw bytes; 2.1.0: raw bytes,
+  # engagement, row order; 2.2.0: and the n-grams.
+  VERSION = tfds.core.Version('2.2.0')
+  RELEASE_NOTES = {'2.2.0': base.RAW_BYTES_NOTE + '; engagement; row order; hashed n-grams',
+                   '2.1.0': base.RAW_BYTES_NOTE + '; target engagement; records in row order',
+                   '2.0.0': base.RAW_BYTES_NOTE, '1.3.0': 'hashed bigrams and character n-grams',
                    '1.2.0': 'target engagement: retweets and likes above the train medians',
                    '1.1.0': 'metadata: first_created_at', '1.0.0': 'first version'}
   BUILDER_CONFIGS = [base.text_table_config(10_000, 100, 0, 512, ngrams.BUCKETS)]
@@ -117,7 +121,7 @@ class TrumpTweets(base.ArrayBuilder):
     tok = tokenizer_lib.Tokenizer.fit(train['text'], c.vocab_size, c.max_len)
     median = float(np.median(train['retweet_count']))
     median_likes = float(np.median(train['favorite_count']))
-    first = base.timestamps(df, 'created_at', 'trump_tweets').min()
+    first = cells_lib.timestamps(df, 'created_at', 'trump_tweets').min()
     meta = {
         'tokenizer': tok.to_json(),
         'ngrams': ngrams.Hasher(c.hash_buckets, c.max_len, c.max_ngrams).to_json(),

@@ -20,10 +20,12 @@ import jax
 import numpy as np
 
 from mlheads import errors
+from mlheads.data import checks
 from mlheads.data import pipeline
 from mlheads.evaluation import calibration as calibration_lib
 from mlheads.evaluation import metrics as metrics_lib
 from mlheads.evaluation import streaming
+from mlheads.model import model as model_lib
 
 # Metrics where lower is better (for picking the best checkpoint).
 LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'hamming_loss', 'coverage_error', 'label_ranking_loss',
@@ -42,23 +44,26 @@ def eval_step(params, batch, *, apply_fn, heads):
   return scores, losses
 
 
-def make_eval_fn(model, heads, parallel) -> Callable:
-  """`(params, host batch) -> (scores, losses)`: `eval_step` jitted once over the mesh."""
-  step = jax.jit(functools.partial(eval_step, apply_fn=model.apply, heads=heads),
+def make_eval_fn(model, heads, parallel, dtype: str = 'float32') -> Callable:
+  """`(params, global host batch) -> (scores, losses)`: `eval_step` jitted once over the
+  mesh, computing in `dtype` (model.ComputeIn), as training does."""
+  step = jax.jit(functools.partial(eval_step, apply_fn=model_lib.ComputeIn(model.apply, dtype),
+                                   heads=heads),
                  in_shardings=(parallel.replicated, parallel.batch),
                  out_shardings=parallel.replicated)
-  return lambda params, batch: step(params, parallel.shard(batch))
+  return lambda params, batch: step(params, parallel.shard_global(batch))
 
 
-def predict_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
-                  batch_size: int, heads) -> dict[str, dict]:
-  """Runs the model over every example once.
+def predict_split(eval_fn: Callable, params, ds, split, batch_size: int,
+                  heads) -> dict[str, dict]:
+  """Runs the model over every example of `split` (a source or `{key: [n, ...]}` arrays)
+  once, streaming it in batches.
 
   Returns output name -> {'scores' [n, K], 'labels' [n, K], 'mask' [n, K],
   'loss' [n]} as numpy, in split order.
   """
   parts = {name: {'scores': [], 'labels': [], 'mask': [], 'loss': []} for name in heads}
-  for batch in pipeline.eval_batches(ds, arrays, batch_size):
+  for batch in pipeline.eval_batches(ds, split, batch_size):
     valid = batch['valid'] > 0
     scores, losses = jax.device_get(eval_fn(params, batch))
     for name, head in heads.items():
@@ -99,24 +104,25 @@ class OutputEval:
   arrays: dict[str, np.ndarray] | None = None
 
 
-def evaluate_split(eval_fn: Callable, params, ds, arrays: Mapping[str, np.ndarray],
-                   batch_size: int, heads, **kw) -> dict[str, OutputEval]:
-  """Every output's metrics over a split, streamed: no `[n, K]` array of a binary output is
-  ever held (streaming.py), so K and n are bounded by disk, not memory.
+def evaluate_split(eval_fn: Callable, params, ds, split, batch_size: int, heads,
+                   **kw) -> dict[str, OutputEval]:
+  """Every output's metrics over a split (a source read from the prepared files, or arrays),
+  streamed: no `[n, K]` array of a binary output is ever held (streaming.py), so K and n are
+  bounded by disk, not memory.
 
   Args:
-    eval_fn, params, ds, arrays, batch_size, heads: as for `predict_split`.
+    eval_fn, params, ds, split, batch_size, heads: as for `predict_split`.
     **kw: `evaluate_batches`' settings (propensity, thresholds, calibration, calibrate,
       columns, directory).
   """
   def batches():
-    for batch in pipeline.eval_batches(ds, arrays, batch_size):
+    for batch in pipeline.eval_batches(ds, split, batch_size):
       valid = batch['valid'] > 0
       scores, losses = jax.device_get(eval_fn(params, batch))
       yield {name: (np.asarray(scores[name])[valid], np.asarray(losses[name])[valid],
                     batch['targets'][h.target][valid], batch['masks'][h.target][valid])
              for name, h in heads.items()}
-  return evaluate_batches(heads, pipeline.num_rows(arrays), batches(), **kw)
+  return evaluate_batches(heads, pipeline.num_rows(split), batches(), **kw)
 
 
 def evaluate_predictions(heads, predictions: Mapping[str, Mapping[str, np.ndarray]],
@@ -210,12 +216,17 @@ def calibrations(evals: Mapping[str, OutputEval], method: str) -> dict[str, dict
           if e.result is not None and e.result.calibration is not None}
 
 
-def propensities(heads, ds, train_arrays, a: float, b: float) -> dict[str, np.ndarray]:
-  """Each binary output's label propensities (Jain et al. 2016) from the train split."""
+def propensities(heads, ds, train, a: float, b: float) -> dict[str, np.ndarray]:
+  """Each binary output's label propensities (Jain et al. 2016) from the train split (a
+  source or arrays), its labels read a chunk at a time."""
   out = {}
   for name, head in heads.items():
     if head.target_kind == 'binary':
-      positives, rows = pipeline.positives(ds, train_arrays, head.target)
+      key = head.target
+      positives, rows = 0, 0
+      for part in pipeline.chunks(train, list(ds.targets[key].stored(key))):
+        p, r = checks.positives(ds, part, key)
+        positives, rows = positives + p, rows + r
       out[name] = metrics_lib.propensities(positives, rows, a, b)
   return out
 

@@ -21,6 +21,12 @@ def embed_init(key, shape, dtype=jnp.float32):
   return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
 
+def as_float(x: jax.Array) -> jax.Array:
+  """Floating inputs as they are (float32, or bfloat16 under model.ComputeIn), others as
+  float32."""
+  return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
 def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
 

@@ -16,6 +16,7 @@ from absl import logging
 from clu import parameter_overview as clu_overview
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -156,6 +157,18 @@ class ModelSpec:
     """Output name -> 'binary' or 'real'."""
     return {name: h.cls.target_kind for name, h in self.heads.items()}
 
+  def train_keys(self, ds) -> list[str]:
+    """The train split's record keys that `build` needs (the labels and masks of heads
+    fitted on them, e.g. powerset, or weighing by them, `pos_weight='balanced'`); [] for
+    most models, which then read no data to build."""
+    keys = []
+    for h in self.heads.values():
+      target = h.settings['target']
+      balanced = dict(h.loss_options).get('pos_weight') == 'balanced'
+      if (h.cls.needs_train_labels or balanced) and target in ds.targets:
+        keys += [target] + ([f'{target}_mask'] if ds.targets[target].has_mask else [])
+    return sorted(set(keys))
+
   def trunk(self, inputs: Mapping[str, Any], quiet: bool = False) -> trunks.Trunk:
     """The trunk fitted to the data set's input fields (its kind chosen by them if unset)."""
     kind = self.trunk_kind or trunks.default_kind(inputs)
@@ -198,6 +211,31 @@ class ModelSpec:
           heads[name] = dataclasses.replace(heads[name], add='')
     trunk = trunk.fit_heads(heads)
     return Model(trunk=trunk, heads=heads), heads
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeIn:
+  """`model.apply` computing in `dtype` with float32 parameters (mixed precision, as jmp does).
+
+  Floating parameters, inputs and label/mask arguments are cast to `dtype` on the way in,
+  so every layer computes in it without each declaring a dtype; the logits come back as
+  float32, so the losses (and the metrics) are float32. Gradients flow through the casts
+  back to the float32 parameters, so the optimizer state stays float32. float32 is `apply`
+  itself. Frozen and hashable: it sits in the TrainState as a static field.
+  """
+  apply_fn: Any
+  dtype: str = 'float32'
+
+  def __call__(self, variables, *args, **kwargs):
+    if self.dtype == 'float32':
+      return self.apply_fn(variables, *args, **kwargs)
+    dtype = jnp.dtype(self.dtype)
+    cast = lambda x: (x.astype(dtype) if hasattr(x, 'dtype') and jnp.issubdtype(x.dtype,
+                                                                               jnp.floating)
+                      else x)
+    out = self.apply_fn(jax.tree.map(cast, variables), *jax.tree.map(cast, args),
+                        **{k: jax.tree.map(cast, v) for k, v in kwargs.items()})
+    return jax.tree.map(lambda x: x.astype(jnp.float32), out)
 
 
 def resolve_head(name: str, head_config) -> HeadSpec:

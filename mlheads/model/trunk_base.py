@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mlheads import errors
 from mlheads.model import layers
@@ -83,9 +82,12 @@ class Trunk(nn.Module):
     return ()
 
 
-def side_blocks(module: nn.Module, inputs, keys, sizes, dim: int, dtype=jnp.float32) -> list:
+def side_blocks(module: nn.Module, inputs, keys, sizes, dim: int, dtype=None) -> list:
   """The `[batch, n]` blocks of side inputs `keys`: numbers as they are, categorical ids
-  (`sizes`: key -> vocabulary) through one embedding table per input, `[batch, C * dim]`."""
+  (`sizes`: key -> vocabulary) through one embedding table per input, `[batch, C * dim]`.
+  In `dtype` (the LSTM's, to concatenate with it), or floating blocks as they are (bfloat16
+  under model.ComputeIn) and the others as float32."""
+  cast = layers.as_float if dtype is None else (lambda x: x.astype(dtype))
   sizes = dict(sizes)
   out = []
   for k in keys:
@@ -93,9 +95,9 @@ def side_blocks(module: nn.Module, inputs, keys, sizes, dim: int, dtype=jnp.floa
     if k in sizes:
       table = nn.Embed(sizes[k], dim, embedding_init=layers.embed_init, name=f'embed_{k}',
                        parent=module)
-      out.append(table(x).reshape(x.shape[0], -1).astype(dtype))
+      out.append(cast(table(x).reshape(x.shape[0], -1)))
     else:
-      out.append(x.reshape(x.shape[0], -1).astype(dtype))
+      out.append(cast(x.reshape(x.shape[0], -1)))
   return out
 
 

@@ -239,7 +239,7 @@ class ConvTrunk(Trunk):
   @nn.compact
   def __call__(self, inputs: Mapping[str, jax.Array], train: bool = False):
     del train
-    h = inputs[self.image_input].astype(jnp.float32)
+    h = layers.as_float(inputs[self.image_input])
     for i, c in enumerate(self.channels):
       h = nn.relu(nn.Conv(c, (3, 3), kernel_init=layers.glorot, name=f'conv_{i}')(h))
       h = nn.max_pool(h, (2, 2), strides=(2, 2))

@@ -196,7 +196,8 @@ class Checkpointer:
       logging.warning('checkpoint step %d is corrupt (%s); writing it again', step, damage)
       if self._primary:  # Drop the commit marker first, so a half-removed step never counts.
         os.remove(os.path.join(step_dir, MANIFEST))
-    best = None if self.best_metric is None else metrics[self.best_metric]
+    # No metrics (a preemption save, B18): never a best candidate.
+    best = None if self.best_metric is None or metrics is None else metrics[self.best_metric]
     try:
       if self._primary:
         os.makedirs(self.directory, exist_ok=True)

@@ -110,6 +110,23 @@ def leaf_record(x: Any) -> tuple[tuple[int, ...], str]:
   raise TypeError(f'checkpoint leaves must be arrays or Python scalars, got {type(x).__name__}')
 
 
+def tree_sha256(tree: Any) -> str:
+  """A fingerprint of a pytree of arrays (the parameters a run ends with, `params_sha256` in
+  metrics.json), so runs can be compared from outside: 1 vs 2 processes, resumed vs not.
+
+  SHA-256 over the leaves in path order (sorted by `jax.tree_util.keystr`), each as its
+  path, dtype and shape on one line, then its bytes (C order, little-endian as numpy
+  stores them on every platform JAX runs on).
+  """
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  for path, leaf in sorted(leaves, key=lambda pl: jax.tree_util.keystr(pl[0])):
+    a = np.ascontiguousarray(jax.device_get(leaf))
+    h.update(f'{jax.tree_util.keystr(path)} {a.dtype.str} {list(a.shape)}\n'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
 def tree_record(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   """Maps each leaf's key path (as jax.tree_util.keystr prints it) to (shape, dtype)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]

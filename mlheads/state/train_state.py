@@ -15,6 +15,8 @@ from flax.training import train_state
 import jax
 import optax
 
+from mlheads.model import model as model_lib
+
 
 def _get(tree, path):
   for key in path:
@@ -76,11 +78,13 @@ class TrainState(train_state.TrainState):
                         opt_state=opt_state, rows=rows, **kwargs)
 
 
-def create(model, tx, seed: int, example_inputs, sharding, params=None) -> TrainState:
+def create(model, tx, seed: int, example_inputs, sharding, dtype: str = 'float32',
+           params=None) -> TrainState:
   """A fresh state: `model` initialized on `example_inputs` (`{key: [1, ...]}`) from `seed`
   (or starting from the given `params`, e.g. another framework's initial weights), placed
-  with `sharding` (replicated). The model's token tables are updated row by row when `tx`
-  (an `optimizers.Optimizer`) has a row rule."""
+  with `sharding` (replicated). Parameters are float32; `apply_fn` computes in `dtype`
+  (model.ComputeIn). The model's token tables are updated row by row when `tx` (an
+  `optimizers.Optimizer`) has a row rule."""
   params_key, rng = jax.random.split(jax.random.PRNGKey(seed))
   rule = getattr(tx, 'rows', None)
   row_tables = tuple(sorted(model.row_tables().items())) if rule is not None else ()
@@ -89,8 +93,8 @@ def create(model, tx, seed: int, example_inputs, sharding, params=None) -> Train
   def init(params_key, rng, params):
     if params is None:
       params = model.init(params_key, example_inputs)['params']
-    state = TrainState(step=0, apply_fn=model.apply, params=params, tx=tx, opt_state=None,
-                       rng=rng, row_tables=row_tables)
+    state = TrainState(step=0, apply_fn=model_lib.ComputeIn(model.apply, dtype), params=params,
+                       tx=tx, opt_state=None, rng=rng, row_tables=row_tables)
     dense, tables = state.split_params()
     return state.replace(opt_state=tx.init(dense),
                          rows={k: rule.init(t) for k, t in tables.items()} if rule else None)

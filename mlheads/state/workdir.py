@@ -1,5 +1,6 @@
-"""Process-level guards of a workdir: one run at a time (B23), SIGTERM as a flag (B18), and
-what a run resuming it must agree with: the config (B22) and the data (B28).
+"""Process-level guards of a workdir: one run at a time (B23), SIGTERM as a flag agreed by
+every process (B18, B29), and what a run resuming it must agree with: the config (B22) and
+the data (B28).
 
   WORKDIR/.lock         JSON {host, pid, started, proc_start} of the run that holds the workdir
   WORKDIR/config.json   the config of the run whose checkpoints the workdir holds
@@ -15,6 +16,7 @@ from typing import Any
 from absl import logging
 from flax import traverse_util
 import jax
+from jax.experimental import multihost_utils
 
 from mlheads import errors
 from mlheads.data import fingerprint
@@ -176,14 +178,23 @@ class WorkdirLock:
 
 
 class PreemptionFlag:
-  """Context manager turning SIGTERM into a flag the trainer polls at step boundaries (B18).
+  """Context manager: has a SIGTERM asked this run to stop? The trainer asks `reached(n)`
+  after its n-th step of this process' life and, when True, saves and exits with
+  PREEMPTED_EXIT_CODE (B18).
 
-  On `requested` the trainer saves a checkpoint and exits with PREEMPTED_EXIT_CODE (143 =
-  128 + SIGTERM, what a shell reports for a SIGTERM'd process, so schedulers see a preemption,
-  not a crash); rerunning the same command resumes. The previous handlers come back on exit.
-  Must be entered in the main thread (Python delivers signals only there). In multi-process runs
-  the processes must agree before saving (e.g. an allgather of the flag), since the signal may
-  reach them at different steps.
+  One process: SIGTERM sets a flag (a Python handler, entered in the main thread, where
+  Python delivers signals), so the next step boundary saves. Several processes (B29): the
+  signal may reach one of them, or each at a different step, and a save is collective, so
+  they must agree on the step. JAX's preemption service does that: since
+  `jax.distributed.initialize` it catches SIGTERM itself, tells every process, and
+  `multihost_utils.reached_preemption_sync_point(n)` turns True on all of them at the same
+  n (one past the furthest any had reached). No Python handler is installed then, as it
+  would replace the service's. `n` counts this life's steps, not global steps, so a notice
+  that arrives before the loop (while data loads) is agreed at step 1 of the loop.
+
+  143 = 128 + SIGTERM, what a shell reports for a SIGTERM'd process, so schedulers see a
+  preemption, not a crash; rerunning the same command resumes. The previous handler comes
+  back on exit.
   """
 
   def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
@@ -193,6 +204,14 @@ class PreemptionFlag:
 
   @property
   def requested(self) -> bool:
+    """This process received the signal (single-process runs only)."""
+    return self._requested
+
+  def reached(self, steps_run: int) -> bool:
+    """Whether to save and stop after this life's `steps_run`-th step (1, 2, ...); with
+    several processes, True on all of them at the same `steps_run`."""
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(steps_run)
     return self._requested
 
   def _handle(self, signum, frame) -> None:
@@ -202,7 +221,8 @@ class PreemptionFlag:
                     signal.Signals(signum).name, PREEMPTED_EXIT_CODE)
 
   def __enter__(self) -> 'PreemptionFlag':
-    self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+    if jax.process_count() == 1:
+      self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
     return self
 
   def __exit__(self, *exc) -> None:

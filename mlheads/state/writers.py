@@ -64,13 +64,22 @@ def write_json(path: str, obj) -> None:
 
 
 class MetricWriter:
-  """Appends `{'step', 'split', ...}` lines to WORKDIR/metrics.jsonl and TB scalars."""
+  """Appends `{'step', 'split', ...}` lines to WORKDIR/metrics.jsonl and TB scalars.
 
-  def __init__(self, workdir: str):
+  `enabled=False` (every process but 0 of a multi-process run, B30) opens and writes
+  nothing: the processes log the same numbers, and one file must hold them once.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
     self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, scalars: dict) -> None:
+    if not self.enabled:
+      return
     flat = {k: _plain(v) for k, v in scalars.items()}
     self._jsonl.write(json.dumps({'step': step, 'split': split, **flat}) + '\n')
     self._jsonl.flush()
@@ -79,6 +88,8 @@ class MetricWriter:
         self._tb.add_scalar(f'{split}/{k}', v, step)
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self._jsonl.close()
     self._tb.close()
 

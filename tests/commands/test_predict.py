@@ -24,6 +24,7 @@ from mlheads.data import csv_data
 from mlheads.data import digits
 from mlheads.data import movies
 from mlheads.data import ngrams
+from mlheads.data import pipeline
 from mlheads.data import splits
 from mlheads.data import tokenizer as tokenizer_lib
 from mlheads.data import tweets
@@ -41,7 +42,8 @@ GENRES = ('Comedy', 'Drama', 'Short')
 def _reference(config, workdir):
   """Per committed step: the trainer's own test-split scores and the extras; the best step;
   the prepared test split's inputs."""
-  ds, arrays = data_lib.load_checked(config)
+  ds = data_lib.load_checked(config)
+  arrays = {s: pipeline.read_split(ds.split(s)) for s in ('train', 'test')}
   trainer = compiled(config, ds, arrays['train'])
   target = trainer.init_state(config.seed)
   metric, mode = runner.best_metric(config, {n: h.target_kind for n, h in trainer.heads.items()})

@@ -35,6 +35,9 @@ def test_good_split_passes():
     ('tokens', 1, 0, -1, 'token id -1 outside'),
 ])
 def test_bad_values_are_named(key, row, col, value, expect):
+  """B01, B06, B07, B08: a label outside {0, 1} (2, -1, 0.5), a NaN label, an Inf feature and a
+  token id outside [0, vocab) are each rejected in one line naming split, row, key, column and
+  value."""
   a = good()
   a[key][row, col] = value
   with pytest.raises(errors.UsageError, match='data set toy, split train') as e:
@@ -50,6 +53,8 @@ def test_a_masked_label_may_hold_anything():
 
 
 def test_missing_key_wrong_width_and_empty_split():
+  """B10, B11: a missing key or a wrong shape is rejected naming the key; an empty split, and a
+  split smaller than one batch, are rejected."""
   a = good()
   del a['x']
   with pytest.raises(errors.UsageError, match="missing key 'x'"):
@@ -65,6 +70,7 @@ def test_missing_key_wrong_width_and_empty_split():
 
 
 def test_label_summary_counts_classes_without_positives():
+  """B05: all-negative rows and classes without a positive are allowed, and counted."""
   a = good()
   a['y'][:, 1] = 0
   s = checks.label_summary(DS, a)['y']

@@ -218,6 +218,8 @@ def _with_line(k, row):
     (GOOD, dict(text='t', labels='a', label_list='a'), r'exactly one of'),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, text, kw, pattern):
+  """B01, B07, B10, B11: a bad label cell, a non-finite or missing number, a missing column, an
+  empty file or split: one line naming file, line and column, and nothing written."""
   path = str(tmp_path / 'nope.csv') if text is None else write(tmp_path / 'bad.csv', text)
   cfg = data_config(tmp_path, path=path, **kw)
   with pytest.raises(errors.UsageError, match=pattern) as e:
@@ -227,6 +229,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, text, kw, pattern):
 
 
 def test_train_split_smaller_than_a_batch_is_rejected_before_writing(tmp_path):
+  """B11: a train split smaller than one batch is refused before anything is prepared."""
   path = write(tmp_path / 'd.csv', GOOD)  # 40 rows -> 32 train
   cfg = data_config(tmp_path, path=path, text='t', labels='a')
   with pytest.raises(errors.UsageError, match=r'train split would hold 32 examples, fewer '

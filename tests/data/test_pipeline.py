@@ -61,3 +61,27 @@ def test_targets_without_mask_key_get_an_all_ones_mask():
   ds, arrays = _dataset()
   b = next(pipeline.eval_batches(ds, arrays, 4))
   np.testing.assert_array_equal(b['masks']['y'], np.ones((4, 3)))
+
+
+class _Counting(pipeline.ArraySource):
+  """An in-memory source that records which rows were read."""
+
+  def __init__(self, arrays):
+    super().__init__(arrays)
+    self.seen = []
+
+  def read(self, indices):
+    self.seen.extend(int(i) for i in indices)
+    return super().read(indices)
+
+
+def test_each_process_reads_only_its_rows_and_together_they_are_the_batch():
+  ds, arrays = _dataset(n=12)
+  whole = _order(pipeline.train_batches(ds, arrays, 4, seed=3, num_epochs=2), 6)
+  sources = [_Counting(arrays), _Counting(arrays)]
+  parts = [_order(pipeline.train_batches(ds, src, 4, seed=3, num_epochs=2, prefetch=1,
+                                         rows=slice(2 * p, 2 * p + 2)), 6)
+           for p, src in enumerate(sources)]
+  assert [a + b for a, b in zip(*parts)] == whole
+  for src, part in zip(sources, parts):
+    assert sorted(src.seen) == sorted(int(x) // 2 for batch in part for x in batch)

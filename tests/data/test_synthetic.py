@@ -40,7 +40,8 @@ def test_a_prepared_slice_is_sparse_checked_and_densified(tmp_path):
   c = synthetic_xml.get_config()
   c.data.rows, c.data.classes, c.data.features, c.data.dir = 200, 50, 4, str(tmp_path)
   c.batch_size = 8
-  ds, arrays = data_lib.load_checked(c)
+  ds = data_lib.load_checked(c)
+  arrays = {s: pipeline.read_split(ds.split(s)) for s in ('train', 'test')}
   f = ds.targets['labels']
   assert f.sparse == 8 and arrays['train']['labels'].shape == (160, 8)
   assert arrays['train']['labels'].dtype == np.int32
@@ -48,7 +49,7 @@ def test_a_prepared_slice_is_sparse_checked_and_densified(tmp_path):
   assert batch['targets']['labels'].shape == (16, 50)
   np.testing.assert_array_equal(batch['targets']['labels'].sum(1),
                                 arrays['test']['labels_count'][:16])
-  positives, rows = pipeline.positives(ds, arrays['train'], 'labels')
+  positives, rows = checks.positives(ds, arrays['train'], 'labels')
   assert rows == 160 and positives.sum() == arrays['train']['labels_count'].sum()
   # A corrupted index or count is named (B04, B12).
   bad = dict(arrays['train'], labels=arrays['train']['labels'].copy())

@@ -12,6 +12,8 @@ def test_vocab_is_ranked_by_train_frequency_with_reserved_ids():
 
 
 def test_ids_stay_in_vocabulary_and_truncation_is_counted():
+  """B08, B09: ids stay in [0, vocab) (unknown words are OOV); longer texts are truncated and
+  counted."""
   tok = tokenizer.Tokenizer.fit(['x y z'] * 3, vocab_size=3, max_len=2)
   ids, n_cut = tok.encode_all(['x y z w', 'x', ''])
   assert ids.shape == (3, 2) and ids.dtype == np.int32

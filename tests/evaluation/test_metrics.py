@@ -274,6 +274,8 @@ def test_accumulator_over_batches_equals_one_pass():
 
 
 def test_per_class_nan_where_undefined_and_matches_sklearn():
+  """B05: a class without a positive (or a negative) gets an undefined per-class AP / AUC (NaN),
+  never 0, and the macro mean leaves it out."""
   labels, scores = _data(11, ties=True)
   labels[:, 1] = 0
   labels[:, 2] = 1
@@ -295,6 +297,7 @@ def test_per_class_nan_where_undefined_and_matches_sklearn():
 
 
 def test_no_class_with_both_labels_gives_nan_not_zero():
+  """B05: with no class defined, the macro AP and AUC are undefined, not 0."""
   got = metrics.compute(np.zeros((4, 3), int), np.full((4, 3), 0.3))
   assert np.isnan(got['roc_auc_macro']) and np.isnan(
       got['average_precision_macro'])

@@ -309,6 +309,7 @@ def test_softmax_leaves_all_negative_rows_out():
 
 @pytest.mark.parametrize('kind', CLASSIFIERS)
 def test_label_shape_mismatch_names_the_head(kind):
+  """B03: every head kind checks its labels' exact shape at trace time."""
   x, y = toy(4, 13)
   head = make_head(kind)
   model = make_model(head)

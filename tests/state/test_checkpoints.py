@@ -141,6 +141,15 @@ def test_best_mode_min_and_nan_metric_is_never_best(tmp_path):
     _save(ckpt, 4, metrics={'acc': 1.0})
 
 
+def test_b18_a_save_without_metrics_commits_and_is_never_best(tmp_path):
+  """B18: a preemption save carries no validation metrics; with a best metric set it still
+  commits, and the best step stays an evaluated one."""
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3, best_metric='acc')
+  _save(ckpt, 1, metrics={'acc': 0.5})
+  _save(ckpt, 2)
+  assert ckpt.all_steps() == [1, 2] and ckpt.best_step() == 1 and ckpt.latest_step() == 2
+
+
 def _flip(path):
   with open(path, 'r+b') as f:
     f.seek(os.path.getsize(path) // 2)
@@ -163,6 +172,7 @@ def _swap(path, other):
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'delete', 'swap', 'extra', 'manifest'])
 def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog, damage):
+  """B20: a corrupt newest step falls back to the previous one, with a warning naming the file."""
   ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
   for step in (1, 2):
     _save(ckpt, step)
@@ -215,6 +225,7 @@ def no_array_reads(monkeypatch):
 
 
 def test_mismatched_target_is_refused_before_reading_arrays(tmp_path, no_array_reads):
+  """B22: a restore into other shapes or dtypes is refused, listing them, before reading arrays."""
   ckpt = checkpoints.Checkpointer(str(tmp_path))
   _save(ckpt, 1)
   wider = _state(width=6)  # Dense_1 (the first layer) [6, 5] instead of [4, 5], also mu / nu.
@@ -238,6 +249,7 @@ def test_mismatched_target_is_refused_before_reading_arrays(tmp_path, no_array_r
 
 
 def test_no_committed_checkpoint(tmp_path):
+  """B24: a path without a committed step is an error, never a fresh start."""
   missing = tmp_path / 'nope'
   for path in (missing, tmp_path):
     with pytest.raises(errors.UsageError, match='no committed checkpoint in'):
@@ -257,6 +269,7 @@ def test_no_committed_checkpoint(tmp_path):
 
 
 def test_non_finite_state_is_refused_and_nothing_written(tmp_path):
+  """B21: a state holding NaN/Inf is never checkpointed."""
   ckpt = checkpoints.Checkpointer(str(tmp_path))
   _save(ckpt, 1)
   bad = _state()
@@ -281,6 +294,8 @@ def test_bad_extras_are_refused_naming_the_key(tmp_path):
 
 @pytest.mark.parametrize('where', ['orbax', 'manifest'])
 def test_failed_save_keeps_previous_step(tmp_path, monkeypatch, where):
+  """B19: a save that fails (disk full in orbax, read-only at the manifest) is one line and leaves
+  the previous step intact."""
   ckpt = checkpoints.Checkpointer(str(tmp_path))
   _save(ckpt, 1)
   real_save = ocp.Checkpointer.save
@@ -326,6 +341,7 @@ def tiny_disk(tmp_path):
 
 @pytest.mark.slow
 def test_real_disk_full_then_read_only(tiny_disk):
+  """B19: a real full disk, then a read-only workdir."""
   ckpt = checkpoints.Checkpointer(str(tiny_disk / 'run'))
   rng = np.random.default_rng(0)
   big = lambda: {'w': jnp.asarray(rng.normal(size=40_000).astype(np.float32))}  # 160 KB.

@@ -91,6 +91,7 @@ def test_lock_of_killed_run_is_refused_then_taken_over(tmp_path):
 
 
 def test_sigterm_sets_flag_and_restores_handler():
+  """B18: SIGTERM becomes a flag the trainer polls; the previous handler comes back."""
   before = signal.getsignal(signal.SIGTERM)
   with workdir.PreemptionFlag() as flag:
     assert not flag.requested
