@@ -218,7 +218,8 @@ def fit(config, heads: Mapping, ds: base.Dataset, train_arrays, net_preds: Mappi
 def _meta(ens: Ensemble) -> dict:
   lin = ens.linear
   return {'format': FORMAT, 'step': ens.step, 'weights': ens.weights, 'targets': ens.targets,
-          'thresholds': ens.thresholds, 'calibration': ens.calibration, 'text': list(lin.text), 'vocabularies': lin.vocabularies,
+          'thresholds': ens.thresholds, 'calibration': ens.calibration, 'text': list(lin.text),
+          'vocabularies': lin.vocabularies,
           'validation_map': {o: [[w, v] for w, v in m.items()]
                              for o, m in ens.validation_map.items()}}
 
