@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -225,22 +224,14 @@ def _meta(ens: Ensemble) -> dict:
 
 
 def save(workdir: str, ens: Ensemble) -> str:
-  """Writes ENSEMBLE_FILE atomically (a temporary file renamed); returns its SHA-256.
+  """Writes ENSEMBLE_FILE atomically (`writers.atomic_write`); returns its SHA-256.
 
   One .npz: the arrays, and the rest as JSON bytes under 'meta' (np.load reads it back with
   allow_pickle=False)."""
   meta = np.frombuffer(json.dumps(writers.jsonable(_meta(ens))).encode('utf-8'), np.uint8)
   buf = io.BytesIO()
   np.savez(buf, meta=meta, **ens.linear.arrays())
-  fd, tmp = tempfile.mkstemp(dir=workdir, prefix='.ensemble-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(buf.getvalue())
-    os.replace(tmp, os.path.join(workdir, ENSEMBLE_FILE))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  writers.atomic_write(os.path.join(workdir, ENSEMBLE_FILE), buf.getvalue())
   return hashlib.sha256(buf.getvalue()).hexdigest()
 
 

@@ -133,7 +133,7 @@ def test_saved_and_loaded_it_blends_the_same_and_a_changed_file_is_refused(csv_f
   net_scores = {'labels': net['test']['labels']['scores']}
   np.testing.assert_array_equal(back.blend(net_scores, ds, table, inputs)['labels'],
                                 ens.blend(net_scores, ds, table, inputs)['labels'])
-  assert not [f for f in os.listdir(tmp_path) if f.startswith('.ensemble-')]  # no temp left
+  assert os.listdir(tmp_path) == [ensemble.ENSEMBLE_FILE]  # no temporary file left
   path = tmp_path / ensemble.ENSEMBLE_FILE
   data = bytearray(path.read_bytes())
   data[-1] ^= 1

@@ -31,18 +31,20 @@ def jsonable(obj):
   return obj
 
 
-def atomic_write(path: str, content: str | Callable[[TextIO], None], *, fsync: bool = False,
-                 newline: str | None = None) -> None:
+def atomic_write(path: str, content: str | bytes | Callable[[TextIO], None], *,
+                 fsync: bool = False, newline: str | None = None) -> None:
   """Writes `path` whole or not at all: into `path + '.tmp'`, then `os.replace`.
 
-  content: the text, or a function writing it to the open file. With `fsync`
-  the bytes reach the disk before the rename (for commit markers). A failure
-  removes the temporary file and leaves an existing `path` untouched.
+  content: the text, bytes (written as they are), or a function writing text to the open
+  file. With `fsync` the bytes reach the disk before the rename (for commit markers). A
+  failure removes the temporary file and leaves an existing `path` untouched.
   """
   tmp = path + '.tmp'
+  binary = isinstance(content, bytes)
   try:
-    with open(tmp, 'w', encoding='utf-8', newline=newline) as f:
-      if isinstance(content, str):
+    with (open(tmp, 'wb') if binary else
+          open(tmp, 'w', encoding='utf-8', newline=newline)) as f:
+      if isinstance(content, (str, bytes)):
         f.write(content)
       else:
         content(f)
