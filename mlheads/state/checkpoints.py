@@ -62,6 +62,14 @@ def _restore_target(x: Any, default_sharding) -> Any:
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
 
 
+def abstract(tree: Any) -> Any:
+  """`tree` with each array replaced by its shape, dtype and sharding: a restore target that
+  holds no memory, so the arrays it stands for can be freed before a step is read."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+      if isinstance(x, jax.Array) else x, tree)
+
+
 # ----------------------------------------------------------------------------- Checkpointer
 
 
