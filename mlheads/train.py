@@ -343,12 +343,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
       state, _, _ = ckpt.restore_best(target)
     params, evaluated_step = state.params, int(state.step)
     del state  # the optimizer state
+    # The network's scores, held for the ensemble (on every process: the eval step is
+    # collective) and then evaluated from; streamed from the model otherwise.
+    net = {s: runner.predict_split(eval_fn, params, ds, ds.split(s), config.eval_batch_size,
+                                   heads)
+           for s in (('validation', 'test') if config.ensemble else ())}
+
+    def final(split, **kw):
+      if net:
+        return runner.evaluate_predictions(heads, net[split], propensity=propensity, **kw)
+      return evaluate(params, split, **kw)
+
     # Validation again (as at the best checkpoint's epoch): thresholds and calibration fitted
     # there are applied to test.
-    val = evaluate(params, 'validation', calibrate=method)
+    val = final('validation', calibrate=method)
     thresholds, calibration = runner.tuned_thresholds(val), runner.calibrations(val, method)
-    test = evaluate(params, 'test', thresholds=thresholds, calibration=calibration,
-                    columns=report.PR_CLASSES)
+    test = final('test', thresholds=thresholds, calibration=calibration,
+                 columns=report.PR_CLASSES)
     summary = {
         'experiment': config.experiment or ds.name,
         'evaluated_step': evaluated_step,
@@ -359,10 +370,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'params_sha256': params_sha256,
         'stopped_early': stopper.should_stop(),
     }
-    # The network's scores for the ensemble: on every process (the eval step is collective).
-    net = {s: runner.predict_split(eval_fn, params, ds, ds.split(s), config.eval_batch_size,
-                                   heads)
-           for s in (('validation', 'test') if config.ensemble else ())}
     fitted = baselines.fit(config) if primary and (config.baseline or config.ensemble) else None
     if config.ensemble and primary:
       # The sections become the ensemble's (what predict gives); the network's move aside.
