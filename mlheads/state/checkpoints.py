@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlheads import errors
+from mlheads.state import host_memory
 from mlheads.state import manifest as manifest_lib
 
 MANIFEST = manifest_lib.MANIFEST
@@ -234,6 +235,7 @@ class Checkpointer:
       raise CheckpointError(f'cannot save checkpoint step {step} in {self.workdir}: '
                             f'{errors.os_reason(e)} (earlier checkpoints are untouched)') from e
     self._apply_retention()
+    host_memory.release()  # orbax's serialized copies of the arrays
     logging.info('checkpoint step %d committed in %s', step, self.directory)
 
   def _sync(self, name: str) -> None:

@@ -6,7 +6,6 @@ updated row by row when the optimizer has an exact lazy rule (`optimizers.ROW_RU
 `apply_gradients` takes the gradients of just the rows a batch touched.
 """
 
-import ctypes
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ import jax
 import optax
 
 from mlheads.model import model as model_lib
+from mlheads.state import host_memory
 
 
 def _get(tree, path):
@@ -102,16 +102,6 @@ def create(model, tx, seed: int, example_inputs, sharding, dtype: str = 'float32
 
   state = init(params_key, rng, params)
   jax.block_until_ready(state)
-  _return_freed_memory()
+  host_memory.release()  # the init program's temporaries (the tables' random bits)
   return state
 
-
-def _return_freed_memory() -> None:
-  """Hands the memory the allocator holds free back to the OS (glibc's `malloc_trim`; nothing
-  elsewhere). The init program's temporaries (the random bits of every table) are freed into
-  glibc's heap, which would otherwise keep them resident for the whole run: ~0.17 GB with
-  from_csv's 45M-parameter bag model (notes/perf.md)."""
-  try:
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-  except (OSError, AttributeError):  # not glibc
-    pass
