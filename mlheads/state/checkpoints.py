@@ -194,6 +194,7 @@ class Checkpointer:
       raise TypeError(f'checkpoint extras must be strict JSON: {problem}')
     metrics = manifest_lib.plain_metrics(metrics, self.best_metric)
     tree = manifest_lib.tree_record(state)
+    host_memory.release()  # what the phase before (an evaluation) freed: not under this peak
     step_dir = self._step_dir(step)
     if (committed := self._committed().get(step)) is not None:
       # A resumed run re-trains the steps after the newest *intact* checkpoint, so this step
