@@ -63,6 +63,16 @@ def _restore_target(x: Any, default_sharding) -> Any:
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
 
 
+# Arrays are written in chunks of at most CHUNK_BYTES: orbax then serializes and compresses a
+# chunk at a time instead of a whole array (a 2^18 x 84 table is 88 MB), which lowers a save's
+# peak memory by ~0.3 GB for from_csv's bag model (notes/perf.md). Restoring reads any chunking.
+CHUNK_BYTES = 2**23
+
+
+def _chunked(_) -> ocp.SaveArgs:
+  return ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES)
+
+
 def abstract(tree: Any) -> Any:
   """`tree` with each array replaced by its shape, dtype and sharding: a restore target that
   holds no memory, so the arrays it stands for can be freed before a step is read."""
@@ -215,7 +225,8 @@ class Checkpointer:
       self._sync('mlheads_ckpt_pre_save')
       self.manager.reload()
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), extras=ocp.args.JsonSave(extras)),
+          state=ocp.args.StandardSave(state, save_args=jax.tree.map(_chunked, state)),
+          extras=ocp.args.JsonSave(extras)),
           # Orbax ranks only steps with metrics: an undefined best metric is never best.
           metrics=None if best is None else {self.best_metric: best, 'step': step}, force=True)
       if self._primary:  # orbax has synced all processes: every file is in place.
