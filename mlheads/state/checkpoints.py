@@ -63,33 +63,22 @@ def _restore_target(x: Any, default_sharding) -> Any:
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
 
 
-# Arrays are written in chunks of at most CHUNK_BYTES: orbax then serializes and compresses a
-# chunk at a time instead of a whole array (a 2^18 x 84 table is 88 MB), which lowers a save's
-# peak memory by ~0.3 GB for from_csv's bag model (notes/perf.md). Restoring reads any chunking.
+# Arrays are written in chunks of at most this: orbax then serializes and compresses a chunk at a
+# time, not a whole 88 MB table (a save's peak: notes/perf.md). Restoring reads any chunking.
 CHUNK_BYTES = 2**23
 
 
-def _chunked(_) -> ocp.SaveArgs:
-  return ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES)
-
-
 def abstract(tree: Any) -> Any:
-  """`tree` with each array replaced by its shape, dtype and sharding: a restore target that
-  holds no memory, so the arrays it stands for can be freed before a step is read."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-      if isinstance(x, jax.Array) else x, tree)
-
-
-# ----------------------------------------------------------------------------- Checkpointer
+  """`tree` with its arrays as shapes, dtypes and shardings: a restore target holding no memory."""
+  return jax.tree.map(lambda x: _restore_target(x, None), tree)
 
 
 class Checkpointer:
   """Saves and restores (state, extras) per step under WORKDIR/checkpoints.
 
-  Saves are synchronous: a 5M-parameter state is ~20 MB, written and hashed in well under a
-  second, and a synchronous save lets the manifest be the last thing written. Constructing a
-  Checkpointer creates nothing on disk, so restoring from a wrong path cannot leave a directory.
+  Saves are synchronous, so the manifest is the last thing written (the headline state, ~40 MB
+  with its moments, takes well under a second; from_csv's bag model, ~0.5 GB, a few seconds).
+  Constructing one creates nothing on disk: restoring from a wrong path leaves no directory.
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 2, best_metric: str | None = None,
@@ -204,7 +193,6 @@ class Checkpointer:
       raise TypeError(f'checkpoint extras must be strict JSON: {problem}')
     metrics = manifest_lib.plain_metrics(metrics, self.best_metric)
     tree = manifest_lib.tree_record(state)
-    host_memory.release()  # what the phase before (an evaluation) freed: not under this peak
     step_dir = self._step_dir(step)
     if (committed := self._committed().get(step)) is not None:
       # A resumed run re-trains the steps after the newest *intact* checkpoint, so this step
@@ -225,7 +213,8 @@ class Checkpointer:
       self._sync('mlheads_ckpt_pre_save')
       self.manager.reload()
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state, save_args=jax.tree.map(_chunked, state)),
+          state=ocp.args.StandardSave(state, save_args=jax.tree.map(
+              lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state)),
           extras=ocp.args.JsonSave(extras)),
           # Orbax ranks only steps with metrics: an undefined best metric is never best.
           metrics=None if best is None else {self.best_metric: best, 'step': step}, force=True)
