@@ -21,7 +21,8 @@ The metrics are `evaluation.runner`'s, through a sigmoid head per output (thresh
 per-class thresholds tuned and calibration fitted on validation for `test_tuned` and the ECE;
 propensities of the train split for PSP@k), so they are mlheads' exact numbers. A target
 stored sparse (label lists) is densified; one of more than MAX_CLASSES classes is refused
-(MAX_CLASSES x len(C_GRID) liblinear fits: use the networks there).
+(MAX_CLASSES x len(C_GRID) liblinear fits: use the networks there). The whole table is held
+in memory, so a run's ensemble (mlheads.ensemble) is left out above MAX_ROWS train rows.
 """
 
 import dataclasses
@@ -47,6 +48,9 @@ import mlheads.data as data_lib
 C_GRID = (0.25, 1.0, 4.0, 16.0)
 MAX_ITER = 1000
 MAX_CLASSES = 1000
+# Train rows above which a run leaves its ensemble out (train.ensemble_or_not): the features
+# of every split are held in memory at once (sparse TF-IDF, ~1-2 KB a row of short text).
+MAX_ROWS = 200_000
 MODELS = ('logistic', 'label_prior')
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for the loss column only.
 

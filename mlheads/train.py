@@ -125,6 +125,20 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   return spec, tx, best
 
 
+def ensemble_or_not(config, train_rows: int):
+  """`config`, or a copy without the ensemble when the train split has more than
+  `baselines.MAX_ROWS` rows: the logistic model it blends with holds the whole table in memory,
+  which a streamed run must not (logged; the checkpoints then say `ensemble: False`)."""
+  if not config.ensemble or train_rows <= baselines.MAX_ROWS:
+    return config
+  logging.warning('ensemble left out: %s train rows > %s, and the logistic model it blends '
+                  'with holds the table in memory (mlheads/baselines.py); training the network '
+                  'alone', f'{train_rows:,}', f'{baselines.MAX_ROWS:,}')
+  config = config.copy_and_resolve_references()
+  config.ensemble = False
+  return config
+
+
 def check_finite(history: list[dict], first_step: int) -> None:
   """B21: stop naming the step range and the output whose loss went non-finite.
 
@@ -204,6 +218,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'to prepare the data set')
   workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)  # B28, before any split
   data_lib.check_loaded(ds, config.batch_size)
+  config = ensemble_or_not(config, pipeline.num_rows(ds.split('train')))
   if config.baseline or config.ensemble:  # what the baseline cannot fit is said now
     baselines.check_fittable(config, ds)
   model, heads = build(spec, ds)
@@ -318,16 +333,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
     trained_steps = int(state.step)
     params_sha256 = manifest_lib.tree_sha256(state.params)  # the parameters training ended with
     logging.info('Trained %d steps; params_sha256 %s', trained_steps, params_sha256)
-    state, _, _ = ckpt.restore_best(state)
+    # From here on only the best step's parameters are needed. The trained state is that step
+    # when training ended on it; otherwise it is dropped before the best one is read, so two
+    # states are never held at once (from_csv's bag model: ~0.5 GB each, notes/perf.md).
+    best = ckpt.best_step()
+    if (best if best is not None else ckpt.latest_step()) != trained_steps:
+      target = checkpoints.abstract(state)
+      state = None
+      state, _, _ = ckpt.restore_best(target)
+    params, evaluated_step = state.params, int(state.step)
+    del state  # the optimizer state
+    # The network's scores, held for the ensemble (on every process: the eval step is
+    # collective) and then evaluated from; streamed from the model otherwise.
+    net = {s: runner.predict_split(eval_fn, params, ds, ds.split(s), config.eval_batch_size,
+                                   heads)
+           for s in (('validation', 'test') if config.ensemble else ())}
+
+    def final(split, **kw):
+      if net:
+        return runner.evaluate_predictions(heads, net[split], propensity=propensity, **kw)
+      return evaluate(params, split, **kw)
+
     # Validation again (as at the best checkpoint's epoch): thresholds and calibration fitted
     # there are applied to test.
-    val = evaluate(state.params, 'validation', calibrate=method)
+    val = final('validation', calibrate=method)
     thresholds, calibration = runner.tuned_thresholds(val), runner.calibrations(val, method)
-    test = evaluate(state.params, 'test', thresholds=thresholds, calibration=calibration,
-                    columns=report.PR_CLASSES)
+    test = final('test', thresholds=thresholds, calibration=calibration,
+                 columns=report.PR_CLASSES)
     summary = {
         'experiment': config.experiment or ds.name,
-        'evaluated_step': int(state.step),
+        'evaluated_step': evaluated_step,
         'best_metric': best_name,
         'parameters': n_params,
         **runner.summarize(heads, val, test, thresholds, calibration),
@@ -335,15 +370,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         'params_sha256': params_sha256,
         'stopped_early': stopper.should_stop(),
     }
-    # The network's scores for the ensemble: on every process (the eval step is collective).
-    net = {s: runner.predict_split(eval_fn, state.params, ds, ds.split(s), config.eval_batch_size,
-                                   heads)
-           for s in (('validation', 'test') if config.ensemble else ())}
     fitted = baselines.fit(config) if primary and (config.baseline or config.ensemble) else None
     if config.ensemble and primary:
       # The sections become the ensemble's (what predict gives); the network's move aside.
       ens, sections, test = ensemble.fit(config, heads, ds, ds.split('train'), net, fitted,
-                                         int(state.step), columns=report.PR_CLASSES)
+                                         evaluated_step, columns=report.PR_CLASSES)
       summary['network'] = {k: summary[k] for k in sections if k != 'default_thresholds'}
       summary.update(sections, ensemble={**ens.describe(),
                                          'sha256': ensemble.save(workdir, ens)})

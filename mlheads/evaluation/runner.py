@@ -26,6 +26,7 @@ from mlheads.evaluation import calibration as calibration_lib
 from mlheads.evaluation import metrics as metrics_lib
 from mlheads.evaluation import streaming
 from mlheads.model import model as model_lib
+from mlheads.state import host_memory
 
 # Metrics where lower is better (for picking the best checkpoint).
 LOWER_IS_BETTER = ('loss', 'mse', 'mae', 'hamming_loss', 'coverage_error', 'label_ranking_loss',
@@ -122,7 +123,9 @@ def evaluate_split(eval_fn: Callable, params, ds, split, batch_size: int, heads,
       yield {name: (np.asarray(scores[name])[valid], np.asarray(losses[name])[valid],
                     batch['targets'][h.target][valid], batch['masks'][h.target][valid])
              for name, h in heads.items()}
-  return evaluate_batches(heads, pipeline.num_rows(split), batches(), **kw)
+  out = evaluate_batches(heads, pipeline.num_rows(split), batches(), **kw)
+  host_memory.release()  # the pass's decoded batches, sorted keys, calibration fits
+  return out
 
 
 def evaluate_predictions(heads, predictions: Mapping[str, Mapping[str, np.ndarray]],

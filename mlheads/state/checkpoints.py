@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlheads import errors
+from mlheads.state import host_memory
 from mlheads.state import manifest as manifest_lib
 
 MANIFEST = manifest_lib.MANIFEST
@@ -62,15 +63,22 @@ def _restore_target(x: Any, default_sharding) -> Any:
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
 
 
-# ----------------------------------------------------------------------------- Checkpointer
+# Arrays are written in chunks of at most this: orbax then serializes and compresses a chunk at a
+# time, not a whole 88 MB table (a save's peak: notes/perf.md). Restoring reads any chunking.
+CHUNK_BYTES = 2**23
+
+
+def abstract(tree: Any) -> Any:
+  """`tree` with its arrays as shapes, dtypes and shardings: a restore target holding no memory."""
+  return jax.tree.map(lambda x: _restore_target(x, None), tree)
 
 
 class Checkpointer:
   """Saves and restores (state, extras) per step under WORKDIR/checkpoints.
 
-  Saves are synchronous: a 5M-parameter state is ~20 MB, written and hashed in well under a
-  second, and a synchronous save lets the manifest be the last thing written. Constructing a
-  Checkpointer creates nothing on disk, so restoring from a wrong path cannot leave a directory.
+  Saves are synchronous, so the manifest is the last thing written (the headline state, ~40 MB
+  with its moments, takes well under a second; from_csv's bag model, ~0.5 GB, a few seconds).
+  Constructing one creates nothing on disk: restoring from a wrong path leaves no directory.
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 2, best_metric: str | None = None,
@@ -205,7 +213,9 @@ class Checkpointer:
       self._sync('mlheads_ckpt_pre_save')
       self.manager.reload()
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), extras=ocp.args.JsonSave(extras)),
+          state=ocp.args.StandardSave(state, save_args=jax.tree.map(
+              lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state)),
+          extras=ocp.args.JsonSave(extras)),
           # Orbax ranks only steps with metrics: an undefined best metric is never best.
           metrics=None if best is None else {self.best_metric: best, 'step': step}, force=True)
       if self._primary:  # orbax has synced all processes: every file is in place.
@@ -226,6 +236,7 @@ class Checkpointer:
       raise CheckpointError(f'cannot save checkpoint step {step} in {self.workdir}: '
                             f'{errors.os_reason(e)} (earlier checkpoints are untouched)') from e
     self._apply_retention()
+    host_memory.release()  # orbax's serialized copies of the arrays
     logging.info('checkpoint step %d committed in %s', step, self.directory)
 
   def _sync(self, name: str) -> None:

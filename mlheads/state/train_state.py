@@ -16,6 +16,7 @@ import jax
 import optax
 
 from mlheads.model import model as model_lib
+from mlheads.state import host_memory
 
 
 def _get(tree, path):
@@ -99,4 +100,8 @@ def create(model, tx, seed: int, example_inputs, sharding, dtype: str = 'float32
     return state.replace(opt_state=tx.init(dense),
                          rows={k: rule.init(t) for k, t in tables.items()} if rule else None)
 
-  return init(params_key, rng, params)
+  state = init(params_key, rng, params)
+  jax.block_until_ready(state)
+  host_memory.release()  # the init program's temporaries (the tables' random bits)
+  return state
+
