@@ -3,19 +3,24 @@
     p = w * p_network + (1 - w) * p_logistic,     w in WEIGHTS, per output
 
 The logistic model is `baselines.fit`'s (TF-IDF word and character n-grams + the numbers,
-fitted on the train split, C chosen on validation). Each output's `w` is the one with the best
-validation macro mAP (ties go to the larger `w`, the network); the thresholds are then tuned on
-the blended validation probabilities, and test is scored once with both. The two models err
-differently on short texts (the linear model reads every rare n-gram; the network shares
-statistics across them), so their average beats either on most tables: measured in
-docs/results.md. `w = 1` is the network alone, so on validation the ensemble never loses to it.
+fitted on the train split, C chosen on validation). Each output's `w` is chosen on validation
+(`choose`): the best macro mAP, where weights within MAP_TIE (absolute) of the best are a tie,
+broken by the lower validation log loss (`log_loss`: the mean binary cross-entropy of the
+blended probabilities over the known labels), then by the order of WEIGHTS (the network
+first). Macro mAP saturates on a small validation split (ucla: 0.9997 for every w) while the
+log loss still ranks the blends; it is the usual second criterion. The thresholds are then
+tuned on the blended validation probabilities, and test is scored once with both. The two
+models err differently on short texts (the linear model reads every rare n-gram; the network
+shares statistics across them), so their average beats either on most tables: measured in
+docs/results.md. `w = 1` is the network alone, so on validation the ensemble is never more than
+MAP_TIE below it in macro mAP.
 
 `config.ensemble = True` makes a run fit it after training (from_csv's default): metrics.json's
 sections are then the ensemble's, what predict gives; 'network' holds the network's own and
-'ensemble' the weights and the validation mAP of each. The fitted logistic model is saved
-beside the checkpoints as arrays and JSON, nothing pickled (ENSEMBLE_FILE, its SHA-256 in
-metrics.json), with the step it was blended with; predict applies it to that step only and
-refuses a file that does not match metrics.json.
+'ensemble' the weights and the validation mAP and log loss of each (the choice can be redone
+from them). The fitted logistic model is saved beside the checkpoints as arrays and JSON,
+nothing pickled (ENSEMBLE_FILE, its SHA-256 in metrics.json), with the step it was blended
+with; predict applies it to that step only and refuses a file that does not match metrics.json.
 """
 
 import dataclasses
@@ -38,8 +43,11 @@ from mlheads.evaluation import runner
 from mlheads.state import writers
 
 ENSEMBLE_FILE = 'ensemble.npz'
-WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the network's weight; the first wins ties
-FORMAT = 1  # bumped when the file's contents change
+WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the network's weight; the first wins a full tie
+# Validation macro mAPs this close (absolute) to the best are a tie, broken by log loss: well
+# below the spread of test mAP over seeds on every table measured (0.001-0.004).
+MAP_TIE = 1e-4
+FORMAT = 2  # bumped when the file's contents change (2: the validation log losses)
 
 
 @dataclasses.dataclass
@@ -119,6 +127,7 @@ class Ensemble:
     calibration: output -> {'method', 'a', 'b'}, fitted on them (predict applies it).
     linear: the logistic model, for new rows.
     validation_map: output -> {w: validation macro mAP}.
+    validation_log_loss: output -> {w: validation log loss} (`log_loss`).
   """
   step: int
   weights: dict[str, float]
@@ -127,6 +136,7 @@ class Ensemble:
   calibration: dict
   linear: Linear
   validation_map: dict[str, dict[float, float]]
+  validation_log_loss: dict[str, dict[float, float]]
 
   def blend(self, net_scores: Mapping[str, np.ndarray], ds: base.Dataset, table: pd.DataFrame,
             inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -139,10 +149,13 @@ class Ensemble:
 
   def describe(self) -> dict:
     """metrics.json's 'ensemble' section."""
-    return {'rule': 'w * network + (1 - w) * logistic, w per output by validation macro mAP',
+    by_w = lambda d: {o: {f'{w:g}': v for w, v in m.items()} for o, m in d.items()}
+    return {'rule': ('w * network + (1 - w) * logistic, w per output by validation macro mAP; '
+                     f'mAPs within {MAP_TIE:g} of the best tie, broken by the lower validation '
+                     'log loss, then by the larger w'),
             'step': self.step, 'weights': self.weights,
-            'validation_map': {o: {f'{w:g}': v for w, v in m.items()}
-                               for o, m in self.validation_map.items()}}
+            'validation_map': by_w(self.validation_map),
+            'validation_log_loss': by_w(self.validation_log_loss)}
 
 
 def mix(net: np.ndarray, linear: np.ndarray, w: float) -> np.ndarray:
@@ -161,8 +174,32 @@ def _validation_map(name: str, head, preds: dict) -> float:
   return runner.metrics_of(evals)[name]['average_precision_macro']
 
 
+def log_loss(preds: Mapping[str, np.ndarray]) -> float:
+  """The mean binary cross-entropy over the known labels of a `runner.predict_split` dict:
+  'scores' `[n, K]` (probabilities, clipped to [eps, 1 - eps] as `baselines.predictions`
+  clips them), 'labels' and 'mask' `[n, K]`; NaN if no label is known."""
+  eps = baselines._EPS  # pylint: disable=protected-access
+  p = np.clip(preds['scores'].astype(np.float64), eps, 1.0 - eps)
+  y, known = preds['labels'].astype(np.float64), preds['mask'].astype(bool)
+  bce = -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+  return float(bce[known].mean()) if known.any() else float('nan')
+
+
+def choose(val_map: Mapping[float, float], val_loss: Mapping[float, float]) -> float:
+  """The weight: of those whose validation macro mAP is within MAP_TIE of the best, the one of
+  lowest validation log loss (the first in `val_map`'s order of equal ones); 1.0 (the network
+  alone) if no mAP is finite. NaN mAPs or losses never win."""
+  finite = {w: v for w, v in val_map.items() if np.isfinite(v)}
+  if not finite:
+    return 1.0
+  best = max(finite.values())
+  tied = [w for w, v in finite.items() if v >= best - MAP_TIE]
+  loss = lambda w: val_loss[w] if np.isfinite(val_loss[w]) else np.inf
+  return min(tied, key=loss)  # min keeps the first of equal losses
+
+
 def choose_weights(heads: Mapping, net: Mapping[str, dict], lin: Mapping[str, dict]):
-  """Each output's network weight by validation macro mAP (the first of WEIGHTS wins ties).
+  """Each output's network weight on validation (`choose`).
 
   Args:
     heads: output -> head.
@@ -170,18 +207,18 @@ def choose_weights(heads: Mapping, net: Mapping[str, dict], lin: Mapping[str, di
       (`runner.predict_split` dicts, the same rows in the same order).
 
   Returns:
-    ({output: w}, {output: {w: validation mAP}}).
+    ({output: w}, {output: {w: validation mAP}}, {output: {w: validation log loss}}).
   """
-  weights, val_map = {}, {}
+  weights, val_map, val_loss = {}, {}, {}
   for name, head in heads.items():
     if not np.array_equal(net[name]['labels'], lin[name]['labels']):
       raise errors.UsageError(f'ensemble: output {name!r}: the baseline\'s validation rows are '
                               'not the network\'s (different order or data)')
-    val_map[name] = {w: _validation_map(name, head, _mixed(head, net[name], lin[name], w))
-                     for w in WEIGHTS}
-    finite = {w: v for w, v in val_map[name].items() if np.isfinite(v)}
-    weights[name] = max(finite, key=finite.get) if finite else 1.0  # max keeps the first tie
-  return weights, val_map
+    mixed = {w: _mixed(head, net[name], lin[name], w) for w in WEIGHTS}
+    val_map[name] = {w: _validation_map(name, head, m) for w, m in mixed.items()}
+    val_loss[name] = {w: log_loss(m) for w, m in mixed.items()}
+    weights[name] = choose(val_map[name], val_loss[name])
+  return weights, val_map, val_loss
 
 
 def fit(config, heads: Mapping, ds: base.Dataset, train_arrays, net_preds: Mapping,
@@ -203,14 +240,15 @@ def fit(config, heads: Mapping, ds: base.Dataset, train_arrays, net_preds: Mappi
     (the Ensemble, metrics.json's sections of the blend, the blend's test `OutputEval`s).
   """
   lin_preds = fitted.predictions['logistic']
-  weights, val_map = choose_weights(heads, net_preds['validation'], lin_preds['validation'])
+  weights, val_map, val_loss = choose_weights(heads, net_preds['validation'],
+                                              lin_preds['validation'])
   blended = {s: {name: _mixed(head, net_preds[s][name], lin_preds[s][name], weights[name])
                  for name, head in heads.items()} for s in ('validation', 'test')}
   sections, calibration, test = baselines.evaluate(config, heads, ds, train_arrays, blended,
                                                    columns)
   targets = {name: head.target for name, head in heads.items()}
   ens = Ensemble(step, weights, targets, sections['thresholds'], calibration,
-                 Linear.of(fitted), val_map)
+                 Linear.of(fitted), val_map, val_loss)
   return ens, sections, test
 
 
@@ -219,8 +257,8 @@ def _meta(ens: Ensemble) -> dict:
   return {'format': FORMAT, 'step': ens.step, 'weights': ens.weights, 'targets': ens.targets,
           'thresholds': ens.thresholds, 'calibration': ens.calibration, 'text': list(lin.text),
           'vocabularies': lin.vocabularies,
-          'validation_map': {o: [[w, v] for w, v in m.items()]
-                             for o, m in ens.validation_map.items()}}
+          **{key: {o: [[w, v] for w, v in m.items()] for o, m in getattr(ens, key).items()}
+             for key in ('validation_map', 'validation_log_loss')}}
 
 
 def save(workdir: str, ens: Ensemble) -> str:
@@ -264,6 +302,7 @@ def load(workdir: str, expected_sha256: str | None) -> Ensemble | None:
   part = lambda key: {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith(key + '/')}
   linear = Linear(meta['vocabularies'], part('idf'), tuple(meta['text']), part('coef'),
                   part('intercept'), part('constant'))
+  by_w = lambda key: {o: {w: v for w, v in m} for o, m in meta[key].items()}
   return Ensemble(meta['step'], meta['weights'], meta['targets'], meta['thresholds'],
-                  meta['calibration'], linear,
-                  {o: {w: v for w, v in m} for o, m in meta['validation_map'].items()})
+                  meta['calibration'], linear, by_w('validation_map'),
+                  by_w('validation_log_loss'))

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
+from sklearn.metrics import log_loss as sk_log_loss
 
 from experiments import from_csv as from_csv_exp
 from mlheads import baselines
@@ -96,20 +97,63 @@ def _fake(rng, n=300, k=3):
   return heads, {'o': view(1.5)}, {'o': view(1.0)}
 
 
+def _sk_loss(preds):
+  """scikit-learn's log loss of the known labels, the probabilities clipped as mlheads clips."""
+  known = preds['mask'].astype(bool)
+  p = np.clip(preds['scores'].astype(np.float64), 1e-7, 1 - 1e-7)
+  return sk_log_loss(preds['labels'][known], p[known], labels=[0, 1])
+
+
 def test_the_weight_is_the_best_on_validation():
   heads, net, lin = _fake(np.random.default_rng(1))
-  weights, val_map = ensemble.choose_weights(heads, net, lin)
+  weights, val_map, val_loss = ensemble.choose_weights(heads, net, lin)
   y = net['o']['labels']
-  by_w = {w: _macro_ap(y, ensemble.mix(net['o']['scores'], lin['o']['scores'], w))
-          for w in ensemble.WEIGHTS}
+  mixed = {w: _preds(y, ensemble.mix(net['o']['scores'], lin['o']['scores'], w))
+           for w in ensemble.WEIGHTS}
+  by_w = {w: _macro_ap(y, m['scores']) for w, m in mixed.items()}
   w = weights['o']
+  ranked = sorted(by_w.values())
+  assert ranked[-1] - ranked[-2] > ensemble.MAP_TIE  # no tie here: the mAP decides
   assert by_w[w] == pytest.approx(max(by_w.values()), abs=1e-9)
   assert val_map['o'] == pytest.approx(by_w, abs=1e-6)  # mlheads' mAP = scikit-learn's
+  assert val_loss['o'] == pytest.approx({w: _sk_loss(m) for w, m in mixed.items()}, rel=1e-6)
   assert 0.0 < w < 1.0  # two noisy views of the labels: the blend beats both here
   assert by_w[w] >= by_w[1.0]  # never below the network alone on validation
 
 
-def test_a_tie_goes_to_the_network_and_other_rows_are_refused():
+def test_a_tie_in_map_is_broken_by_the_lower_log_loss():
+  """Both models rank the rows by the same score s (the network under-, the linear model
+  overconfident), so every blend ranks them alike: the mAPs tie exactly and the log loss
+  (scikit-learn's) picks the blend, where the mAP alone would keep the network."""
+  rng = np.random.default_rng(4)
+  s = rng.normal(size=(400, 3))
+  y = (rng.random(s.shape) < 1 / (1 + np.exp(-2 * s))).astype(np.float32)
+  net, lin = (_preds(y, 1 / (1 + np.exp(-a * s))) for a in (1.0, 4.0))
+  heads = {'o': heads_lib.SigmoidHead(num_classes=3, target='t')}
+  weights, val_map, val_loss = ensemble.choose_weights(heads, {'o': net}, {'o': lin})
+  assert max(val_map['o'].values()) - min(val_map['o'].values()) < 1e-9
+  sk = {w: _sk_loss(_preds(y, ensemble.mix(net['scores'], lin['scores'], w)))
+        for w in ensemble.WEIGHTS}
+  assert val_loss['o'] == pytest.approx(sk, rel=1e-6)
+  assert weights['o'] == min(sk, key=sk.get) and weights['o'] not in (0.0, 1.0)
+
+
+def test_the_rule_mAP_first_then_log_loss_then_the_network():
+  choose = ensemble.choose
+  t = ensemble.MAP_TIE
+  # A better mAP (by more than the tolerance) wins even with a worse loss.
+  assert choose({1.0: 0.90, 0.5: 0.90 + 2 * t}, {1.0: 0.1, 0.5: 0.5}) == 0.5
+  # Within the tolerance, the lower loss wins, even a little below the best mAP.
+  assert choose({1.0: 0.90 + t / 2, 0.5: 0.90, 0.0: 0.80}, {1.0: 0.3, 0.5: 0.2, 0.0: 0.1}) == 0.5
+  # Equal losses: the first (the network's largest weight).
+  assert choose({1.0: 0.9, 0.5: 0.9}, {1.0: 0.2, 0.5: 0.2}) == 1.0
+  # NaN never wins; nothing finite: the network alone.
+  assert choose({1.0: np.nan, 0.5: 0.8}, {1.0: 0.1, 0.5: 0.2}) == 0.5
+  assert choose({1.0: 0.8, 0.5: 0.8}, {1.0: np.nan, 0.5: 0.2}) == 0.5
+  assert choose({1.0: np.nan, 0.5: np.nan}, {1.0: 0.1, 0.5: 0.2}) == 1.0
+
+
+def test_a_full_tie_goes_to_the_network_and_other_rows_are_refused():
   heads, net, _ = _fake(np.random.default_rng(2))
   assert ensemble.choose_weights(heads, net, net)[0] == {'o': 1.0}  # every weight ties
   _, other, _ = _fake(np.random.default_rng(3))
@@ -126,8 +170,10 @@ def test_saved_and_loaded_it_blends_the_same_and_a_changed_file_is_refused(csv_f
   assert sections['thresholds'] == ens.thresholds
   sha = ensemble.save(str(tmp_path), ens)
   back = ensemble.load(str(tmp_path), sha)
-  assert (back.step, back.weights, back.targets, back.thresholds, back.calibration) == (
-      ens.step, ens.weights, ens.targets, ens.thresholds, ens.calibration)
+  assert (back.step, back.weights, back.targets, back.thresholds, back.calibration,
+          back.validation_map, back.validation_log_loss) == (
+      ens.step, ens.weights, ens.targets, ens.thresholds, ens.calibration,
+      ens.validation_map, ens.validation_log_loss)
   rows = data_lib.get('from_csv').rows(config.data)
   table, inputs = rows.split('test'), arrays['test']
   net_scores = {'labels': net['test']['labels']['scores']}
@@ -160,9 +206,15 @@ def test_a_from_csv_run_blends_and_predict_gives_what_it_scored(tmp_path):
   assert set(summary['network']) >= {'validation', 'test', 'test_tuned', 'thresholds'}
   ens = summary['ensemble']
   assert ens['step'] == summary['evaluated_step'] and 0.0 <= ens['weights']['labels'] <= 1.0
-  best_val = max(ens['validation_map']['labels'].values())
-  assert summary['validation']['labels']['average_precision_macro'] == pytest.approx(best_val)
-  assert best_val >= summary['network']['validation']['labels']['average_precision_macro']
+  val_map, val_loss = ens['validation_map']['labels'], ens['validation_log_loss']['labels']
+  assert set(val_map) == set(val_loss) == {f'{w:g}' for w in ensemble.WEIGHTS}
+  chosen = f"{ens['weights']['labels']:g}"  # the record audits the choice: redone from it
+  assert ensemble.choose(val_map, val_loss) == chosen
+  assert summary['validation']['labels']['average_precision_macro'] == pytest.approx(
+      val_map[chosen])
+  assert val_map[chosen] >= max(val_map.values()) - ensemble.MAP_TIE
+  assert val_map[chosen] >= (summary['network']['validation']['labels']
+                             ['average_precision_macro'] - ensemble.MAP_TIE)
 
   rows = data_lib.get('from_csv').rows(config.data).split('test')
   src = tmp_path / 'test_rows.csv'
