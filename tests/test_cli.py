@@ -107,3 +107,14 @@ def test_a_full_run_from_the_command_line(tmp_path):
   assert any('checkpoint step' in l for l in shown)
   glued = [l for l in shown if re.search(r'.[IWE]\d{4} \d\d:\d\d:\d\d', l)]
   assert not glued, glued
+
+
+def test_bench_with_keras_but_no_reference_script_exits_2_before_timing(tmp_path):
+  missing = tmp_path / 'keras_headline.sh'
+  r = run_cli('-m', 'mlheads.commands.bench', '--cases=headline', '--keras',
+              f'--keras_script={missing}')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'error: --keras_script={missing}: no such file (the Keras reference, '
+      'shared/bench/keras_headline.sh: pass its path)')
+  assert not r.stdout  # nothing was timed

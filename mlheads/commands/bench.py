@@ -358,6 +358,9 @@ def main(argv):
   if unknown:
     raise errors.UsageError(
         f'--cases: unknown {unknown}; known cases: {sorted(CASES)}')
+  if FLAGS.keras and 'headline' in names and not os.path.isfile(FLAGS.keras_script):
+    raise errors.UsageError(f'--keras_script={FLAGS.keras_script}: no such file (the Keras '
+                            'reference, shared/bench/keras_headline.sh: pass its path)')
   for name in names:
     result = CASES[name]()
     for row in result if isinstance(result, list) else [result]:
