@@ -52,7 +52,7 @@ MAX_CLASSES = 1000
 # of every split are held in memory at once (sparse TF-IDF, ~1-2 KB a row of short text).
 MAX_ROWS = 200_000
 MODELS = ('logistic', 'label_prior')
-_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for the loss column only.
+EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for the loss column only.
 
 
 def vectorizers() -> dict[str, TfidfVectorizer]:
@@ -176,7 +176,7 @@ def prior_scores(y: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 
 def predictions(head, scores, labels, mask) -> dict[str, np.ndarray]:
   """What `runner.predict_split` gives per output: scores, labels, mask and the head's loss."""
-  p = np.clip(scores.astype(np.float64), _EPS, 1.0 - _EPS)
+  p = np.clip(scores.astype(np.float64), EPS, 1.0 - EPS)
   logits = (np.log(p) - np.log1p(-p)).astype(np.float32)
   loss = np.asarray(head.loss_fn(logits, labels.astype(np.float32), mask.astype(np.float32)))
   return {'scores': scores.astype(np.float32), 'labels': labels, 'mask': mask, 'loss': loss}

@@ -178,8 +178,7 @@ def log_loss(preds: Mapping[str, np.ndarray]) -> float:
   """The mean binary cross-entropy over the known labels of a `runner.predict_split` dict:
   'scores' `[n, K]` (probabilities, clipped to [eps, 1 - eps] as `baselines.predictions`
   clips them), 'labels' and 'mask' `[n, K]`; NaN if no label is known."""
-  eps = baselines._EPS  # pylint: disable=protected-access
-  p = np.clip(preds['scores'].astype(np.float64), eps, 1.0 - eps)
+  p = np.clip(preds['scores'].astype(np.float64), baselines.EPS, 1.0 - baselines.EPS)
   y, known = preds['labels'].astype(np.float64), preds['mask'].astype(bool)
   bce = -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
   return float(bce[known].mean()) if known.any() else float('nan')

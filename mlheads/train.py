@@ -218,7 +218,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'to prepare the data set')
   workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)  # B28, before any split
   data_lib.check_loaded(ds, config.batch_size)
-  config = ensemble_or_not(config, pipeline.num_rows(ds.split('train')))
+  n_train = pipeline.num_rows(ds.split('train'))
+  config = ensemble_or_not(config, n_train)
   if config.baseline or config.ensemble:  # what the baseline cannot fit is said now
     baselines.check_fittable(config, ds)
   model, heads = build(spec, ds)
@@ -241,7 +242,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Parameters:\n%s', table)
   logging.info('Total parameters: %s', f'{n_params:,}')
   logging.info('%s; computing in %s', distributed.describe(), config.dtype)
-  n_train = pipeline.num_rows(ds.split('train'))
   steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
   total_steps = steps_per_epoch * config.epochs
   logging.info('Train %d examples: %d steps/epoch x %d epochs = %d steps of batch %d.',

@@ -104,4 +104,3 @@ def create(model, tx, seed: int, example_inputs, sharding, dtype: str = 'float32
   jax.block_until_ready(state)
   host_memory.release()  # the init program's temporaries (the tables' random bits)
   return state
-
