@@ -157,7 +157,8 @@ def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
     r = done[e.name]
     methods, base = r['methods'], r['baseline']
     md += [f'## {e.name}', '',
-           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. Seeds: '
+           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. '
+           + (f'Trunk chosen on validation: {e.chosen}. ' if e.chosen else '') + 'Seeds: '
            + (', '.join(map(str, r['seeds'])) or 'none')
            + (f' (**{len(r["seeds"])} of the {n} planned: the study was stopped early**)'
               if len(r['seeds']) < n else '') + '. Settings: '
