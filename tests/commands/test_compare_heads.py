@@ -94,6 +94,16 @@ def test_the_best_head_is_chosen_on_validation_not_test():
   assert report.best_head(methods) == 'chain'
 
 
+def test_wall_time_counts_invocations_that_overlap_once():
+  def inv(start, wall_s):
+    return {'started_at': f'2026-12-01T{start}', 'wall_s': wall_s}
+  # 20:00-20:10 and 20:05-20:20 overlap (20 min together); 21:00-21:01 apart.
+  invocations = [inv('20:05:00', 900), inv('21:00:00', 60), inv('20:00:00', 600)]
+  assert report.elapsed_s(invocations) == pytest.approx(21 * 60)
+  assert report.elapsed_s(invocations[:1]) == 900
+  assert report.elapsed_s([]) == 0
+
+
 # ----------------------------------------------------------------------------
 # The tiny study.
 
