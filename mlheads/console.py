@@ -16,10 +16,12 @@ import tqdm
 # (where the record comes from, how its message starts): dropped at any level. mlheads'
 # builders use tfds custom configs by design (the config's name carries the settings), so tfds'
 # per-run warning, which prints the whole config, says nothing; a folder being prepared has no
-# dataset_info.json yet, by definition.
+# dataset_info.json yet, by definition. Checkpoints are not OCDBT (state/array_storage.py), but
+# orbax tries an OCDBT merge after every save and warns that there was nothing to merge.
 _NOISE = (
     ('/tensorflow_datasets/', 'Using custom data configuration'),
     ('/tensorflow_datasets/', 'Variant folder'),
+    ('/orbax/', '[process=%s][thread=%s] Skipping merge of OCDBT checkpoints'),
 )
 # Libraries whose INFO lines are per-call chatter (orbax's saves, tfds' file reads, JAX's
 # "Unable to initialize backend 'tpu'" on a CPU machine). Their warnings and errors still show.

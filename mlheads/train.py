@@ -41,6 +41,7 @@ from mlheads.evaluation import runner
 from mlheads.model import layers
 from mlheads.model import model as model_lib
 from mlheads.model import trunks as trunks_lib
+from mlheads.state import array_storage
 from mlheads.state import checkpoints
 from mlheads.state import extras as extras_lib
 from mlheads.state import manifest as manifest_lib
@@ -338,7 +339,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # states are never held at once (from_csv's bag model: ~0.5 GB each, notes/perf.md).
     best = ckpt.best_step()
     if (best if best is not None else ckpt.latest_step()) != trained_steps:
-      target = checkpoints.abstract(state)
+      target = array_storage.abstract(state)
       state = None
       state, _, _ = ckpt.restore_best(target)
     params, evaluated_step = state.params, int(state.step)

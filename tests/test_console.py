@@ -33,6 +33,9 @@ def test_quiet_drops_library_chatter_and_keeps_the_rest():
       _record(f'{site}/jax/_src/xla_bridge.py', std_logging.INFO,
               "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so"),
       _record(f'{site}/orbax/checkpoint/checkpoint_manager.py', std_logging.INFO, 'Saving'),
+      _record(f'{site}/orbax/checkpoint/_src/serialization/ocdbt_utils.py',
+              std_logging.WARNING, '[process=%s][thread=%s] Skipping merge of OCDBT checkpoints: '
+              'No per-process OCDBT checkpoint subdirs found in %s, '),
   ]
   kept = [
       _record(f'{site}/jax/_src/xla_bridge.py', std_logging.WARNING, 'a real JAX warning'),

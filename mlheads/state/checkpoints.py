@@ -4,7 +4,8 @@ Layout (the workdir's other files: workdir.py):
 
   WORKDIR/checkpoints/<step>/     one orbax checkpoint per step; orbax writes it into a
                                   `<step>.orbax-checkpoint-tmp-*` dir and renames it when done
-    state/...                     args.StandardSave of the state pytree (OCDBT files, _METADATA)
+    state/...                     args.StandardSave of the state pytree: one zarr array per
+                                  leaf, in 8 MB chunks (array_storage.py)
     extras/metadata               args.JsonSave of `extras`
     metrics/metrics               the best metric, which orbax's CheckpointManager ranks
     _CHECKPOINT_METADATA, commit_success.txt, ...   orbax bookkeeping
@@ -34,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mlheads import errors
+from mlheads.state import array_storage
 from mlheads.state import host_memory
 from mlheads.state import manifest as manifest_lib
 
@@ -51,26 +53,6 @@ _MAX_DIFFS_SHOWN = 8
 
 class CheckpointError(errors.UsageError):
   """A checkpoint cannot be written or no intact one can be read; one line, names the dir."""
-
-
-def _restore_target(x: Any, default_sharding) -> Any:
-  """What orbax restores into: arrays become abstract with the target's own sharding."""
-  if isinstance(x, jax.Array):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-  if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
-    # Without a sharding orbax hands back numpy; replicated matches how the trainer holds params.
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default_sharding)
-  return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
-
-
-# Arrays are written in chunks of at most this: orbax then serializes and compresses a chunk at a
-# time, not a whole 88 MB table (a save's peak: notes/perf.md). Restoring reads any chunking.
-CHUNK_BYTES = 2**23
-
-
-def abstract(tree: Any) -> Any:
-  """`tree` with its arrays as shapes, dtypes and shardings: a restore target holding no memory."""
-  return jax.tree.map(lambda x: _restore_target(x, None), tree)
 
 
 class Checkpointer:
@@ -113,7 +95,8 @@ class Checkpointer:
           create=False, enable_async_checkpointing=False,
           best_fn=self._rank if self.best_metric is not None else None, best_mode=self.best_mode,
           # Deletions wait until a new step has committed (`_apply_retention`).
-          preservation_policy=ocp.checkpoint_managers.preservation_policy.PreserveAll()))
+          preservation_policy=ocp.checkpoint_managers.preservation_policy.PreserveAll()),
+          item_handlers=array_storage.item_handlers())
     return self._manager
 
   # -- listing
@@ -213,9 +196,7 @@ class Checkpointer:
       self._sync('mlheads_ckpt_pre_save')
       self.manager.reload()
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state, save_args=jax.tree.map(
-              lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state)),
-          extras=ocp.args.JsonSave(extras)),
+          state=array_storage.save_args(state), extras=ocp.args.JsonSave(extras)),
           # Orbax ranks only steps with metrics: an undefined best metric is never best.
           metrics=None if best is None else {self.best_metric: best, 'step': step}, force=True)
       if self._primary:  # orbax has synced all processes: every file is in place.
@@ -376,7 +357,7 @@ class Checkpointer:
   def _restore_verified(self, step: int, target: Any) -> tuple[Any, dict]:
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ('devices',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    abstract = jax.tree.map(lambda x: _restore_target(x, replicated), target)
+    abstract = jax.tree.map(lambda x: array_storage.restore_target(x, replicated), target)
     self.manager.reload()
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), extras=ocp.args.JsonRestore()))

@@ -53,6 +53,19 @@ def test_batches_blocks_and_spill_change_nothing(kw, tmp_path):
   assert list(tmp_path.iterdir()) == []  # the spill file is gone
 
 
+def test_calibration_a_chunk_of_classes_at_a_time_changes_nothing(monkeypatch):
+  y, s, _, valid = _data()
+  one = _run(y, s, valid, batch=N)
+  monkeypatch.setattr(streaming, 'CALIBRATION_ENTRIES', 2 * N)  # 4 chunks of 2 (the last padded)
+  got = _run(y, s, valid, batch=N)
+  for a, b in zip(got.calibration, one.calibration):
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+  assert got.ece == pytest.approx(one.ece)
+  assert got.reliability['before'] == one.reliability['before']
+  assert got.reliability['after']['count'] == one.reliability['after']['count']
+  assert got.reliability['after']['score'] == pytest.approx(one.reliability['after']['score'])
+
+
 def test_tuned_thresholds_equal_the_whole_array_tuner():
   y, s, _, valid = _data(1)
   r = _run(y, s, valid, batch=13, block_entries=2 * N)

@@ -5,6 +5,7 @@ import functools
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -67,11 +68,11 @@ def _save(ckpt, step, seed=None, **kw):
 
 
 def _data_files(ckpt, step):
-  """Array data files of a step with distinct contents, biggest first."""
+  """Array chunk files of a step (state/<leaf>/0.0 ...) with distinct contents, biggest first."""
   d = ckpt._step_dir(step)
-  files = {}  # orbax keeps identical copies of some OCDBT files; swapping those changes nothing.
+  files = {}  # leaves of equal values have equal chunks; swapping those changes nothing.
   for f in checkpoints._list_files(d):
-    if '/d/' in f:
+    if f.startswith('state/') and re.fullmatch(r'\d+(\.\d+)*', os.path.basename(f)):
       files.setdefault(checkpoints._sha256(os.path.join(d, f)), f)
   return sorted(files.values(), key=lambda f: -os.path.getsize(os.path.join(d, f)))
 
