@@ -17,8 +17,10 @@ from mlheads import configs
 def get_config():
   c = configs.base_config()
   c.data.name = 'trump_tweets'
-  c.trunk = {'kind': 'text', 'embed_dim': 64, 'lstm_units': 64, 'hidden': (64,),
-             'text_input': 'tokens', 'side_inputs': ('extra',)}
+  # Every trunk's settings (configs.trunk), so that --config.trunk.kind=bag and its settings
+  # work here too (compare_heads trains this data set on the bag trunk).
+  c.trunk = configs.trunk('text', embed_dim=64, lstm_units=64, hidden=(64,),
+                          text_input='tokens', side_inputs=('extra',))
   c.heads = {'engagement': configs.head('sigmoid', target='engagement')}
   c.optimizer = 'adam'
   c.learning_rate = 1e-3

@@ -9,6 +9,7 @@ deterministic fit (std null, n 1). Every metric is of the entry's output on test
 """
 
 import dataclasses
+import datetime
 import json
 import os
 
@@ -116,6 +117,18 @@ def _compute_s(done: dict) -> float:
              for d in done.values())
 
 
+def elapsed_s(invocations: list[dict]) -> float:
+  """Seconds covered by the invocations' [started_at, + wall_s] intervals, overlaps counted
+  once (invocations with `--config.only` may run side by side, each in its own workdir)."""
+  spans = sorted((t, t + inv['wall_s']) for inv in invocations
+                 for t in [datetime.datetime.fromisoformat(inv['started_at']).timestamp()])
+  total, end = 0.0, -np.inf
+  for start, stop in spans:
+    total += max(0.0, stop - max(start, end))
+    end = max(end, stop)
+  return total
+
+
 def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
   md = ['# Every head on each data set\'s best trunk, with the classical baselines', '']
   trained = [inv for inv in invocations if inv.get('entries')]  # report-only ones train nothing
@@ -123,9 +136,11 @@ def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
     if inv.get('command'):
       md += ['```', ' '.join(inv['command']), '```', '']
   n = len(plan.seeds)
-  total = sum(inv['wall_s'] for inv in trained)
-  md += [f'Wall time: {total / 60:.1f} min over {len(trained)} invocation(s) of the command '
-         '(' + ', '.join(f'{inv["started_at"]}: {inv["wall_s"] / 60:.1f} min'
+  total, elapsed = sum(inv['wall_s'] for inv in trained), elapsed_s(trained)
+  md += [f'Wall time: {elapsed / 60:.1f} min over {len(trained)} invocation(s) of the command '
+         + (f'({total / 60:.1f} min added up: some ran at the same time) '
+            if total > elapsed + 1 else '')
+         + '(' + ', '.join(f'{inv["started_at"]}: {inv["wall_s"] / 60:.1f} min'
                          for inv in trained)
          + '; a rerun reads the runs that finished and trains the rest; one stopped early counts '
          f'until its last write); the runs and baselines shown took {_compute_s(done) / 60:.1f} '
@@ -157,7 +172,8 @@ def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
     r = done[e.name]
     methods, base = r['methods'], r['baseline']
     md += [f'## {e.name}', '',
-           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. Seeds: '
+           f'Experiment `{e.experiment}`, output `{e.output}`; trunk: {e.trunk}. '
+           + (f'Trunk chosen on validation: {e.chosen}. ' if e.chosen else '') + 'Seeds: '
            + (', '.join(map(str, r['seeds'])) or 'none')
            + (f' (**{len(r["seeds"])} of the {n} planned: the study was stopped early**)'
               if len(r['seeds']) < n else '') + '. Settings: '

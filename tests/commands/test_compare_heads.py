@@ -25,7 +25,8 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 def _tiny_entry(data_dir: str) -> compare_heads.Entry:
   skip = tuple((h, 'not in the tiny test') for h in compare_heads.HEAD_KINDS if h not in HEADS)
   return compare_heads.Entry('tiny', 'headline', 'main', 'tiny headline trunk',
-                             sets=tuple(tiny_sets(data_dir)), skip=skip)
+                             sets=tuple(tiny_sets(data_dir)), skip=skip,
+                             chosen='the only trunk tried')
 
 
 @pytest.fixture(scope='module')
@@ -52,6 +53,8 @@ def test_every_entry_of_the_study_and_of_quick_is_a_valid_config():
     assert set(e.heads) | set(dict(e.skip)) == set(compare_heads.HEAD_KINDS)
     assert {s.split('=')[0] for s in e.quick} >= {'data.max_rows', 'epochs'}
     assert f'best_metric={e.output}/average_precision_macro' in e.sets  # chosen on validation
+    if any(s.startswith('trunk.kind=') for s in e.sets):  # not the experiment's own trunk:
+      assert 'validation' in e.chosen, e.name  # the tables say how it was chosen
 
 
 def test_bad_settings_are_one_line_usage_errors():
@@ -89,6 +92,16 @@ def test_the_best_head_is_chosen_on_validation_not_test():
   methods = {'sigmoid': method(0.7, 0.9), 'chain': method(0.8, 0.6),
              'sklearn_baseline': method(0.95, 0.95), 'label_prior': method(0.99, 0.99)}
   assert report.best_head(methods) == 'chain'
+
+
+def test_wall_time_counts_invocations_that_overlap_once():
+  def inv(start, wall_s):
+    return {'started_at': f'2026-12-01T{start}', 'wall_s': wall_s}
+  # 20:00-20:10 and 20:05-20:20 overlap (20 min together); 21:00-21:01 apart.
+  invocations = [inv('20:05:00', 900), inv('21:00:00', 60), inv('20:00:00', 600)]
+  assert report.elapsed_s(invocations) == pytest.approx(21 * 60)
+  assert report.elapsed_s(invocations[:1]) == 900
+  assert report.elapsed_s([]) == 0
 
 
 # ----------------------------------------------------------------------------
@@ -138,6 +151,7 @@ def test_markdown_shows_the_command_the_numbers_the_skipped_heads_and_the_chart(
   lr = table['tiny']['sklearn_baseline']['average_precision_macro']['mean']
   assert f'| `sklearn_baseline` | {lr:.3f} |' in md
   assert '(best on val)' in md
+  assert f'Trunk chosen on validation: {entry.chosen}.' in md
   for head, why in entry.skip:
     assert f'`{head}`: not trained here: {why}.' in md
   with open(os.path.join(results, 'compare_heads.png'), 'rb') as f:
