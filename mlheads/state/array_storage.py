@@ -34,7 +34,7 @@ def save_args(state: Any) -> ocp.args.StandardSave:
       lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), state))
 
 
-def restore_target(x: Any, default_sharding) -> Any:
+def _restore_target(x: Any, default_sharding) -> Any:
   """What orbax restores into: arrays become abstract with the target's own sharding."""
   if isinstance(x, jax.Array):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
@@ -44,6 +44,7 @@ def restore_target(x: Any, default_sharding) -> Any:
   return x  # ShapeDtypeStruct with sharding, numpy arrays, Python scalars: orbax knows these.
 
 
-def abstract(tree: Any) -> Any:
-  """`tree` with its arrays as shapes, dtypes and shardings: a restore target holding no memory."""
-  return jax.tree.map(lambda x: restore_target(x, None), tree)
+def abstract(tree: Any, default_sharding=None) -> Any:
+  """`tree` with its arrays as shapes, dtypes and shardings: a restore target holding no memory.
+  Abstract leaves without a sharding get `default_sharding` (None: orbax returns numpy)."""
+  return jax.tree.map(lambda x: _restore_target(x, default_sharding), tree)

@@ -357,10 +357,10 @@ class Checkpointer:
   def _restore_verified(self, step: int, target: Any) -> tuple[Any, dict]:
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ('devices',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    abstract = jax.tree.map(lambda x: array_storage.restore_target(x, replicated), target)
     self.manager.reload()
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), extras=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(array_storage.abstract(target, replicated)),
+        extras=ocp.args.JsonRestore()))
     return restored.state, restored.extras
 
   def close(self) -> None:
