@@ -151,7 +151,7 @@ class PerClassHead(Head):
   The K networks have stacked parameters (model/networks.py): one jitted program, K
   independent initialisations, nothing shared. They are vmapped, or run one after another
   where the trunk vmaps badly (convolutions on the CPU); `layout` forces one ('vmap' /
-  'unroll'; None: by `networks.layout`), with the same parameters and outputs either way.
+  'scan'; None: by `networks.layout`), with the same parameters and outputs either way.
   Each reads the model inputs, not the shared trunk's features (so `source` must stay
   'features'); scores are sigmoids.
   """

@@ -27,6 +27,49 @@ def as_float(x: jax.Array) -> jax.Array:
   return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
+class Conv3x3(nn.Module):
+  """`nn.Conv(features, (3, 3))` with 'SAME' padding: the same parameters (kernel
+  `[3, 3, C, features]`, bias `[features]`, glorot / zeros) and the same function,
+  `[batch, H, W, C] -> [batch, H, W, features]`.
+
+  On the CPU it runs as one GEMM over the 3x3 patches (`[batch * H * W, 9 C] @ [9 C,
+  features]`): XLA:CPU's convolution gradient is slower than the GEMMs' (the digit_mosaics
+  second layer at batch 64: 6.0 ms -> 2.6 ms forward and backward, notes/perf.md), and a
+  convolution whose kernel is sliced out of stacked per-class networks is slower still.
+  Elsewhere it is `lax.conv_general_dilated` (cuDNN's or the TPU's convolution).
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', glorot, (3, 3, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    if jax.default_backend() != 'cpu':
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      return y + bias
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # [batch, H, W, 9 C], ordered (dy, dx, c) as the kernel's first three axes.
+    patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)],
+                              axis=-1)
+    return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` on `[batch, H, W, C]` (odd edges dropped, as
+  VALID padding does) -> `[batch, H // 2, W // 2, C]`, as a reshape and a max.
+
+  Why not `nn.max_pool`: its gradient lowers to select-and-scatter, which XLA:CPU runs
+  slowly (the digit_mosaics network's gradient: 12.6 ms -> 7.8 ms at batch 64, notes/perf.md).
+  The forward values are the same; the gradient differs only where a window holds two equal
+  maxima (shared between them here, given to the first by select-and-scatter).
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 def dense(features: int, name: str | None = None) -> nn.Dense:
   return nn.Dense(features, kernel_init=glorot, bias_init=nn.initializers.zeros, name=name)
 

@@ -5,15 +5,17 @@ Each network is a trunk and a Dense(1) output; their parameters are stacked
 layouts run the same function on the same parameters:
 
 - 'vmap': `nn.vmap` over the K networks (one batched program);
-- 'unroll': the K networks one after another in the jitted step, each on a static
-  slice of the stacked parameters.
+- 'scan': the K networks one after another in a loop (`lax.map`) inside the jitted
+  step, each network's forward recomputed in the backward loop (`jax.checkpoint`), so
+  that one network's activations are live at a time.
 
 `layout(trunk)` chooses by measurement (notes/perf.md, `./launch.sh bench
 --cases=per_class,per_class_conv`): vmapped dense layers are batched GEMMs, fast
-everywhere; vmapped convolutions lower to grouped convolutions, which XLA:CPU runs
-~14x slower than K plain ones, so a trunk that says `vmaps_well = False` is unrolled
-on the CPU. (An `nn.scan` over the K networks was slower still: its convolutions read
-dynamically sliced kernels.)
+everywhere; vmapped convolutions are batched patch GEMMs on the CPU (`layers.Conv3x3`),
+which ran 1.2-1.6x slower than the loop, so a trunk that says `vmaps_well = False` is
+scanned on the CPU. (Two layouts measured and dropped: K static slices of the stacked
+parameters unrolled in one program, 108-190 ms a step against the loop's 110 ms; the loop
+without `jax.checkpoint`, 159 ms: its stacked residuals cost more than the recomputation.)
 """
 
 from collections.abc import Callable, Mapping
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 from mlheads import errors
 from mlheads.model import layers
 
-LAYOUTS = ('vmap', 'unroll')
+LAYOUTS = ('vmap', 'scan')
 
 
 class OneNetwork(nn.Module):
@@ -39,31 +41,33 @@ class OneNetwork(nn.Module):
     return layers.dense(1, name='out')(h)[..., 0]
 
 
-class _Unrolled(nn.Module):
-  """The K networks one after another on static slices of the stacked parameters (created
-  by the vmapped layout: this module only reads them)."""
+class _Scanned(nn.Module):
+  """The K networks one after another in a loop (`lax.map`) over the stacked parameters;
+  each network's forward is recomputed in the backward pass (`jax.checkpoint`), so the
+  backward loop runs one network's forward and backward at a time."""
   trunk: nn.Module
   num_classes: int
   train: bool = False
 
   @nn.compact
   def __call__(self, inputs):
-    params = self.variables['params']  # {'trunk': ..., 'out': ...}, each `[K, ...]`
+    params = self.variables['params']
     one = OneNetwork(trunk=self.trunk, train=self.train, parent=None)
-    rngs = ({'dropout': self.make_rng('dropout')} if self.train and self.has_rng('dropout')
-            else {})
-    logits = []
-    for k in range(self.num_classes):
-      p_k = jax.tree.map(lambda a, k=k: a[k], params)
-      logits.append(one.apply({'params': p_k}, inputs,
-                              rngs={n: jax.random.fold_in(r, k) for n, r in rngs.items()}))
-    return jnp.stack(logits, -1)
+    rng = (self.make_rng('dropout') if self.train and self.has_rng('dropout') else None)
+
+    @jax.checkpoint
+    def network(args):
+      p_k, k = args
+      rngs = {} if rng is None else {'dropout': jax.random.fold_in(rng, k)}
+      return one.apply({'params': p_k}, inputs, rngs=rngs)
+
+    return jax.lax.map(network, (params, jnp.arange(self.num_classes))).T
 
 
 def layout(trunk: nn.Module, backend: str | None = None) -> str:
-  """'unroll' for a trunk that vmaps badly (`vmaps_well = False`) on the CPU, else 'vmap'."""
+  """'scan' for a trunk that vmaps badly (`vmaps_well = False`) on the CPU, else 'vmap'."""
   backend = backend or jax.default_backend()
-  return 'unroll' if backend == 'cpu' and not getattr(trunk, 'vmaps_well', True) else 'vmap'
+  return 'scan' if backend == 'cpu' and not getattr(trunk, 'vmaps_well', True) else 'vmap'
 
 
 def stacked(trunk: nn.Module, num_classes: int, train: bool, name: str,
@@ -71,7 +75,7 @@ def stacked(trunk: nn.Module, num_classes: int, train: bool, name: str,
             ) -> Callable[[Mapping[str, jax.Array]], jax.Array]:
   """K copies of `OneNetwork` named `name`: `inputs -> logits [batch, K]`.
 
-  Call inside a compact scope. `how` is 'vmap', 'unroll' or None (`layout(trunk)`); the
+  Call inside a compact scope. `how` is 'vmap', 'scan' or None (`layout(trunk)`); the
   parameter tree, the outputs and the gradients are the same for both. Parameters are
   always created by the vmapped layout (`initializing`: the module is in `Module.init`),
   so a seed gives the same K networks whichever layout trains them (dropout masks, where a
@@ -83,8 +87,8 @@ def stacked(trunk: nn.Module, num_classes: int, train: bool, name: str,
   if initializing:
     how = 'vmap'
   trunk = trunk.clone(parent=None, name=None)
-  if how == 'unroll':
-    return _Unrolled(trunk=trunk, num_classes=num_classes, train=train, name=name)
+  if how == 'scan':
+    return _Scanned(trunk=trunk, num_classes=num_classes, train=train, name=name)
   return nn.vmap(OneNetwork, variable_axes={'params': 0},
                  split_rngs={'params': True, 'dropout': True},
                  in_axes=None, out_axes=-1, axis_size=num_classes)(

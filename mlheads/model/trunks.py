@@ -241,8 +241,8 @@ class ConvTrunk(Trunk):
     del train
     h = layers.as_float(inputs[self.image_input])
     for i, c in enumerate(self.channels):
-      h = nn.relu(nn.Conv(c, (3, 3), kernel_init=layers.glorot, name=f'conv_{i}')(h))
-      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+      h = nn.relu(layers.Conv3x3(c, name=f'conv_{i}')(h))
+      h = layers.max_pool_2x2(h)
     h = h.reshape(h.shape[0], -1)
     inter = {'conv': h}  # [batch, flattened conv features], for a head that skips the Dense.
     for i, width in enumerate(self.hidden):

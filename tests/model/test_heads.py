@@ -202,7 +202,7 @@ def test_per_class_equals_k_networks_run_one_by_one():
 
 
 def test_per_class_layouts_have_the_same_parameters_outputs_and_gradients():
-  """Unrolled (how a conv trunk trains on the CPU) and vmapped: one function, one tree."""
+  """Scanned (how a conv trunk trains on the CPU) and vmapped: one function, one tree."""
   x = {'image': np.random.default_rng(3).random((5, 8, 8, 1), np.float32)}
   models = {how: model_lib.Model(
       trunk=trunks.ConvTrunk(image_input='image', channels=(2, 3), hidden=(4,)),
@@ -220,7 +220,7 @@ def test_per_class_layouts_have_the_same_parameters_outputs_and_gradients():
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
                  jax.grad(functools.partial(loss, how))(params),
                  jax.grad(functools.partial(loss, 'vmap'))(params))
-  assert networks.layout(trunks.ConvTrunk(), 'cpu') == 'unroll'
+  assert networks.layout(trunks.ConvTrunk(), 'cpu') == 'scan'
   assert networks.layout(trunks.ConvTrunk(), 'gpu') == 'vmap'
   assert networks.layout(trunks.MLPTrunk(inputs_keys=('x',)), 'cpu') == 'vmap'
   with pytest.raises(errors.UsageError, match="layout 'grouped'"):
