@@ -104,10 +104,7 @@ ENTRIES = (
     Entry('digit_mosaics', 'digit_mosaics', 'digits',
           'Conv(32) -> pool -> Conv(64) -> pool -> Dense(128)',
           sets=('best_metric=digits/average_precision_macro',),
-          quick=('data.max_rows=1500', 'epochs=1'),
-          skip=(('per_class', 'ten vmapped conv networks train at about 55 examples/s on '
-                 'these CPUs against 7,300 for one shared network (docs/results.md): 18 '
-                 'minutes a run on a quiet machine, hours on a loaded one'),)),
+          quick=('data.max_rows=1500', 'epochs=1')),
     Entry('tweets', 'tweets_engagement', 'engagement', BAG_WORDS.format(side='5 numbers'),
           sets=('best_metric=engagement/average_precision_macro',) + BAG,
           quick=('data.max_rows=2000', 'epochs=1'),
@@ -235,6 +232,18 @@ def _invocations(workdir: str) -> list[dict]:
     return []
 
 
+def _committed(results: str, plan: Plan) -> dict:
+  """The results folder's compare_heads_runs.json, if it holds a study like the plan's."""
+  try:
+    with open(os.path.join(results, 'compare_heads_runs.json'), encoding='utf-8') as f:
+      doc = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  same = (isinstance(doc, dict) and doc.get('quick') == plan.quick
+          and doc.get('seeds') == list(plan.seeds) and isinstance(doc.get('entries'), dict))
+  return doc if same else {}
+
+
 def run(plan: Plan, workdir: str, results: str, *, entries=ENTRIES, jobs: int = 0, argv=None,
         out=sys.stdout) -> dict:
   """Runs the plan's entries (heads, then baselines), rewriting the results after each; the
@@ -269,6 +278,17 @@ def run(plan: Plan, workdir: str, results: str, *, entries=ENTRIES, jobs: int = 
     base = finished_baseline(plan, e, os.path.join(workdir, e.name, 'baseline'))
     if base is not None:
       done[e.name] = report.read_entry(e, os.path.join(workdir, e.name), plan, base)
+  # An entry whose runs are not in this workdir (a fresh clone: runs/ is not committed) keeps
+  # what the results folder already shows, so that redoing one entry keeps the others.
+  # Their wall time is that of the invocations the results folder lists.
+  committed = _committed(results, plan)
+  as_json = lambda e: json.loads(json.dumps(dataclasses.asdict(e)))
+  kept = {e.name: committed['entries'][e.name] for e in entries
+          if e.name not in done and e.name in committed.get('entries', {})
+          and committed['entries'][e.name].get('entry') == as_json(e)}  # same data, heads
+  done |= kept
+  if kept and not earlier:
+    earlier = list(committed.get('invocations', []))
   # Breadth first: every entry's seed 0 (and its baseline), then seed 1, ...: an interrupted
   # study has every head on every data set, with fewer seeds, rather than a few data sets.
   for n in range(1, len(plan.seeds) + 1):

@@ -198,3 +198,29 @@ def test_a_rerun_trains_nothing_and_report_only_reads_what_finished(study, monke
     assert '**Not finished yet**: tiny.' in f.read()
   with open(os.path.join(workdir, compare_heads.INVOCATIONS)) as f:
     assert len(json.load(f)) == 6
+
+
+def test_a_new_workdir_keeps_the_entries_the_results_folder_shows(study, tmp_path):
+  """A fresh clone has results/ but no runs/: redoing one entry keeps the others' rows."""
+  entry, plan, workdir, _, table = study
+  kept = tmp_path / 'results'
+  only_report = compare_heads.Plan((), plan.seeds, quick=False)
+  with open(os.devnull, 'w') as devnull:
+    # The results folder of the finished study (another test rewrites the shared one).
+    assert compare_heads.run(only_report, workdir, str(kept), entries=(entry,),
+                             out=devnull) == table
+    with open(kept / 'compare_heads_runs.json') as f:
+      runs = json.load(f)
+    assert compare_heads.run(only_report, str(tmp_path / 'runs'), str(kept), entries=(entry,),
+                             out=devnull) == table
+    with open(kept / 'compare_heads_runs.json') as f:  # their wall time goes with them
+      assert json.load(f)['invocations'][:len(runs['invocations'])] == runs['invocations']
+    # Not for an entry whose settings have changed, nor for other seeds.
+    moved = dataclasses.replace(entry, sets=entry.sets + ('data.max_rows=200',))
+    assert compare_heads.run(only_report, str(tmp_path / 'runs2'), str(kept), entries=(moved,),
+                             out=devnull) == {}
+    with open(kept / 'compare_heads_runs.json', 'w') as f:
+      json.dump(runs, f)
+    other = compare_heads.Plan((), (5,), quick=False)
+    assert compare_heads.run(other, str(tmp_path / 'runs3'), str(kept), entries=(entry,),
+                             out=devnull) == {}
