@@ -12,10 +12,11 @@ layouts run the same function on the same parameters:
 `layout(trunk)` chooses by measurement (notes/perf.md, `./launch.sh bench
 --cases=per_class,per_class_conv`): vmapped dense layers are batched GEMMs, fast
 everywhere; vmapped convolutions are batched patch GEMMs on the CPU (`layers.Conv3x3`),
-which ran 1.2-1.6x slower than the loop, so a trunk that says `vmaps_well = False` is
-scanned on the CPU. (Two layouts measured and dropped: K static slices of the stacked
-parameters unrolled in one program, 108-190 ms a step against the loop's 110 ms; the loop
-without `jax.checkpoint`, 159 ms: its stacked residuals cost more than the recomputation.)
+which ran slower than the scan (133-197 ms a step against 109-131 for the conv trunk,
+K 10), so a trunk that says `vmaps_well = False` is scanned on the CPU. Two layouts were
+measured and dropped: K static slices of the stacked parameters unrolled in one program
+(97-191 ms), and the scan without `jax.checkpoint` (159 ms: its stacked residuals cost
+more than the recomputation).
 """
 
 from collections.abc import Callable, Mapping
@@ -51,7 +52,7 @@ class _Scanned(nn.Module):
 
   @nn.compact
   def __call__(self, inputs):
-    params = self.variables['params']
+    params = self.variables['params']  # {'trunk': ..., 'out': ...}, each `[K, ...]`
     one = OneNetwork(trunk=self.trunk, train=self.train, parent=None)
     rng = (self.make_rng('dropout') if self.train and self.has_rng('dropout') else None)
 

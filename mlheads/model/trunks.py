@@ -220,7 +220,7 @@ class ConvTrunk(Trunk):
   """
   image_input: str = ''
   channels: Sequence[int] = (32, 64)
-  vmaps_well: ClassVar[bool] = False  # vmapped convolutions: grouped ones, slow on XLA:CPU
+  vmaps_well: ClassVar[bool] = False  # vmapped: batched patch GEMMs, slower than a loop on CPU
   hidden: Sequence[int] = (128,)
 
   ranges: ClassVar[Mapping[str, errors.Range]] = {'channels': WIDTHS, 'hidden': WIDTHS}
