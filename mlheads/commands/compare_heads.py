@@ -282,10 +282,10 @@ def run(plan: Plan, workdir: str, results: str, *, entries=ENTRIES, jobs: int = 
   # what the results folder already shows, so that redoing one entry keeps the others.
   # Their wall time is that of the invocations the results folder lists.
   committed = _committed(results, plan)
+  shown = committed.get('entries', {})
   as_json = lambda e: json.loads(json.dumps(dataclasses.asdict(e)))
-  kept = {e.name: committed['entries'][e.name] for e in entries
-          if e.name not in done and e.name in committed.get('entries', {})
-          and committed['entries'][e.name].get('entry') == as_json(e)}  # same data, heads
+  kept = {e.name: shown[e.name] for e in entries  # the same data, heads and settings only
+          if e.name not in done and shown.get(e.name, {}).get('entry') == as_json(e)}
   done |= kept
   if kept and not earlier:
     earlier = list(committed.get('invocations', []))

@@ -50,7 +50,9 @@ class Conv3x3(nn.Module):
       return y + bias
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    # [batch, H, W, 9 C], ordered (dy, dx, c) as the kernel's first three axes.
+    # [batch, H, W, 9 C], ordered (dy, dx, c) as the kernel's first three axes. Not
+    # `lax.conv_general_dilated_patches`: it lowers to a convolution itself (the second layer's
+    # gradient at batch 64: 107 ms against 4.5 ms for these slices).
     patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)],
                               axis=-1)
     return patches @ kernel.reshape(-1, self.features) + bias
