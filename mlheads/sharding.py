@@ -36,6 +36,8 @@ class DataParallel:
     rows `process_rows(B)`, as pipeline.train_batches reads them) -> global `[B, ...]`
     arrays split over 'data'."""
     n = jax.process_count()
+    if n == 1:  # the whole batch is local: one transfer of the tree (~0.2 ms less an array)
+      return jax.device_put(local_batch, self.batch)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
         self.batch, x, (x.shape[0] * n,) + x.shape[1:]), local_batch)
 

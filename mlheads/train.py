@@ -278,9 +278,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # ------------------------------------------------------------ the loop
       start_step = int(state.step)
       end_step = start_step if stopper.should_stop() else total_steps
-      batches = pipeline.train_batches(ds, ds.split('train'), config.batch_size, config.seed,
-                                       config.epochs, start_step,
-                                       rows=parallel.process_rows(config.batch_size))
+      # Only the fields the step reads: each array in a batch is read, copied and moved.
+      batches = pipeline.train_batches(ds.only(*model.reads()), ds.split('train'),
+                                       config.batch_size, config.seed, config.epochs,
+                                       start_step, rows=parallel.process_rows(config.batch_size))
       history, hist_start, seen, t0 = [], start_step, 0, time.perf_counter()
       with console.progress_bar(total=total_steps, initial=start_step,
                                 disable=not (config.progress and primary), unit='step',

@@ -137,6 +137,12 @@ class Dataset:
     f = self.targets[target]
     return list(f.names) or [str(k) for k in range(int(np.prod(f.shape)))]
 
+  def only(self, inputs, targets) -> 'Dataset':
+    """The same data set with only these input and target keys: batches of it carry nothing
+    else (a training step's batch: what the model reads, `Model.reads`)."""
+    return dataclasses.replace(self, inputs={k: f for k, f in self.inputs.items() if k in inputs},
+                               targets={k: f for k, f in self.targets.items() if k in targets})
+
   def split(self, name: str):
     if name not in self.splits:
       raise errors.UsageError(

@@ -59,7 +59,9 @@ class Head:
 
   target_kind: ClassVar[str] = 'binary'
   needs_features: ClassVar[bool] = True  # False: the model may skip the shared trunk.
-  reads_inputs: ClassVar[bool] = False  # True: reads the model inputs (ctx.inputs) itself.
+  # True: reads the model inputs (ctx.inputs) itself, through copies of `ctx.trunk` (so it
+  # reads the trunk's inputs and no other: `Model.reads`).
+  reads_inputs: ClassVar[bool] = False
   needs_train_labels: ClassVar[bool] = False  # True: `fit` must see the train split.
   # The losses (`Loss.reads`) that fit its logits: a softmax's are no labels' log-odds.
   fits_losses: ClassVar[tuple[str, ...]] = ('per_label', 'any')

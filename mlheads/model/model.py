@@ -58,6 +58,12 @@ class Model(nn.Module):
       out[name] = head.output(features, ctx, name=name)
     return out
 
+  def reads(self) -> tuple[frozenset[str], frozenset[str]]:
+    """(input keys, target keys) a training step reads: the trunk's inputs (a head that reads
+    the inputs runs copies of the trunk on them: per_class) and the heads' targets. A batch
+    needs no other field (`Dataset.only`)."""
+    return frozenset(self.trunk.reads()), frozenset(h.target for h in self.heads.values())
+
   def row_tables(self) -> dict[str, tuple[str, ...]]:
     """Input key -> parameter path of each table the model reads only at that input's ids
     (the trunk's, unless some head reads the raw inputs itself); see `layers.Lookup`."""

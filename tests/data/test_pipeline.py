@@ -85,3 +85,18 @@ def test_each_process_reads_only_its_rows_and_together_they_are_the_batch():
   assert [a + b for a, b in zip(*parts)] == whole
   for src, part in zip(sources, parts):
     assert sorted(src.seen) == sorted(int(x) // 2 for batch in part for x in batch)
+
+
+def test_batches_of_a_data_set_with_only_some_fields_carry_only_those():
+  ds, arrays = _dataset()
+  arrays['z'] = np.zeros((10, 4), np.int32)
+  ds = base.Dataset(name='toy', splits={}, meta={},
+                    inputs={**ds.inputs, 'z': base.Field((4,), 'int32', 'ngrams', vocab_size=8)},
+                    targets={**ds.targets, 'w': base.Field((1,), 'float32', 'binary')})
+  arrays['w'] = np.ones((10, 1), np.float32)
+  whole = next(pipeline.train_batches(ds, arrays, 4, seed=0, num_epochs=1))
+  some = next(pipeline.train_batches(ds.only({'x'}, {'y'}), arrays, 4, seed=0, num_epochs=1))
+  assert set(whole['inputs']) == {'x', 'z'} and set(whole['targets']) == {'y', 'w'}
+  assert set(some['inputs']) == {'x'} and set(some['targets']) == set(some['masks']) == {'y'}
+  np.testing.assert_array_equal(some['inputs']['x'], whole['inputs']['x'])
+  np.testing.assert_array_equal(some['targets']['y'], whole['targets']['y'])

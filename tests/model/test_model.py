@@ -133,3 +133,22 @@ def test_build_model_names_a_missing_target():
   c.heads.b.target = 'genres'
   with pytest.raises(errors.UsageError, match="head 'b': target 'genres' is not in"):
     model_lib.build_model(c, ds)
+
+
+def test_a_model_reads_its_trunks_inputs_and_its_heads_targets():
+  from experiments import headline  # pylint: disable=g-import-not-at-top
+  ds = base.Dataset(name='tweets', splits={}, meta={},
+                    inputs={**TWEETS.inputs,
+                            'chargrams': base.Field((8,), 'int32', 'ngrams', vocab_size=64)},
+                    targets=TWEETS.targets)
+  model, _ = model_lib.build_model(headline.get_config(), ds)
+  assert model.reads() == ({'tokens', 'extra'}, {'retweeted'})
+  # Only those fields reach a training batch; the model runs on them alone.
+  only = ds.only(*model.reads())
+  assert set(only.inputs) == {'tokens', 'extra'} and set(only.targets) == {'retweeted'}
+  assert set(ds.inputs) == {'tokens', 'extra', 'chargrams'}  # the data set itself is kept
+  c = headline.get_config()
+  c.heads = {'main': configs.head('per_class', target='retweeted'),
+             'counts': configs.head('regression', target='log_counts')}
+  model, _ = model_lib.build_model(c, ds)
+  assert model.reads() == ({'tokens', 'extra'}, {'retweeted', 'log_counts'})
