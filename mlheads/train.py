@@ -63,15 +63,18 @@ def head_losses(heads, logits, batch) -> dict[str, jax.Array]:
   return out
 
 
-def train_step(state: train_state.TrainState, batch, *, heads):
+def train_step(state: train_state.TrainState, batch, sizes=None, *, heads):
   """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars).
 
   A table the state updates row by row (`state.row_tables`) enters the loss through the
-  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'.
+  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'. `sizes`
+  (static: `state.row_sizes(host inputs)`, or None for the most) bounds each table's rows.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   dense, tables = state.split_params()
-  lookups = {k: layers.lookup_rows(t, batch['inputs'][k]) for k, t in tables.items()}
+  sizes = dict(sizes or ())
+  lookups = {k: layers.lookup_rows(t, batch['inputs'][k], sizes.get(k))
+             for k, t in tables.items()}
 
   def loss_fn(dense, rows):
     inputs = {**batch['inputs'],
@@ -95,11 +98,13 @@ def train_step(state: train_state.TrainState, batch, *, heads):
 
 
 def make_train_step(heads, parallel: sharding.DataParallel):
-  """`train_step` jitted once over the mesh: `(state, sharded batch) -> (state, scalars)`,
-  the state donated (updated in place) and replicated, the batch split over 'data'."""
+  """`train_step` jitted over the mesh: `(state, sharded batch[, sizes]) -> (state, scalars)`,
+  the state donated (updated in place) and replicated, the batch split over 'data'; compiled
+  once for each distinct `sizes` (a run meets a few: `layers.row_count`)."""
   return jax.jit(functools.partial(train_step, heads=heads),
                  in_shardings=(parallel.replicated, parallel.batch),
-                 out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0)
+                 out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0,
+                 static_argnums=2)
 
 
 def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
@@ -287,7 +292,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 disable=not (config.progress and primary), unit='step',
                                 dynamic_ncols=True) as bar:
         for step in range(start_step, end_step):
-          state, scalars = step_fn(state, parallel.shard(next(batches)))
+          batch = next(batches)
+          state, scalars = step_fn(state, parallel.shard(batch), state.row_sizes(batch['inputs']))
           history.append(scalars)
           if len(history) > 2:  # at most 2 steps in flight: each holds its batch ([B, K] targets)
             jax.block_until_ready(history[-3])

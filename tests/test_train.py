@@ -15,6 +15,7 @@ from mlheads import train
 from mlheads.data import base
 from mlheads.data import pipeline
 from mlheads.evaluation import metrics
+from mlheads.model import layers
 
 from conftest import compiled
 
@@ -84,6 +85,50 @@ def test_every_parameter_changes_after_one_step(tiny_config):
   emb_b, emb_a = before['trunk']['embedding']['embedding'], after['trunk']['embedding']['embedding']
   used = np.unique(arrays['tokens'])
   assert not np.any(np.all(emb_b[used] == emb_a[used], axis=1))
+
+
+@pytest.mark.parametrize('vocab,shape,high', [(10_000, (32, 100), 10_000), (60, (4, 12), 20),
+                                              (50, (8, 12), 50), (2**18, (64, 40), 300)])
+def test_row_count_holds_every_distinct_id_in_a_few_sizes(vocab, shape, high):
+  rng = np.random.default_rng(0)
+  most = min(np.prod(shape), vocab)
+  counts = set()
+  for _ in range(40):
+    tokens = rng.integers(0, rng.integers(1, high + 1), size=shape, dtype=np.int32)
+    n = layers.row_count(tokens, vocab)
+    assert len(np.unique(tokens)) <= n <= most
+    counts.add(n)
+    # lookup_rows at that size resolves every id to its own table row.
+    table = jnp.arange(vocab, dtype=jnp.float32)[:, None]
+    lookup = layers.lookup_rows(table, jnp.asarray(tokens), n)
+    np.testing.assert_array_equal(np.asarray(lookup.rows)[np.asarray(lookup.ids)][..., 0], tokens)
+  assert len(counts) <= 16 and (most < vocab or counts == {vocab})
+
+
+def test_a_step_over_the_rows_a_batch_uses_is_the_step_over_the_most(tiny_config):
+  """train.py passes `state.row_sizes` of the host batch: the same step as the most rows."""
+  from mlheads.data import tweets  # pylint: disable=g-import-not-at-top
+  fields = tweets.builder(tiny_config.data).fields()
+  ds = base.Dataset(name='t', splits={}, meta={},
+                    inputs={k: fields[k] for k in ('tokens', 'extra')},
+                    targets={'retweeted': fields['retweeted']})
+  rng = np.random.default_rng(0)
+  arrays = {'tokens': rng.integers(0, 20, size=(4, 12)).astype(np.int32),  # 48 tokens < V 60
+            'extra': rng.normal(size=(4, 5)).astype(np.float32),
+            'retweeted': (rng.random((4, 1)) > 0.5).astype(np.float32)}
+  trainer = compiled(tiny_config, ds)
+  host = _batch(ds, arrays, 4)
+  sizes = trainer.init_state(0).row_sizes(host['inputs'])
+  assert sizes == (('tokens', 21),)  # <= 20 distinct ids, rounded up to a 16th of 48
+  lowered = trainer.train_step.lower(trainer.init_state(0), trainer.shard(host), sizes)
+  assert 'tensor<21x8xf32>' in lowered.as_text()  # the step's rows: 21 of the table's, E = 8
+  states = []
+  for sizes in (sizes, None):
+    state = trainer.init_state(0)
+    for _ in range(3):
+      state, scalars = trainer.train_step(state, trainer.shard(host), sizes)
+    states.append(jax.device_get((state, scalars)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), *states)
 
 
 def test_weight_zero_on_an_output_removes_its_gradient():

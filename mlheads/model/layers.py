@@ -11,6 +11,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mlheads.model import recurrence
 
@@ -110,20 +111,41 @@ class Lookup(NamedTuple):
   unique: jax.Array | None  # [S] their table rows (entries >= V pad); None: rows is the table
 
 
-def lookup_rows(table: jax.Array, tokens: jax.Array) -> Lookup:
-  """The `min(tokens, V)` distinct table rows the tokens use (padded), and ids into them.
+def lookup_rows(table: jax.Array, tokens: jax.Array, size: int | None = None) -> Lookup:
+  """The distinct table rows the tokens use (padded to `size`), and ids into them.
 
-  With at least as many tokens as table rows, the rows are the table itself (no gather, no
-  scatter: most rows are touched anyway).
+  `size` is static and must be at least the number of distinct tokens (`row_count` of the
+  tokens on the host); None is the most there can be, `min(tokens, V)`. With at least as
+  many tokens as table rows, the rows are the table itself (no gather, no scatter: most rows
+  are touched anyway).
   """
   vocab = table.shape[0]
-  size = min(tokens.size, vocab)
-  if size == vocab:
+  most = min(tokens.size, vocab)
+  if most == vocab:
     return Lookup(tokens, tokens, table, None)
-  unique, ids = jnp.unique(tokens, size=size, fill_value=vocab, return_inverse=True)
+  unique, ids = jnp.unique(tokens, size=most if size is None else min(size, most),
+                           fill_value=vocab, return_inverse=True)
   # Padding entries (>= V) read a clipped row: no id points at them, and they get no update.
   rows = jnp.take(table, unique, axis=0, mode='clip')
   return Lookup(tokens, ids.reshape(tokens.shape).astype(jnp.int32), rows, unique)
+
+
+def row_count(tokens: np.ndarray, vocab: int, buckets: int = 16) -> int:
+  """A `size` for `lookup_rows(table, tokens)`: the distinct ids in the host array `tokens`,
+  rounded up to a `buckets`-th of the most there can be (`min(tokens, V)`).
+
+  Every op on a batch's rows (the projection, its gradients, the row optimizer) costs in
+  proportion to the padded row count, and the most is far from typical: a batch of 32
+  tweets padded to 100 tokens uses ~350 distinct ids, not 3,200; 32 rows of random ids use
+  ~2,740. Rounding keeps the step's compiled shapes to a few per run (at most `buckets`).
+  """
+  most = min(tokens.size, vocab)
+  if most == vocab:  # `lookup_rows` reads the whole table: one size, one compiled step
+    return most
+  ids = np.sort(tokens, axis=None)  # (np.unique is ~10x slower on a batch: 0.28 vs 0.03 ms)
+  distinct = 1 + np.count_nonzero(ids[1:] != ids[:-1])
+  quantum = -(-most // buckets)
+  return min(most, quantum * -(-distinct // quantum))
 
 
 @jax.custom_vjp

@@ -13,8 +13,10 @@ from typing import Any
 from flax import struct
 from flax.training import train_state
 import jax
+import numpy as np
 import optax
 
+from mlheads.model import layers
 from mlheads.model import model as model_lib
 from mlheads.state import host_memory
 
@@ -60,6 +62,15 @@ class TrainState(train_state.TrainState):
     for key, path in self.row_tables:
       dense = _replace(dense, path, tables[key])
     return dense
+
+  def row_sizes(self, inputs: Mapping[str, Any]) -> tuple[tuple[str, int], ...] | None:
+    """The static row count of each row-updated table for a batch's host `inputs`
+    (`layers.row_count`), as `train_step`'s `sizes`; None (the most there can be) where the
+    batch is split over processes, since a process sees only its own rows' tokens."""
+    if not self.row_tables or jax.process_count() > 1:
+      return None
+    return tuple((key, layers.row_count(np.asarray(inputs[key]), _get(self.params, path).shape[0]))
+                 for key, path in self.row_tables)
 
   def apply_gradients(self, *, grads, row_grads=None, lookups=None, **kwargs):
     """One optimizer step. `grads` matches `split_params()[0]`; for each row-updated table,
