@@ -6,8 +6,8 @@ layouts run the same function on the same parameters:
 
 - 'vmap': `nn.vmap` over the K networks (one batched program);
 - 'scan': the K networks one after another in a loop (`lax.map`) inside the jitted
-  step, each network's forward recomputed in the backward loop (`jax.checkpoint`), so
-  that one network's activations are live at a time.
+  step, each network's forward recomputed in the backward loop (`jax.checkpoint`) but
+  for what its trunk names `SAVED`, so that one network's activations are live at a time.
 
 `layout(trunk)` chooses by measurement (notes/perf.md, `./launch.sh bench
 --cases=per_class,per_class_conv`): vmapped dense layers are batched GEMMs, fast
@@ -20,6 +20,7 @@ more than the recomputation).
 """
 
 from collections.abc import Callable, Mapping
+import functools
 
 import flax.linen as nn
 import jax
@@ -29,6 +30,11 @@ from mlheads import errors
 from mlheads.model import layers
 
 LAYOUTS = ('vmap', 'scan')
+# What the scan keeps of a network's forward for its backward (`jax.ad_checkpoint.checkpoint_name`
+# in a trunk); the rest is recomputed. The conv trunk keeps its deep convolutions' outputs:
+# recomputing their GEMMs cost more than keeping the outputs (76.8 vs 84.2 ms a step, K 10,
+# notes/perf.md). Outside the scan the name changes nothing.
+SAVED = 'per_class_scan_saved'
 
 
 class OneNetwork(nn.Module):
@@ -56,7 +62,7 @@ class _Scanned(nn.Module):
     one = OneNetwork(trunk=self.trunk, train=self.train, parent=None)
     rng = (self.make_rng('dropout') if self.train and self.has_rng('dropout') else None)
 
-    @jax.checkpoint
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.save_only_these_names(SAVED))
     def network(args):
       p_k, k = args
       rngs = {} if rng is None else {'dropout': jax.random.fold_in(rng, k)}

@@ -29,10 +29,12 @@ from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from mlheads import errors
 from mlheads.model import layers
 from mlheads.model import bag
+from mlheads.model import networks
 from mlheads.model import transformer
 from mlheads.model.trunk_base import NUMBERS, WIDTH, WIDTHS, Trunk, match, only
 from mlheads.model.trunk_base import category_sizes as _category_sizes
@@ -241,8 +243,10 @@ class ConvTrunk(Trunk):
     del train
     h = layers.as_float(inputs[self.image_input])
     for i, c in enumerate(self.channels):
-      h = nn.relu(layers.Conv3x3(c, name=f'conv_{i}')(h))
-      h = layers.max_pool_2x2(h)
+      h = layers.Conv3x3(c, name=f'conv_{i}')(h)
+      if i:  # kept by per_class's scan: a deep GEMM to redo; the first is 9 deep (networks.SAVED)
+        h = checkpoint_name(h, networks.SAVED)
+      h = layers.max_pool_2x2(nn.relu(h))
     h = h.reshape(h.shape[0], -1)
     inter = {'conv': h}  # [batch, flattened conv features], for a head that skips the Dense.
     for i, width in enumerate(self.hidden):
