@@ -1,8 +1,10 @@
 """launch.sh and the entry point: overrides, typos and bad names exit 2 with one line."""
 
 import json
+import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +120,15 @@ def test_bench_with_keras_but_no_reference_script_exits_2_before_timing(tmp_path
       f'error: --keras_script={missing}: no such file (the Keras reference, '
       'shared/bench/keras_headline.sh: pass its path)')
   assert not r.stdout  # nothing was timed
+
+
+def test_bench_prints_its_json_lines_without_the_libraries_log():
+  # JAX_PLATFORMS unset: JAX then probes the accelerators and logs at INFO when it finds none.
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'} | {'PYTHONPATH': str(ROOT)}
+  r = subprocess.run([sys.executable, '-m', 'mlheads.commands.bench', '--cases=metrics',
+                      '--rows=200', '--classes=4', '--repeats=1'], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=120, check=False)
+  assert r.returncode == 0, r.stderr
+  row = json.loads(r.stdout.strip().splitlines()[-1])
+  assert row['bench'] == 'metrics' and row['rows'] == 200
+  assert not re.search(r'^I\d{4} ', r.stderr, re.M), r.stderr  # no INFO lines

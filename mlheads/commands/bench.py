@@ -19,8 +19,10 @@ import subprocess
 import time
 
 from absl import flags
+from absl import logging
 import numpy as np
 
+from mlheads import console
 from mlheads import errors
 from mlheads.commands import bench_models
 
@@ -358,6 +360,9 @@ CASES = {
 def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {argv[1:]}')
+  console.quiet()
+  if not FLAGS['verbosity'].present:  # the JSON lines, not the runs' logs (--verbosity=0: both)
+    logging.set_verbosity(logging.WARNING)
   names = FLAGS.cases or list(CASES)
   unknown = [c for c in names if c not in CASES]
   if unknown:
