@@ -86,11 +86,20 @@ BAG = ('trunk.kind=bag', 'trunk.embed_dim=64', 'trunk.hidden=(256,)', 'trunk.dro
        'trunk.wide=False', 'optimizer=adamw', 'learning_rate=3e-3', 'weight_decay=0.0',
        'batch_size=64', 'epochs=10', 'patience=3')
 BAG_WORDS = ('bag of words + hashed bigrams + hashed char 3-5-grams, Embedding(64) each, '
-             'averaged, dropout 0.5, + {side} -> Dense(256), dropout 0.5 (no wide path); '
-             'AdamW 3e-3, batch 64, 10 epochs, patience 3')
+             'averaged, dropout {dropout}, + {side} -> Dense(256), dropout {dropout} (no wide '
+             'path); AdamW 3e-3, batch 64, 10 epochs, patience 3')
+# The tweets' bag: BAG with dropout 0.7, chosen by `./launch.sh tune tweets_engagement` on
+# validation only (results/tune/tweets_bag_*.json, docs/results.md): binary_softmax head, a
+# grid of learning rate {1e-3, 3e-3} x dropout {0.5, 0.7} x embed_dim {64, 128} on seed 0
+# (dropout 0.7 the higher validation mAP at every other setting), then the four dropout-0.7
+# points on seeds 0-2; the chosen point differs from BAG in the dropout alone.
+TWEETS_BAG = tuple('trunk.dropout=0.7' if s == 'trunk.dropout=0.5' else s for s in BAG)
 
 TWEETS_CHOSEN = ('validation macro mAP of seed 0, sigmoid / binary_softmax: bag 0.969 / 0.970 '
-                 'against the LSTM (3 epochs) 0.961 / 0.962')
+                 'against the LSTM (3 epochs) 0.961 / 0.962; then the bag\'s dropout 0.7 '
+                 '(validation mAP 0.9714 +- 0.0010 over seeds 0-2, binary_softmax) against 0.5 '
+                 '(0.9703, the study\'s 3 seeds), by `./launch.sh tune` over learning rate x '
+                 'dropout x embed_dim')
 MOVIES_CHOSEN = ('validation macro mAP of seed 0, sigmoid / binary_softmax: bag 0.562 / 0.561 '
                  'against the LSTM (3 epochs) 0.532 / 0.545')
 
@@ -105,8 +114,9 @@ ENTRIES = (
           'Conv(32) -> pool -> Conv(64) -> pool -> Dense(128)',
           sets=('best_metric=digits/average_precision_macro',),
           quick=('data.max_rows=1500', 'epochs=1')),
-    Entry('tweets', 'tweets_engagement', 'engagement', BAG_WORDS.format(side='5 numbers'),
-          sets=('best_metric=engagement/average_precision_macro',) + BAG,
+    Entry('tweets', 'tweets_engagement', 'engagement',
+          BAG_WORDS.format(side='5 numbers', dropout=0.7),
+          sets=('best_metric=engagement/average_precision_macro',) + TWEETS_BAG,
           quick=('data.max_rows=2000', 'epochs=1'),
           chosen=TWEETS_CHOSEN),
     Entry('tweets_headline', 'headline_engagement', 'main',
@@ -114,7 +124,8 @@ ENTRIES = (
           'aux output (sigmoid, weight 0.2) on the LSTM',
           sets=('best_metric=main/average_precision_macro', 'epochs=3'),
           quick=('data.max_rows=2000', 'epochs=1')),
-    Entry('movie_genres', 'movie_genres', 'genres', BAG_WORDS.format(side='6 numbers'),
+    Entry('movie_genres', 'movie_genres', 'genres',
+          BAG_WORDS.format(side='6 numbers', dropout=0.5),
           sets=('best_metric=genres/average_precision_macro',) + BAG,
           quick=('data.max_rows=3000', 'epochs=1'),
           chosen=MOVIES_CHOSEN,

@@ -57,6 +57,17 @@ def test_every_entry_of_the_study_and_of_quick_is_a_valid_config():
       assert 'validation' in e.chosen, e.name  # the tables say how it was chosen
 
 
+def test_the_tweets_bag_is_bag_with_the_tuned_dropout_and_the_tables_say_so():
+  """The tuned tweets trunk changes one setting of BAG, and its words name the right rate."""
+  tweets = next(e for e in compare_heads.ENTRIES if e.name == 'tweets')
+  changed = set(compare_heads.TWEETS_BAG) ^ set(compare_heads.BAG)
+  assert changed == {'trunk.dropout=0.5', 'trunk.dropout=0.7'}
+  config = compare_heads.baseline_config(
+      compare_heads.Plan((tweets,), (0,), quick=False), tweets)
+  assert config.trunk.kind == 'bag' and config.trunk.dropout == 0.7
+  assert 'dropout 0.7' in tweets.trunk and 'dropout 0.5' not in tweets.trunk
+  assert 'tune' in tweets.chosen
+
 def test_bad_settings_are_one_line_usage_errors():
   config = compare_heads.settings()
   config.only = 'movie_genres,nope'
