@@ -132,9 +132,9 @@ def elapsed_s(invocations: list[dict]) -> float:
 def markdown(plan, entries, done: dict, invocations: list[dict]) -> str:
   md = ['# Every head on each data set\'s best trunk, with the classical baselines', '']
   trained = [inv for inv in invocations if inv.get('entries')]  # report-only ones train nothing
-  for inv in trained:
-    if inv.get('command'):
-      md += ['```', ' '.join(inv['command']), '```', '']
+  # Each distinct command once, in the order first run: a rerun of the same command resumes it.
+  for command in dict.fromkeys(' '.join(inv['command']) for inv in trained if inv.get('command')):
+    md += ['```', command, '```', '']
   n = len(plan.seeds)
   total, elapsed = sum(inv['wall_s'] for inv in trained), elapsed_s(trained)
   md += [f'Wall time: {elapsed / 60:.1f} min over {len(trained)} invocation(s) of the command '

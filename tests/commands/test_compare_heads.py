@@ -184,7 +184,8 @@ def test_a_rerun_trains_nothing_and_report_only_reads_what_finished(study, monke
   monkeypatch.setattr(train, 'train_and_evaluate', refuse)
   monkeypatch.setattr(baseline_cmd, 'run', refuse)
   with open(os.devnull, 'w') as devnull:
-    again = compare_heads.run(plan, workdir, results, entries=(entry,), out=devnull)
+    again = compare_heads.run(plan, workdir, results, entries=(entry,),
+                              argv=['./launch.sh', 'compare_heads'], out=devnull)
     assert again == table
     only_report = compare_heads.Plan((), plan.seeds, quick=False)
     assert compare_heads.run(only_report, workdir, results, entries=(entry,),
@@ -197,7 +198,11 @@ def test_a_rerun_trains_nothing_and_report_only_reads_what_finished(study, monke
                              out=devnull) == baselines_only
     os.rename(doc + '.away', doc)
     with open(os.path.join(results, 'compare_heads.md')) as f:
-      assert '**No head has finished a pass here yet**' in f.read()
+      md = f.read()
+    assert '**No head has finished a pass here yet**' in md
+    # The resumed command is listed once, though each invocation counts in the wall time.
+    blocks = md.split('Wall time:')[0].split('```')[1::2]
+    assert blocks and len(blocks) == len(set(blocks))
     # Other seeds: the heads' runs are not those asked for; the baselines do not depend on them.
     other = compare_heads.Plan((), (5,), quick=False)
     assert compare_heads.run(other, workdir, results, entries=(entry,),
