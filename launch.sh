@@ -9,6 +9,7 @@
 #   ./launch.sh predict --workdir=RUN --input=FILE.csv --output=OUT.csv [--top_k=K|--threshold=T]
 #   ./launch.sh compare EXPERIMENT --grid=KEY=V1,V2 [--seeds=0,1,2] [--set=KEY=V] [--workdir=DIR]
 #   ./launch.sh synthetic --rows=N --output=F.csv   a synthetic multi-label table (scale tests)
+#   ./launch.sh tables [--out=DIR] [--only=a,b]   real multi-label CSVs from packaged tables
 #   ./launch.sh tune EXPERIMENT [--grid='KEY=V1,V2;KEY2=W1,W2'] [--seeds=0] [--config.KEY=V] [--workdir=DIR]
 #   ./launch.sh cv EXPERIMENT --folds=5 [--config.key=value ...] [--workdir=DIR]   (k-fold)
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
@@ -73,6 +74,7 @@ case $cmd in
   score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score "$@" ;;
   predict) exec "$venv/bin/python" -m mlheads.commands.predict "$@" ;;
   synthetic) exec "$venv/bin/python" -m mlheads.commands.synthetic "$@" ;;
+  tables) exec "$venv/bin/python" -m mlheads.commands.tables "$@" ;;
   compare_heads) exec "$venv/bin/python" -m mlheads.commands.compare_heads "$@" ;;
   compare|tune|cv|baseline)
     # The experiment is the first argument, checked as below; the rest are the command's flags.
