@@ -1,18 +1,25 @@
 """`./launch.sh tables`: real multi-label CSVs from packaged tables, in from_csv's layout."""
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from experiments import from_csv as from_csv_exp
 from mlheads.commands import tables
+from mlheads.data import base
 from mlheads.data import csv_data
 from mlheads.data import csv_prepare
-from conftest import run_cli
+from mlheads.data import splits
+from conftest import ROOT, run_cli
 
 # What docs/results.md's from_csv tables hold: (rows, labels).
-SIZES = {'movielens': (9_049, 19), 'ucla': (3_950, 7), 'loans': (10_000, 24),
-         'birds': (19_302, 19), 'tweets': (20_761, 2), 'movies': (58_788, 7)}
+SIZES = {'movielens': (9_049, 19), 'tate': (4_284, 34), 'ucla': (3_950, 7),
+         'loans': (10_000, 24), 'birds': (19_302, 19), 'tweets': (20_761, 2),
+         'movies': (58_788, 7)}
+RUNS = os.path.join(ROOT, 'results', 'from_csv', 'runs.json')
 
 
 @pytest.fixture(scope='module')
@@ -31,10 +38,22 @@ def test_every_table_is_text_numbers_and_learnable_0_1_labels(built, name):
   labels = t[y].to_numpy()
   assert set(np.unique(labels[~np.isnan(labels)])) <= {0.0, 1.0}
   train = tables.train_rows(len(t))
-  assert (np.nansum(labels[train], axis=0) >= tables.MIN_POSITIVES).all()
+  assert (np.nansum(labels[train], axis=0) >= tables.TABLES[name].min_positives).all()
   assert ((np.nan_to_num(labels) > 0).sum(axis=1) >= 2).mean() > 0.01, 'multi-label rows'
-  if name in SIZES:
-    assert (len(t), len(y)) == SIZES[name]
+  assert (len(t), len(y)) == SIZES[name]
+
+
+def test_the_rows_labels_and_split_are_those_of_the_committed_from_csv_figures(built):
+  """The label prior's test mAP (each label's test prevalence, averaged) that
+  results/from_csv/runs.json records for each table, to 1e-6: the same rows in the same order,
+  the same labels, the same split."""
+  with open(RUNS) as f:
+    runs = json.load(f)
+  for name, t in built.items():
+    y = t[tables.labels(t)].to_numpy()
+    test = splits.split_indices(len(t), base.FRACTIONS, base.SPLIT_SEED)[2]
+    assert np.nanmean(y[test], axis=0).mean() == pytest.approx(
+        runs[f'{name}_s0']['label_prior_test_map'], abs=1e-6), name
 
 
 def test_the_tweets_and_movies_are_the_packaged_sets_rows_and_labels(built):
