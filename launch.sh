@@ -15,7 +15,7 @@
 #   ./launch.sh EXPERIMENT --dry_run [--config.key=value ...]   check, print the plan, no training
 #   ./launch.sh baseline EXPERIMENT [--config.key=value ...] [--workdir=DIR]   prior, TF-IDF + LR
 #   ./launch.sh compare_heads [--config.quick=True] [--workdir=DIR]   every head -> results/
-#   ./launch.sh score|predict|compare|tune|cv|baseline|compare_heads --help  that command's flags
+#   ./launch.sh score|predict|compare|tune|cv|baseline|compare_heads|synthetic|tables --help  its flags
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
@@ -62,7 +62,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   case $cmd in
     score|evaluate) exec "$venv/bin/python" -m mlheads.commands.score --helpshort ;;
-    predict|compare|tune|cv|baseline|compare_heads)
+    predict|compare|tune|cv|baseline|compare_heads|synthetic|tables)
       exec "$venv/bin/python" -m "mlheads.commands.$cmd" --helpshort ;;
   esac
 fi
