@@ -33,6 +33,7 @@ import pandas as pd
 
 from mlheads import errors
 from mlheads.data import base
+from mlheads.data import csv_columns
 from mlheads.data import movies as movies_lib
 from mlheads.data import splits as splits_lib
 from mlheads.data import tweets as tweets_lib
@@ -123,7 +124,7 @@ def _birds(df, train):
 
 def _tweets(df, train):
   extra = tweets_lib.aux_features(df)
-  numbers = pd.DataFrame(extra, columns=['hour', 'weekday', 'days', 'android', 'iphone'])
+  numbers = pd.DataFrame(extra, columns=list(tweets_lib.EXTRA))
   counts = df[['retweet_count', 'favorite_count']].to_numpy(np.float64)
   above = (counts > np.median(counts[train], axis=0)).astype(np.float64)  # as tweets.py
   return Parts(df['text'], numbers, pd.DataFrame(above, columns=['retweets', 'likes']))
@@ -218,7 +219,7 @@ def commands(path: str, table: pd.DataFrame) -> str:
 
 
 def select(only: str) -> list[str]:
-  names = [n.strip() for n in only.split(',') if n.strip()] or list(TABLES)
+  names = list(csv_columns.names(only)) or list(TABLES)
   unknown = [n for n in names if n not in TABLES]
   if unknown:
     raise errors.UsageError(f'--only: unknown table(s) {unknown}; the tables are {list(TABLES)}')

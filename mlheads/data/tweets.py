@@ -39,6 +39,7 @@ def load_table() -> pd.DataFrame:
 
 
 COLUMNS = ('text', 'created_at', 'source')
+EXTRA = ('hour', 'weekday', 'days', 'android', 'iphone')  # aux_features' columns
 
 
 def table_rows(max_rows: int = 0, split: str = 'random') -> splits_lib.Rows:
@@ -106,8 +107,7 @@ class TrumpTweets(base.ArrayBuilder):
     return {
         'tokens': base.Field((c.max_len,), 'int32', 'tokens', vocab_size=c.vocab_size),
         **ngrams.fields(c.hash_buckets, c.max_len, c.max_ngrams),
-        'extra': base.Field((5,), 'float32', 'features',
-                            names=('hour', 'weekday', 'days', 'android', 'iphone')),
+        'extra': base.Field((len(EXTRA),), 'float32', 'features', names=EXTRA),
         'retweeted': base.Field((1,), 'float32', 'binary', names=('retweeted',)),
         'engagement': base.Field((2,), 'float32', 'binary', names=('retweets', 'likes')),
         'log_counts': base.Field((2,), 'float32', 'real', names=('log1p_retweets', 'log1p_likes')),
