@@ -57,6 +57,11 @@ ensure_venv
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 # Quiet TF-less tfds and absl start-up chatter; JAX picks the accelerator it finds.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# glibc serves each large buffer XLA:CPU allocates a step with a fresh mmap, so every step
+# page-faults it in again: ~11,000 faults and ~30 ms of kernel time a headline step at batch
+# 256. Keeping freed memory in the one heap ends that (the step 75 -> 61 ms; Keras 3 in the same
+# environment gains as much: notes/perf.md). Ignored where the C library is not glibc.
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1}
 
 # `COMMAND --help`: the command's own flags (absl's --helpshort), not every library's.
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
