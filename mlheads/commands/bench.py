@@ -336,7 +336,10 @@ def bench_headline() -> list[dict]:
     row = {'bench': 'headline', 'batch_size': b, 'params': info[b]['params'],
            'device': info[b]['device'], 'ms_per_step': round(ms, 2),
            'examples_per_s': round(1000 * b / ms, 1), 'compile_s': round(info[b]['compile_s'], 2),
-           'rounds_ms': [round(x, 2) for x in ours[b]]}
+           'rounds_ms': [round(x, 2) for x in ours[b]],
+           # The allocator setting moves both steps' times (launch.sh, notes/perf.md); Keras,
+           # run as a child of this process, shares it.
+           'glibc_tunables': os.environ.get('GLIBC_TUNABLES', '')}
     if keras[b]:
       kms = statistics.median(keras[b])
       row |= {'keras_ms_per_step': round(kms, 2), 'keras_rounds_ms': keras[b],
