@@ -63,17 +63,17 @@ def head_losses(heads, logits, batch) -> dict[str, jax.Array]:
   return out
 
 
-def train_step(state: train_state.TrainState, batch, sizes=None, *, heads):
+def train_step(state: train_state.TrainState, batch, rows=None, *, heads):
   """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars).
 
   A table the state updates row by row (`state.row_tables`) enters the loss through the
-  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'. `sizes`
-  (static: `state.row_sizes(host inputs)`, or None for the most) bounds each table's rows.
+  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'. `rows`
+  (`state.host_rows(host inputs)`, or None: found here, at the most there can be) names them.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   dense, tables = state.split_params()
-  sizes = dict(sizes or ())
-  lookups = {k: layers.lookup_rows(t, batch['inputs'][k], sizes.get(k))
+  rows = rows or {}
+  lookups = {k: layers.lookup_rows(t, batch['inputs'][k], rows.get(k))
              for k, t in tables.items()}
 
   def loss_fn(dense, rows):
@@ -97,14 +97,28 @@ def train_step(state: train_state.TrainState, batch, sizes=None, *, heads):
   return state, scalars
 
 
-def make_train_step(heads, parallel: sharding.DataParallel):
-  """`train_step` jitted over the mesh: `(state, sharded batch[, sizes]) -> (state, scalars)`,
-  the state donated (updated in place) and replicated, the batch split over 'data'; compiled
-  once for each distinct `sizes` (a run meets a few: `layers.row_count`)."""
-  return jax.jit(functools.partial(train_step, heads=heads),
-                 in_shardings=(parallel.replicated, parallel.batch),
-                 out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0,
-                 static_argnums=2)
+class TrainStep:
+  """`train_step` jitted over the mesh: `(state, sharded batch[, rows]) -> (state, scalars)`,
+  the state donated (updated in place) and replicated, the batch split over 'data', `rows`
+  replicated; compiled once for each row count a run meets (a few: `layers.host_rows`)."""
+
+  def __init__(self, heads, parallel: sharding.DataParallel):
+    # A class, not jit alone: jit's shardings are positional, and `rows` is optional.
+    self._jitted = jax.jit(functools.partial(train_step, heads=heads),
+                           in_shardings=(parallel.replicated, parallel.batch,
+                                         parallel.replicated),
+                           out_shardings=(parallel.replicated, parallel.replicated),
+                           donate_argnums=0)
+
+  def __call__(self, state, batch, rows=None):
+    return self._jitted(state, batch, rows)
+
+  def lower(self, state, batch, rows=None):
+    return self._jitted.lower(state, batch, rows)
+
+
+def make_train_step(heads, parallel: sharding.DataParallel) -> TrainStep:
+  return TrainStep(heads, parallel)
 
 
 def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTransformation,
@@ -293,7 +307,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 dynamic_ncols=True) as bar:
         for step in range(start_step, end_step):
           batch = next(batches)
-          state, scalars = step_fn(state, parallel.shard(batch), state.row_sizes(batch['inputs']))
+          state, scalars = step_fn(state, parallel.shard(batch), state.host_rows(batch['inputs']))
           history.append(scalars)
           if len(history) > 2:  # at most 2 steps in flight: each holds its batch ([B, K] targets)
             jax.block_until_ready(history[-3])

@@ -283,7 +283,7 @@ def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
   batches = [parallel.shard(b) for b in hosts]
 
   def step(state, i):  # as train.py steps: the row count is read from the host batch
-    return step_fn(state, batches[i % 8], state.row_sizes(hosts[i % 8]['inputs']))
+    return step_fn(state, batches[i % 8], state.host_rows(hosts[i % 8]['inputs']))
 
   t = time.perf_counter()
   state, scalars = step(state, 0)

@@ -63,14 +63,17 @@ class TrainState(train_state.TrainState):
       dense = _replace(dense, path, tables[key])
     return dense
 
-  def row_sizes(self, inputs: Mapping[str, Any]) -> tuple[tuple[str, int], ...] | None:
-    """The static row count of each row-updated table for a batch's host `inputs`
-    (`layers.row_count`), as `train_step`'s `sizes`; None (the most there can be) where the
-    batch is split over processes, since a process sees only its own rows' tokens."""
+  def host_rows(self, inputs: Mapping[str, Any]
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Each row-updated table's `layers.host_rows` for a batch's host `inputs`, as
+    `train_step`'s `rows` (a table read whole is left out); None (the most rows there can
+    be, found in the step) where the batch is split over processes, since a process sees
+    only its own rows' tokens."""
     if not self.row_tables or jax.process_count() > 1:
       return None
-    return tuple((key, layers.row_count(np.asarray(inputs[key]), _get(self.params, path).shape[0]))
-                 for key, path in self.row_tables)
+    found = {key: layers.host_rows(np.asarray(inputs[key]), _get(self.params, path).shape[0])
+             for key, path in self.row_tables}
+    return {key: rows for key, rows in found.items() if rows is not None}
 
   def apply_gradients(self, *, grads, row_grads=None, lookups=None, **kwargs):
     """One optimizer step. `grads` matches `split_params()[0]`; for each row-updated table,

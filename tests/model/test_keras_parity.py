@@ -144,8 +144,8 @@ def seed_run():
       batch = {'inputs': {'tokens': tokens, 'extra': extra}, 'targets': targets,
                'masks': {k: np.ones_like(v) for k, v in targets.items()},
                'valid': np.ones((BATCH,), np.float32)}
-      # As train.py steps: over the rows the batch uses (`layers.row_count`).
-      state, scalars = step(state, parallel.shard(batch), state.row_sizes(batch['inputs']))
+      # As train.py steps: over the rows the batch uses (`layers.host_rows`).
+      state, scalars = step(state, parallel.shard(batch), state.host_rows(batch['inputs']))
       m_losses.append(scalars)
     own_init = model.init(jax.random.key(0), pipeline.example_inputs(ds))['params']
     return {'keras_losses': k_losses, 'mlheads_losses': jax.device_get(m_losses),
