@@ -48,11 +48,25 @@ import mlheads.data as data_lib
 C_GRID = (0.25, 1.0, 4.0, 16.0)
 MAX_ITER = 1000
 MAX_CLASSES = 1000
-# Train rows above which a run leaves its ensemble out (train.ensemble_or_not): the features
+# Train rows above which a run leaves its ensemble out (ensemble_or_not): the features
 # of every split are held in memory at once (sparse TF-IDF, ~1-2 KB a row of short text).
 MAX_ROWS = 200_000
 MODELS = ('logistic', 'label_prior')
 EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] for the loss column only.
+
+
+def ensemble_or_not(config, train_rows: int):
+  """`config`, or a copy without the ensemble when the train split has more than
+  `MAX_ROWS` rows: the logistic model it blends with holds the whole table in memory,
+  which a streamed run must not (logged; the checkpoints then say `ensemble: False`)."""
+  if not config.ensemble or train_rows <= MAX_ROWS:
+    return config
+  logging.warning('ensemble left out: %s train rows > %s, and the logistic model it blends '
+                  'with holds the table in memory (mlheads/baselines.py); training the network '
+                  'alone', f'{train_rows:,}', f'{MAX_ROWS:,}')
+  config = config.copy_and_resolve_references()
+  config.ensemble = False
+  return config
 
 
 def vectorizers() -> dict[str, TfidfVectorizer]:

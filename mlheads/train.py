@@ -145,20 +145,6 @@ def check_config(config, ds=None) -> tuple[model_lib.ModelSpec, optax.GradientTr
   return spec, tx, best
 
 
-def ensemble_or_not(config, train_rows: int):
-  """`config`, or a copy without the ensemble when the train split has more than
-  `baselines.MAX_ROWS` rows: the logistic model it blends with holds the whole table in memory,
-  which a streamed run must not (logged; the checkpoints then say `ensemble: False`)."""
-  if not config.ensemble or train_rows <= baselines.MAX_ROWS:
-    return config
-  logging.warning('ensemble left out: %s train rows > %s, and the logistic model it blends '
-                  'with holds the table in memory (mlheads/baselines.py); training the network '
-                  'alone', f'{train_rows:,}', f'{baselines.MAX_ROWS:,}')
-  config = config.copy_and_resolve_references()
-  config.ensemble = False
-  return config
-
-
 def check_finite(history: list[dict], first_step: int) -> None:
   """B21: stop naming the step range and the output whose loss went non-finite.
 
@@ -239,7 +225,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir_lib.check_same_data(workdir, trained_on, ds.fingerprint)  # B28, before any split
   data_lib.check_loaded(ds, config.batch_size)
   n_train = pipeline.num_rows(ds.split('train'))
-  config = ensemble_or_not(config, n_train)
+  config = baselines.ensemble_or_not(config, n_train)
   if config.baseline or config.ensemble:  # what the baseline cannot fit is said now
     baselines.check_fittable(config, ds)
   model, heads = build(spec, ds)

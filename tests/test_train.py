@@ -288,13 +288,13 @@ def test_the_ensemble_is_left_out_above_the_baselines_row_limit(monkeypatch, cap
   monkeypatch.setattr(baselines, 'MAX_ROWS', 100)
   c = _config()
   c.ensemble = True
-  assert train.ensemble_or_not(c, 100) is c  # at the limit: kept, nothing logged
+  assert baselines.ensemble_or_not(c, 100) is c  # at the limit: kept, nothing logged
   assert not caplog.records
   with caplog.at_level('WARNING'):
-    left = train.ensemble_or_not(c, 101)
+    left = baselines.ensemble_or_not(c, 101)
   assert left.ensemble is False and c.ensemble is True  # a copy; the caller's config untouched
   assert left.heads.to_dict() == c.heads.to_dict() and left.trunk.to_dict() == c.trunk.to_dict()
   assert sum('ensemble left out: 101 train rows > 100' in r.getMessage()
              for r in caplog.records) == 1
   c.ensemble = False
-  assert train.ensemble_or_not(c, 10**9) is c
+  assert baselines.ensemble_or_not(c, 10**9) is c
