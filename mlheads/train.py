@@ -63,17 +63,17 @@ def head_losses(heads, logits, batch) -> dict[str, jax.Array]:
   return out
 
 
-def train_step(state: train_state.TrainState, batch, rows=None, *, heads):
+def train_step(state: train_state.TrainState, batch, given=None, *, heads):
   """One optimizer step on `sum_h weight_h * loss_h`; returns (state, scalars).
 
   A table the state updates row by row (`state.row_tables`) enters the loss through the
-  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'. `rows`
+  rows the batch touches (`layers.Lookup`), so its gradient is only those rows'. `given`
   (`state.host_rows(host inputs)`, or None: found here, at the most there can be) names them.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   dense, tables = state.split_params()
-  rows = rows or {}
-  lookups = {k: layers.lookup_rows(t, batch['inputs'][k], rows.get(k))
+  given = given or {}
+  lookups = {k: layers.lookup_rows(t, batch['inputs'][k], given.get(k))
              for k, t in tables.items()}
 
   def loss_fn(dense, rows):
@@ -98,23 +98,23 @@ def train_step(state: train_state.TrainState, batch, rows=None, *, heads):
 
 
 class TrainStep:
-  """`train_step` jitted over the mesh: `(state, sharded batch[, rows]) -> (state, scalars)`,
-  the state donated (updated in place) and replicated, the batch split over 'data', `rows`
+  """`train_step` jitted over the mesh: `(state, sharded batch[, given]) -> (state, scalars)`,
+  the state donated (updated in place) and replicated, the batch split over 'data', `given`
   replicated; compiled once for each row count a run meets (a few: `layers.host_rows`)."""
 
   def __init__(self, heads, parallel: sharding.DataParallel):
-    # A class, not jit alone: jit's shardings are positional, and `rows` is optional.
+    # A class, not jit alone: jit's shardings are positional, and `given` is optional.
     self._jitted = jax.jit(functools.partial(train_step, heads=heads),
                            in_shardings=(parallel.replicated, parallel.batch,
                                          parallel.replicated),
                            out_shardings=(parallel.replicated, parallel.replicated),
                            donate_argnums=0)
 
-  def __call__(self, state, batch, rows=None):
-    return self._jitted(state, batch, rows)
+  def __call__(self, state, batch, given=None):
+    return self._jitted(state, batch, given)
 
-  def lower(self, state, batch, rows=None):
-    return self._jitted.lower(state, batch, rows)
+  def lower(self, state, batch, given=None):
+    return self._jitted.lower(state, batch, given)
 
 
 def make_train_step(heads, parallel: sharding.DataParallel) -> TrainStep:

@@ -282,7 +282,7 @@ def headline_steps_per_s(batch_size: int, seconds: float) -> dict:
   hosts = list(pipeline.eval_batches(ds, arrays, batch_size))
   batches = [parallel.shard(b) for b in hosts]
 
-  def step(state, i):  # as train.py steps: the row count is read from the host batch
+  def step(state, i):  # as train.py steps: the distinct rows found on the host batch
     return step_fn(state, batches[i % 8], state.host_rows(hosts[i % 8]['inputs']))
 
   t = time.perf_counter()

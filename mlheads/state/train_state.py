@@ -66,7 +66,7 @@ class TrainState(train_state.TrainState):
   def host_rows(self, inputs: Mapping[str, Any]
                 ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """Each row-updated table's `layers.host_rows` for a batch's host `inputs`, as
-    `train_step`'s `rows` (a table read whole is left out); None (the most rows there can
+    `train_step`'s `given` (a table read whole is left out); None (the most rows there can
     be, found in the step) where the batch is split over processes, since a process sees
     only its own rows' tokens."""
     if not self.row_tables or jax.process_count() > 1:
